@@ -1,0 +1,63 @@
+"""ImageArray: the one in-memory form of a dataset split.
+
+Every source yields an :class:`ImageArray`: uint8 images (N, C, H, W) and int64 labels. The
+training loop moves ``images`` to the training device once, when it fits, and all augmentation
+runs there as batched tensor ops (see :mod:`selfsup.data.views`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ImageArray:
+    """A dataset split as tensors.
+
+    Attributes:
+        images: uint8 (N, C, H, W), C is 1 (grayscale) or 3 (RGB). May be a view of a memmap.
+        labels: int64 (N,); -1 where an image has no label (e.g. STL-10 ``unlabeled``).
+        classes: class names, ``classes[label]``; empty for an unlabeled split.
+        name: the dataset name it came from (e.g. ``"cifar10"``), for provenance.
+        split: the split name (e.g. ``"train"``).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str] = field(default_factory=list)
+    name: str = ""
+    split: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"labels must be ({self.images.shape[0]},), got {tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.images.shape[2], self.images.shape[3]
+
+    @property
+    def has_labels(self) -> bool:
+        return bool((self.labels >= 0).any())
+
+    def subset(self, index: torch.Tensor | slice) -> ImageArray:
+        """The images and labels at ``index`` (same classes, name, split)."""
+        return ImageArray(
+            self.images[index], self.labels[index], list(self.classes), self.name, self.split
+        )
