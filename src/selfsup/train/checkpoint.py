@@ -1,0 +1,51 @@
+"""Atomic checkpoints: a crash while saving never leaves a corrupt or half-written file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfsup.errors import CheckpointError
+
+FORMAT = "selfsup-checkpoint-v1"
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, **state: Any) -> None:
+    save_atomic({"format": FORMAT, **state}, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a selfsup checkpoint, or raise a CheckpointError that says what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: the run has not finished an epoch yet")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is damaged or "
+            "not a selfsup checkpoint — start a new run or restore the file"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a selfsup checkpoint (expected format {FORMAT})")
+    return ckpt

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+from selfsup.evaluate.knn import knn_predict
+from selfsup.evaluate.linear import carve_validation, select_and_fit_linear
+from selfsup.evaluate.metrics import classification_metrics, confusion_matrix
+
+
+def reference_knn(train, labels, test, k, t, num_classes):
+    """DINO eval_knn.py, one test sample at a time with plain loops."""
+    preds = []
+    for q in test:
+        qn = q / q.norm()
+        sims = [(float(qn @ (x / x.norm())), int(y)) for x, y in zip(train, labels, strict=True)]
+        sims.sort(key=lambda s: -s[0])
+        votes = [0.0] * num_classes
+        for s, y in sims[:k]:
+            votes[y] += math.exp(s / t)
+        preds.append(max(range(num_classes), key=lambda c: votes[c]))
+    return preds
+
+
+def test_knn_matches_loop_reference() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 8, generator=g)
+    labels = torch.randint(0, 4, (60,), generator=g)
+    train = centres[labels] + 0.8 * torch.randn(60, 8, generator=g)
+    test = centres[torch.randint(0, 4, (25,), generator=g)] + 0.8 * torch.randn(25, 8, generator=g)
+    for k in (1, 5, 20):
+        scores = knn_predict(train, labels, test, k=k, temperature=0.07, num_classes=4, chunk=7)
+        assert scores.argmax(1).tolist() == reference_knn(train, labels, test, k, 0.07, 4)
+
+
+def test_knn_k_larger_than_bank() -> None:
+    scores = knn_predict(torch.eye(3), torch.tensor([0, 1, 2]), torch.eye(3), k=200)
+    assert scores.argmax(1).tolist() == [0, 1, 2]
+
+
+def test_metrics_match_sklearn() -> None:
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 5, (200,), generator=g)
+    pred = torch.where(torch.rand(200, generator=g) < 0.6, target,
+                       torch.randint(0, 5, (200,), generator=g))
+    pred[pred == 4] = 3  # class 4 never predicted
+    m = classification_metrics(pred, target, 5)
+    assert math.isclose(m["top1"], float((pred == target).float().mean()))
+    assert math.isclose(m["f1_macro"], f1_score(target, pred, average="macro"), rel_tol=1e-9)
+    cm = confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]), 2)
+    assert cm.tolist() == [[1, 1], [0, 1]]
+
+
+def test_carve_validation_is_disjoint_and_seeded() -> None:
+    fit, val = carve_validation(100, 0.2, seed=0)
+    assert len(val) == 20 and len(fit) == 80
+    assert set(fit.tolist()).isdisjoint(val.tolist())
+    assert torch.equal(val, carve_validation(100, 0.2, seed=0)[1])
+    assert not torch.equal(val, carve_validation(100, 0.2, seed=1)[1])
+    with pytest.raises(ValueError):
+        carve_validation(10, 1.0, seed=0)
+
+
+def test_linear_probe_learns_and_selects_on_validation() -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 3, generator=g)
+    x = torch.randn(600, 16, generator=g)
+    y = (x @ w).argmax(1)
+    probe, choice = select_and_fit_linear(
+        x[:500], y[:500], 3, weight_decays=[0.0, 1e-3], epochs=30, batch_size=64, lr=1e-2
+    )
+    acc = float((probe.predict(x[500:]).argmax(1) == y[500:]).float().mean())
+    assert acc > 0.9
+    assert choice["weight_decay"] in (0.0, 1e-3) and 0.8 < choice["val_top1"] <= 1.0
