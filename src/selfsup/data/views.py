@@ -1,0 +1,286 @@
+"""Batched random views ("augmentations") for self-supervised learning.
+
+:func:`make_views` turns a uint8 batch (B, C, H, W) into one normalised float32 view per
+:class:`ViewSpec`, entirely as batched tensor ops on the images' device (the GPU in training):
+no PIL, no per-image Python loop, no host synchronisation. Every sample draws its own random
+parameters from the explicit ``torch.Generator`` passed in, with the semantics of the torchvision
+transforms that SSL recipes compose (``RandomResizedCrop``, ``RandomHorizontalFlip``,
+``RandomApply([ColorJitter])``, ``RandomGrayscale``, Gaussian blur, solarization, ``Normalize``);
+the ops themselves (:mod:`selfsup.data.view_ops`, re-exported here) match
+``torchvision.transforms.v2.functional`` on float images. :func:`vicreg_views` gives the two
+views of the official VICReg recipe, :func:`eval_view` the deterministic evaluation view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from selfsup.data.view_ops import (
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    color_jitter,
+    gaussian_blur,
+    gaussian_kernels,
+    hflip,
+    normalize,
+    resize_weights,
+    resized_crop,
+    rgb_to_gray,
+    solarize,
+    to_grayscale,
+)
+
+__all__ = [
+    "ViewSpec",
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_hue",
+    "adjust_saturation",
+    "color_jitter",
+    "eval_view",
+    "gaussian_blur",
+    "gaussian_kernels",
+    "hflip",
+    "make_views",
+    "normalize",
+    "resize_weights",
+    "resized_crop",
+    "rgb_to_gray",
+    "sample_resized_crop_params",
+    "solarize",
+    "to_grayscale",
+    "vicreg_views",
+]
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One random view: the torchvision pipeline ``RandomResizedCrop(size, crop_scale,
+    crop_ratio, interpolation, antialias=True) -> RandomHorizontalFlip(hflip_p) ->
+    RandomApply([ColorJitter(brightness, contrast, saturation, hue)], jitter_p) ->
+    RandomGrayscale(grayscale_p) -> RandomApply([GaussianBlur(blur_kernel, blur_sigma)], blur_p)
+    -> RandomSolarize(solarize_threshold, solarize_p) -> Normalize(mean, std)`` on [0, 1] floats.
+
+    An op whose probability (or every jitter strength) is 0 is skipped entirely. ``random_crop``
+    False replaces the crop by the whole image, resized to (size, size) (the evaluation view).
+    """
+
+    size: int = 32
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    interpolation: str = "bicubic"
+    hflip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int = 23
+    solarize_p: float = 0.0
+    solarize_threshold: float = 0.5
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    random_crop: bool = True
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+        if self.interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(
+                f"interpolation must be 'bilinear' or 'bicubic': {self.interpolation!r}"
+            )
+        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
+            raise ValueError(f"blur_kernel must be odd and positive, got {self.blur_kernel}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1]:
+            raise ValueError(f"crop_scale must be 0 < lo <= hi, got {self.crop_scale}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must be 0 < lo <= hi, got {self.crop_ratio}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError(f"blur_sigma must be 0 < lo <= hi, got {self.blur_sigma}")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+        probs = (self.hflip_p, self.jitter_p, self.grayscale_p, self.blur_p, self.solarize_p)
+        if not all(0.0 <= p <= 1.0 for p in probs):
+            raise ValueError(f"probabilities must lie in [0, 1], got {probs}")
+
+
+def sample_resized_crop_params(
+    height: int,
+    width: int,
+    n: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+    attempts: int = 10,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``n`` crop boxes (top, left, height, width), each int64 (n,) on the generator's device,
+    with the semantics of torchvision ``RandomResizedCrop.get_params`` / ``make_params``.
+
+    Each sample tries ``attempts`` (area fraction ~ U(scale), log aspect ratio ~ U(log ratio)),
+    ``w = round(sqrt(area * r))``, ``h = round(sqrt(area / r))``, all at once; it takes its first
+    attempt with ``0 < w <= width`` and ``0 < h <= height`` and a uniform position inside the
+    image; a sample with none falls back to torchvision's centre crop (the whole image, its aspect
+    ratio clamped to ``ratio``).
+    """
+    dev = generator.device
+    u = torch.rand(n, attempts, 2, generator=generator, device=dev)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    target = (height * width) * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    w = torch.sqrt(target * aspect).round()  # round half to even, as Python's round
+    h = torch.sqrt(target / aspect).round()
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = valid.int().argmax(1, keepdim=True)  # argmax returns the first maximal index
+    w, h = w.gather(1, first).squeeze(1).long(), h.gather(1, first).squeeze(1).long()
+    # torchvision's fallback: central crop of the whole image, aspect ratio clamped
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        fw, fh = round(height * max(ratio)), height
+    else:
+        fw, fh = width, height
+    ok = valid.any(1)
+    w = torch.where(ok, w, fw)
+    h = torch.where(ok, h, fh)
+    pos = torch.rand(2, n, generator=generator, device=dev)
+    top = (pos[0] * (height - h + 1)).long().minimum(height - h)  # ~ randint(0, H - h + 1)
+    left = (pos[1] * (width - w + 1)).long().minimum(width - w)
+    top = torch.where(ok, top, (height - fh) // 2)
+    left = torch.where(ok, left, (width - fw) // 2)
+    return top, left, h, w
+
+
+def _stats(values: Sequence[float], channels: int, name: str, device: torch.device) -> Tensor:
+    if len(values) not in (1, channels):
+        raise ValueError(
+            f"{name} has {len(values)} values for {channels}-channel images (need 1 or {channels})"
+        )
+    return torch.tensor([float(v) for v in values], device=device).expand(channels)
+
+
+def _view(x: Tensor, spec: ViewSpec, gen: torch.Generator, mean: Tensor, std: Tensor) -> Tensor:
+    """One view of the float batch ``x`` (B, C, H, W) in [0, 1] -> (B, C, size, size)."""
+    bsz, _, h, w = x.shape
+    dev = x.device
+
+    def uniform(lo: float, hi: float, *shape: int) -> Tensor:
+        return lo + (hi - lo) * torch.rand(shape or (bsz,), generator=gen, device=dev)
+
+    def coin(p: float) -> Tensor | None:  # per-sample Bernoulli(p); None = all samples
+        draw = torch.rand(bsz, generator=gen, device=dev) < p
+        return None if p >= 1.0 else draw
+
+    if spec.random_crop:
+        box = sample_resized_crop_params(h, w, bsz, spec.crop_scale, spec.crop_ratio, gen)
+    else:
+        zero = torch.zeros(bsz, dtype=torch.long, device=dev)
+        box = (zero, zero, torch.full_like(zero, h), torch.full_like(zero, w))
+    flip = torch.rand(bsz, generator=gen, device=dev) < spec.hflip_p if spec.hflip_p > 0 else None
+    x = resized_crop(x, *box, spec.size, spec.interpolation, flip=flip)  # crop, resize, flip
+    strengths = (spec.brightness, spec.contrast, spec.saturation, spec.hue)
+    if spec.jitter_p > 0 and any(v > 0 for v in strengths):
+        apply = coin(spec.jitter_p)
+        factors = torch.stack(
+            [uniform(max(0.0, 1.0 - v), 1.0 + v) for v in strengths[:3]]
+            + [uniform(-spec.hue, spec.hue)],
+            dim=1,
+        )
+        order = torch.rand(bsz, 4, generator=gen, device=dev).argsort(1)  # randperm(4) each
+        x = color_jitter(x, factors, order, apply, hue=spec.hue > 0)
+    if spec.grayscale_p > 0:
+        x = to_grayscale(x, coin(spec.grayscale_p))
+    if spec.blur_p > 0:
+        apply = coin(spec.blur_p)
+        x = gaussian_blur(x, uniform(*spec.blur_sigma), spec.blur_kernel, apply)
+    if spec.solarize_p > 0:
+        x = solarize(x, spec.solarize_threshold, coin(spec.solarize_p))
+    return normalize(x, mean, std)
+
+
+def make_views(
+    images: Tensor, specs: Sequence[ViewSpec], generator: torch.Generator
+) -> list[Tensor]:
+    """One normalised float32 view (B, C, spec.size, spec.size) per spec of the uint8 batch
+    ``images`` (B, C, H, W), C in {1, 3}, on any device; ``generator`` (on the same device) is
+    the only source of randomness, so a seeded generator gives identical views."""
+    if images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8, got {images.dtype}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    channels = images.shape[1]
+    if channels not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels, got {channels}")
+    if torch.device(generator.device).type != images.device.type:
+        raise ValueError(f"generator is on {generator.device}, images on {images.device}")
+    stats = []
+    for spec in specs:
+        if len(spec.mean) != len(spec.std):
+            raise ValueError(f"mean {spec.mean} and std {spec.std} differ in length")
+        mean = _stats(spec.mean, channels, "mean", images.device)
+        stats.append((mean, _stats(spec.std, channels, "std", images.device)))
+    x = images.float().div_(255.0)  # converted once, shared by every view
+    return [_view(x, spec, generator, m, s) for spec, (m, s) in zip(specs, stats, strict=True)]
+
+
+def vicreg_views(size: int, mean: Sequence[float], std: Sequence[float]) -> list[ViewSpec]:
+    """The two asymmetric views of VICReg's ``TrainTransform`` (facebookresearch/vicreg,
+    ``augmentations.py``): ``RandomResizedCrop(size, BICUBIC)`` (scale (0.08, 1)), flip 0.5,
+    ``ColorJitter(0.4, 0.4, 0.2, 0.1)`` with p 0.8, grayscale p 0.2, Gaussian blur with p 1.0 /
+    0.1 and solarization with p 0.0 / 0.2 (PIL's threshold 128 = 0.5 on [0, 1] floats).
+
+    The official blur (PIL, sigma ~ U(0.1, 2.0)) is meant for 224-pixel views; here sigma is
+    scaled by ``size / 224`` and the kernel is the smallest odd one covering 3 sigma (at least
+    3), so that small images (e.g. 32 px: sigma <= 0.29, kernel 3) are not smeared.
+    """
+    sigma = (0.1 * size / 224, 2.0 * size / 224)
+    kernel = max(3, 2 * math.ceil(3 * sigma[1]) + 1)
+    common = dict(
+        size=size,
+        crop_scale=(0.08, 1.0),
+        interpolation="bicubic",
+        hflip_p=0.5,
+        jitter_p=0.8,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        grayscale_p=0.2,
+        blur_sigma=sigma,
+        blur_kernel=kernel,
+        solarize_threshold=0.5,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+    )
+    return [
+        ViewSpec(**common, blur_p=1.0, solarize_p=0.0),
+        ViewSpec(**common, blur_p=0.1, solarize_p=0.2),
+    ]
+
+
+def eval_view(size: int, mean: Sequence[float], std: Sequence[float]) -> ViewSpec:
+    """The deterministic evaluation view: the whole image resized (bicubic, antialiased) to
+    (size, size) and normalised; no crop randomness, flip, jitter, grayscale, blur or solarize."""
+    return ViewSpec(
+        size=size,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        random_crop=False,
+        hflip_p=0.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        blur_p=0.0,
+        solarize_p=0.0,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+    )
