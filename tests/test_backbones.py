@@ -19,8 +19,9 @@ def test_contract(name: str, channels: int) -> None:
 
 def test_small_stem_keeps_resolution() -> None:
     small = build_backbone(BackboneConfig(name="resnet18"), in_channels=3, image_size=32)
-    big = build_backbone(BackboneConfig(name="resnet18", stem="imagenet"), in_channels=3,
-                         image_size=32)
+    big = build_backbone(
+        BackboneConfig(name="resnet18", stem="imagenet"), in_channels=3, image_size=32
+    )
     assert small.net.conv1.kernel_size == (3, 3) and small.net.conv1.stride == (1, 1)
     assert isinstance(small.net.maxpool, torch.nn.Identity)
     assert big.net.conv1.kernel_size == (7, 7)
@@ -31,8 +32,11 @@ def test_small_stem_keeps_resolution() -> None:
 def test_small_resnet_is_configurable_and_small() -> None:
     net = build_backbone(BackboneConfig(name="small_resnet"), in_channels=3, image_size=32)
     assert sum(p.numel() for p in net.parameters()) < 5_000_000
-    tiny = build_backbone(BackboneConfig(name="small_resnet", depths=[1, 2], widths=[8, 16]),
-                          in_channels=1, image_size=28)
+    tiny = build_backbone(
+        BackboneConfig(name="small_resnet", depths=[1, 2], widths=[8, 16]),
+        in_channels=1,
+        image_size=28,
+    )
     assert tiny.num_features == 16 and tiny(torch.randn(3, 1, 28, 28)).shape == (3, 16)
     assert len(tiny.features[2]) == 2  # second stage has two blocks
 
@@ -43,5 +47,8 @@ def test_errors_name_valid_choices() -> None:
     with pytest.raises(ConfigError, match="auto, small, imagenet"):
         build_backbone(BackboneConfig(name="resnet18", stem="tiny"), in_channels=3, image_size=32)
     with pytest.raises(ConfigError, match="same length"):
-        build_backbone(BackboneConfig(name="small_resnet", depths=[1], widths=[8, 16]),
-                       in_channels=3, image_size=32)
+        build_backbone(
+            BackboneConfig(name="small_resnet", depths=[1], widths=[8, 16]),
+            in_channels=3,
+            image_size=32,
+        )

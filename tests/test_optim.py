@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -11,9 +12,15 @@ from selfsup.train.optim import LARS
 def test_lars_step_matches_formula() -> None:
     w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))  # norm 5
     b = torch.nn.Parameter(torch.tensor([1.0]))
-    opt = LARS([{"params": [w], "weight_decay": 0.1, "exclude": False},
-                {"params": [b], "weight_decay": 0.0, "exclude": True}],
-               lr=0.5, momentum=0.9, eta=0.001)
+    opt = LARS(
+        [
+            {"params": [w], "weight_decay": 0.1, "exclude": False},
+            {"params": [b], "weight_decay": 0.0, "exclude": True},
+        ],
+        lr=0.5,
+        momentum=0.9,
+        eta=0.001,
+    )
     w.grad = torch.tensor([[1.0, 0.0]])
     b.grad = torch.tensor([2.0])
     opt.step()
@@ -45,4 +52,4 @@ def test_warmup_cosine() -> None:
     assert math.isclose(warmup_cosine(55, 100, **kw), 0.505)  # half-way down the cosine
     assert math.isclose(warmup_cosine(100, 100, **kw), 0.01)
     values = [warmup_cosine(s, 100, **kw) for s in range(10, 101)]
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values))

@@ -176,7 +176,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
     if unknown:
-        where = prefix or "the top level"
+        where = prefix.rstrip(".") or "the top level"
         raise ConfigError(
             f"unknown config key {prefix + unknown[0]!r}; valid keys at {where}: "
             + ", ".join(prefix + k for k in types_)
@@ -202,7 +202,27 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     method_cls = METHOD_CONFIGS.get(method.get("name", MethodConfig.name))
     cfg = _build(Config, data, "")
     cfg.method = _build(method_cls, method, "method.")
+    check_choices(cfg)
     return cfg
+
+
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("train", "optimizer"): ("lars", "adamw", "sgd"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+    ("train", "precision"): ("auto", "bf16", "fp32"),
+    ("backbone", "stem"): ("auto", "small", "imagenet"),
+}
+
+
+def check_choices(cfg: Config) -> None:
+    """Enumerated values must be one of their choices (names in registries are checked where
+    they are looked up)."""
+    for (section, key), valid in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in valid:
+            raise ConfigError(
+                f"{section}.{key}={value!r} is not valid; valid choices: {', '.join(valid)}"
+            )
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -1,0 +1,54 @@
+"""The Method contract shared by every SSL method.
+
+A method is a small ``nn.Module`` assembled from parts (backbone, heads, loss, optional EMA
+teacher / queue / centre). The training loop only knows this interface:
+
+- ``view_specs``: the views it wants of each image (see :mod:`selfsup.data.views`);
+- ``forward(views) -> StepOutput``: the loss of one batch of views;
+- ``on_step_end(step, total_steps)``: after the optimizer step (EMA, queue, centre updates);
+- ``param_groups(weight_decay)``: optimizer groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from selfsup.data.views import ViewSpec
+
+
+@dataclass
+class StepOutput:
+    """The loss of one step and its named, detached parts (scalars) for logging."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+
+
+class Method(nn.Module):
+    """Base of all methods: holds the backbone and the view specs."""
+
+    def __init__(self, backbone: nn.Module, view_specs: list[ViewSpec]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.view_specs = list(view_specs)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Called after each optimizer step; methods without teachers need nothing."""
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Two groups: weights (decayed, LARS-adapted) and biases / norm parameters (neither),
+        the split of ``exclude_bias_and_norm`` in facebookresearch/vicreg (p.ndim == 1)."""
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay, "exclude": False},
+            {"params": no_decay, "weight_decay": 0.0, "exclude": True},
+        ]

@@ -1,0 +1,293 @@
+"""One training loop for every method.
+
+Top to bottom, each step: take a shuffled index batch of the resident uint8 images, make the
+method's views on the device, run the method under autocast, step the optimizer with the
+scheduled learning rate, let the method update its teacher / queue / centre. Every ``log_every``
+steps the buffered per-step losses are copied to the host once (one sync), checked for
+non-finite values, and appended to ``metrics.jsonl``. Each epoch ends with an atomic
+``checkpoints/last.pt`` from which ``resume`` continues exactly (the shuffling and the views of
+epoch e are seeded by (seed, epoch, rank), so they do not depend on what ran before).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from selfsup.config import Config, config_to_dict
+from selfsup.data.views import make_views
+from selfsup.distributed import is_distributed, rank, world_size
+from selfsup.errors import CheckpointError, ConfigError, SelfsupError
+from selfsup.methods.base import Method
+from selfsup.parts.schedules import warmup_cosine
+from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
+from selfsup.train.optim import build_optimizer
+
+Monitor = Callable[[nn.Module, int], dict[str, float]]
+
+
+class TrainingDiverged(SelfsupError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use auto or cpu")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown train.device {name!r}; valid choices: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"unknown train.precision {precision!r}; valid: auto, bf16, fp32")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move the uint8 images to ``device`` when they take under half of its free memory;
+    otherwise keep them on the host (batches are then copied per step)."""
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.numel() < free // 2:
+        return images.to(device)
+    return images.pin_memory() if not images.is_pinned() else images
+
+
+class BatchStream:
+    """Shuffled index batches, reproducible per (seed, epoch), sharded across processes.
+
+    ``batch_size`` is the global batch: each of ``world`` processes takes every world-th index
+    of a global batch. The last incomplete batch is dropped.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ConfigError(f"train.batch_size={batch_size} is not divisible by {world} GPUs")
+        if n < batch_size:
+            raise ConfigError(
+                f"train.batch_size={batch_size} is larger than the {n} training images; "
+                "lower train.batch_size or raise data.limit"
+            )
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.batch_size
+
+    def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(self.n, generator=g)
+        for s in range(self.steps_per_epoch):
+            yield perm[s * self.batch_size : (s + 1) * self.batch_size][self.rank :: self.world]
+
+
+class MetricsLog:
+    """Append-only JSON-lines metrics, one record per line."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if self.enabled and records:
+            with self.path.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop step records past ``step`` (left by an interrupted epoch) before resuming."""
+        if not (self.enabled and self.path.exists()):
+            return
+        keep = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", -1) < step
+        ]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(self.path)
+
+
+@dataclass
+class _Pending:
+    """Per-step values kept on the device until the next flush."""
+
+    steps: list[int]
+    losses: list[torch.Tensor]
+    parts: list[dict[str, torch.Tensor]]
+    lrs: list[float]
+    started: float
+    images: int = 0
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def fit(
+    method: Method,
+    images: torch.Tensor,
+    cfg: Config,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    monitor: Monitor | None = None,
+    monitor_every: int = 0,
+) -> Method:
+    """Pretrain ``method`` on uint8 ``images`` (N, C, H, W); write metrics and checkpoints to
+    ``run_dir``. Returns the trained method (on the training device)."""
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    bf16 = use_bf16(tc.precision, device)
+    main = rank() == 0
+    if main:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    method.to(device)
+    if device.type == "cuda" and tc.channels_last:
+        method.to(memory_format=torch.channels_last)
+    images = place_images(images, device)
+    stream = BatchStream(len(images), tc.batch_size, cfg.seed, rank=rank(), world=world_size())
+    total = tc.epochs * stream.steps_per_epoch
+    warmup = round(tc.warmup_epochs * stream.steps_per_epoch)
+    base_lr = tc.lr * tc.batch_size / 256
+    optimizer = build_optimizer(method.param_groups(tc.weight_decay), tc, base_lr)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
+
+    start_epoch, step = 0, 0
+    if resume:
+        ckpt = load_checkpoint(ckpt_path)
+        _check_compatible(ckpt, cfg, ckpt_path)
+        method.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        start_epoch, step = ckpt["epoch"], ckpt["step"]
+        log.truncate_after(step)
+
+    model: nn.Module = method
+    if is_distributed():
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(method, device_ids=ids)
+    if tc.compile:
+        model = torch.compile(model)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    bar = tqdm(
+        total=total,
+        initial=step,
+        disable=not (main and tc.progress),
+        unit="step",
+        dynamic_ncols=True,
+    )
+    method.train()
+    for epoch in range(start_epoch, tc.epochs):
+        view_gen = torch.Generator(device=device).manual_seed(
+            (cfg.seed * 100_003 + epoch) * 1_009 + rank()
+        )
+        pending = _Pending([], [], [], [], time.perf_counter())
+        for idx in stream.epoch(epoch):
+            batch = images[idx.to(images.device)].to(device, non_blocking=True)
+            with torch.no_grad():
+                views = make_views(batch, method.view_specs, view_gen)
+            if device.type == "cuda" and tc.channels_last:
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            lr = warmup_cosine(
+                step, total, base=base_lr, warmup_steps=warmup, final=base_lr * tc.final_lr_ratio
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                out = model(views)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if tc.grad_clip is not None:
+                nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
+            optimizer.step()
+            method.on_step_end(step, total)
+            pending.steps.append(step)
+            pending.losses.append(out.loss.detach())
+            pending.parts.append(out.parts)
+            pending.lrs.append(lr)
+            pending.images += len(batch) * world_size()
+            step += 1
+            bar.update(1)
+            if len(pending.steps) >= tc.log_every:
+                _flush(pending, epoch, log, bar, ckpt_path)
+                pending = _Pending([], [], [], [], time.perf_counter())
+        _flush(pending, epoch, log, bar, ckpt_path)
+        if monitor is not None and monitor_every and (epoch + 1) % monitor_every == 0 and main:
+            method.eval()
+            log.write([{"epoch": epoch + 1, "step": step, **monitor(method.backbone, epoch + 1)}])
+            method.train()
+        if main:
+            save_checkpoint(
+                ckpt_path,
+                model=method.state_dict(),
+                optimizer=optimizer.state_dict(),
+                epoch=epoch + 1,
+                step=step,
+                rng=_rng_state(),
+                config=config_to_dict(cfg),
+            )
+    bar.close()
+    return method
+
+
+def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path: Path) -> None:
+    """Copy the buffered per-step values to the host once, check them, and log them."""
+    if not pending.steps:
+        return
+    names = list(pending.parts[0])
+    stacked = torch.stack(
+        [
+            torch.stack([loss, *(p[n].float() for n in names)])
+            for loss, p in zip(pending.losses, pending.parts, strict=True)
+        ]
+    ).tolist()
+    elapsed = max(time.perf_counter() - pending.started, 1e-9)
+    ips = pending.images / elapsed
+    records = []
+    for s, lr, values in zip(pending.steps, pending.lrs, stacked, strict=True):
+        if not all(v == v and abs(v) != float("inf") for v in values):
+            kept = (
+                f"the last good checkpoint is {ckpt_path}"
+                if ckpt_path.exists()
+                else ("no checkpoint was written yet")
+            )
+            raise TrainingDiverged(
+                f"the loss became non-finite ({values[0]}) at step {s} (epoch {epoch}); {kept}. "
+                "Lower train.lr, set train.grad_clip (e.g. 1.0) or use train.precision=fp32."
+            )
+        rec = {"step": s, "epoch": epoch, "loss": values[0], "lr": lr, "images_per_s": ips}
+        rec.update(dict(zip(names, values[1:], strict=True)))
+        records.append(rec)
+    log.write(records)
+    bar.set_postfix(loss=f"{stacked[-1][0]:.4f}", ips=f"{ips:.0f}", refresh=False)
+
+
+def _check_compatible(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Refuse to resume from a checkpoint of a different method or backbone."""
+    saved = ckpt.get("config", {})
+    mine = config_to_dict(cfg)
+    for section, key in (("method", "name"), ("backbone", "name"), ("data", "dataset")):
+        a, b = saved.get(section, {}).get(key), mine[section][key]
+        if a != b:
+            raise CheckpointError(
+                f"{path} was written with {section}.{key}={a!r} but this run has {b!r}; "
+                "resume with the run's own config.yaml or start a new --out directory"
+            )

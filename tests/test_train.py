@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from selfsup.config import load_config
+from selfsup.data.sources import load_dataset
+from selfsup.errors import CheckpointError
+from selfsup.evaluate.protocols import seeded_subset
+from selfsup.pipeline import make_method, resolve
+from selfsup.train import loop
+from selfsup.train.checkpoint import load_checkpoint
+from selfsup.train.loop import BatchStream, TrainingDiverged, fit
+from tiny import TINY
+
+
+def setup(overrides: list[str] | None = None):
+    cfg = load_config(None, TINY + (overrides or []))
+    data = seeded_subset(load_dataset("synthetic", "train", image_size=16), 128, 0)
+    cfg = resolve(cfg, data)
+    return cfg, data
+
+
+def records(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_fit_writes_metrics_and_checkpoint(tmp_path) -> None:
+    cfg, data = setup()
+    method = make_method(cfg, data.channels)
+    before = [p.detach().clone() for p in method.parameters()]
+    fit(method, data.images, cfg, tmp_path)
+    recs = records(tmp_path)
+    assert [r["step"] for r in recs] == list(range(8))  # 2 epochs x 128 / 32 steps, every step
+    for r in recs:
+        assert {"loss", "lr", "images_per_s", "invariance", "variance", "covariance"} <= set(r)
+        assert torch.isfinite(torch.tensor(r["loss"]))
+    assert recs[0]["lr"] == 0.0 and recs[2]["lr"] > 0  # warm-up from zero
+    changed = [not torch.equal(a, b) for a, b in zip(before, method.parameters(), strict=True)]
+    assert all(changed)
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 8
+    assert {"model", "optimizer", "rng", "config"} <= set(ckpt)
+
+
+def test_resume_after_interruption_is_exact(tmp_path, monkeypatch) -> None:
+    cfg, data = setup(["train.epochs=3"])
+    full = fit(make_method(cfg, data.channels), data.images, cfg, tmp_path / "full")
+
+    calls = {"n": 0}
+    real = loop.make_views
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # the 3rd step of the second epoch
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "make_views", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_method(cfg, data.channels), data.images, cfg, tmp_path / "cut")
+    monkeypatch.setattr(loop, "make_views", real)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
+    resumed = fit(make_method(cfg, data.channels), data.images, cfg, tmp_path / "cut", resume=True)
+
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    full_recs, cut_recs = records(tmp_path / "full"), records(tmp_path / "cut")
+    assert [r["step"] for r in cut_recs] == list(range(12))  # no duplicate or missing step
+    for a, b in zip(full_recs, cut_recs, strict=True):
+        assert a["loss"] == b["loss"] and a["lr"] == b["lr"]
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path) -> None:
+    cfg, data = setup(["train.epochs=1"])
+    fit(make_method(cfg, data.channels), data.images, cfg, tmp_path)
+    saved = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    cfg.train.epochs = 2
+    method = make_method(cfg, data.channels)
+    method.cfg.sim_weight = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"non-finite .* step 4 .*last good checkpoint"):
+        fit(method, data.images, cfg, tmp_path, resume=True)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == saved
+
+
+def test_resume_refuses_another_method_config(tmp_path) -> None:
+    cfg, data = setup(["train.epochs=1"])
+    fit(make_method(cfg, data.channels), data.images, cfg, tmp_path)
+    cfg.backbone.name = "resnet18"
+    with pytest.raises(CheckpointError, match=r"backbone\.name='small_resnet'"):
+        fit(make_method(cfg, data.channels), data.images, cfg, tmp_path, resume=True)
+
+
+def test_damaged_checkpoint_is_a_clear_error(tmp_path) -> None:
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
+    torch.save({"something": 1}, path)
+    with pytest.raises(CheckpointError, match="not a selfsup checkpoint"):
+        load_checkpoint(path)
+
+
+def test_batch_stream_is_seeded_sharded_and_drops_last() -> None:
+    s = BatchStream(10, 4, seed=0)
+    batches = list(s.epoch(0))
+    assert len(batches) == 2 and all(len(b) == 4 for b in batches)
+    assert [b.tolist() for b in s.epoch(0)] == [b.tolist() for b in batches]
+    assert [b.tolist() for b in s.epoch(1)] != [b.tolist() for b in batches]
+    r0 = list(BatchStream(10, 4, seed=0, rank=0, world=2).epoch(0))
+    r1 = list(BatchStream(10, 4, seed=0, rank=1, world=2).epoch(0))
+    for full, a, b in zip(batches, r0, r1, strict=True):
+        assert sorted(torch.cat([a, b]).tolist()) == sorted(full.tolist())
