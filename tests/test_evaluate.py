@@ -44,8 +44,9 @@ def test_knn_k_larger_than_bank() -> None:
 def test_metrics_match_sklearn() -> None:
     g = torch.Generator().manual_seed(3)
     target = torch.randint(0, 5, (200,), generator=g)
-    pred = torch.where(torch.rand(200, generator=g) < 0.6, target,
-                       torch.randint(0, 5, (200,), generator=g))
+    pred = torch.where(
+        torch.rand(200, generator=g) < 0.6, target, torch.randint(0, 5, (200,), generator=g)
+    )
     pred[pred == 4] = 3  # class 4 never predicted
     m = classification_metrics(pred, target, 5)
     assert math.isclose(m["top1"], float((pred == target).float().mean()))

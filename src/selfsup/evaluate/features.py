@@ -1,0 +1,63 @@
+"""Extract frozen-backbone features once, for every evaluation that needs them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from selfsup.data.views import eval_view, make_views
+
+
+def input_channels(backbone: nn.Module) -> int:
+    """The channel count the backbone's first convolution / patch embedding expects."""
+    for m in backbone.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise ValueError("cannot tell the input channels of a backbone without a Conv2d")
+
+
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> (N, channels, H, W): gray repeated to RGB, or RGB to luma
+    (torchvision's weights 0.2989, 0.587, 0.114), so a backbone can be evaluated on a dataset
+    with another channel count (transfer)."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1)
+    if c == 3 and channels == 1:
+        w = torch.tensor([0.2989, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+        return (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    images: torch.Tensor,
+    *,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Pooled features (N, D) float32 of uint8 ``images`` (N, C, H, W), resized to ``size`` and
+    normalised, with the backbone in eval mode (batch-norm running statistics)."""
+    device = torch.device(device)
+    was_training = backbone.training
+    backbone.eval().to(device)
+    channels = input_channels(backbone)
+    spec = eval_view(size, mean, std)
+    gen = torch.Generator(device=device).manual_seed(0)
+    bf16 = device.type == "cuda"
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = match_channels(images[start : start + batch_size].to(device), channels)
+        (x,) = make_views(batch, [spec], gen)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            out.append(backbone(x).float())
+    backbone.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, getattr(backbone, "num_features", 0))

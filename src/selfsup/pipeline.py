@@ -1,0 +1,193 @@
+"""Pretrain-then-evaluate, and evaluate a finished run: what ``selfsup pretrain`` / ``eval`` do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from selfsup.backbones import BACKBONES, build_backbone
+from selfsup.config import Config, apply_overrides, config_from_dict, save_config
+from selfsup.data.array import ImageArray
+from selfsup.data.sources import load_dataset
+from selfsup.errors import SelfsupError
+from selfsup.evaluate.features import extract_features
+from selfsup.evaluate.knn import knn_predict
+from selfsup.evaluate.metrics import classification_metrics
+from selfsup.evaluate.protocols import (
+    channel_stats,
+    check_protocols,
+    evaluate_backbone,
+    labelled,
+    seeded_subset,
+)
+from selfsup.methods import METHODS, Method, build_method
+from selfsup.rundir import environment, merge_records, read_results, write_json_atomic
+from selfsup.train.checkpoint import load_checkpoint
+from selfsup.train.loop import fit, resolve_device
+
+
+def check_names(cfg: Config) -> None:
+    """Fail at once, before any data is read, on an unknown method / backbone / protocol."""
+    METHODS.get(cfg.method.name)
+    BACKBONES.get(cfg.backbone.name)
+    check_protocols(cfg.eval.protocols)
+
+
+def load_pretrain_data(cfg: Config) -> ImageArray:
+    d = cfg.data
+    data = load_dataset(
+        d.dataset, d.split, root=d.root, download=d.download, image_size=d.image_size
+    )
+    return seeded_subset(data, d.limit, cfg.seed)
+
+
+def resolve(cfg: Config, data: ImageArray) -> Config:
+    """Fill what the data decides: normalisation statistics and the view size."""
+    if cfg.data.mean is None or cfg.data.std is None:
+        cfg.data.mean, cfg.data.std = channel_stats(data.images)
+    if cfg.views.size is None:
+        cfg.views.size = data.image_size[0]
+    return cfg
+
+
+def make_method(cfg: Config, channels: int) -> Method:
+    torch.manual_seed(cfg.seed)
+    return build_method(
+        cfg, in_channels=channels, image_size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std
+    )
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise SelfsupError(f"cannot resume: {run_dir} holds no run (no config.yaml)")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise SelfsupError(
+            f"{run_dir} already holds files; pass --resume to continue that run, "
+            "or choose another --out"
+        )
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def knn_monitor(cfg: Config, data: ImageArray, device: torch.device):
+    """Online kNN (k=20) of the labelled training images: a held-out fifth of
+    ``eval.monitor_limit`` images is classified from the other four fifths. The test split is
+    never read during pretraining."""
+    pool = labelled(data) if data.has_labels else None
+    if pool is None:
+        return None
+    pool = seeded_subset(pool, cfg.eval.monitor_limit, cfg.seed + 2)
+    n_query = max(1, len(pool) // 5)
+    bank, query = pool.subset(slice(n_query, None)), pool.subset(slice(0, n_query))
+    num_classes = max(len(pool.classes), int(pool.labels.max()) + 1)
+
+    def monitor(backbone: nn.Module, epoch: int) -> dict[str, float]:
+        kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device)
+        fb = extract_features(backbone, bank.images, **kw)
+        fq = extract_features(backbone, query.images, **kw)
+        scores = knn_predict(fb, bank.labels, fq, k=20, num_classes=num_classes)
+        m = classification_metrics(scores.argmax(1), query.labels, num_classes)
+        return {"monitor_knn_top1": m["top1"]}
+
+    return monitor
+
+
+def pretrain(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Pretrain ``cfg`` into ``run_dir`` (or continue it), evaluate, return ``results.json``."""
+    run_dir = Path(run_dir)
+    check_names(cfg)
+    prepare_run_dir(run_dir, resume)
+    data = load_pretrain_data(cfg)
+    cfg = resolve(cfg, data)
+    save_config(cfg, run_dir / "config.yaml")
+    write_json_atomic(run_dir / "env.json", environment())
+    device = resolve_device(cfg.train.device)
+    method = make_method(cfg, data.channels)
+    monitor = knn_monitor(cfg, data, device) if cfg.eval.monitor_every else None
+    fit(
+        method,
+        data.images,
+        cfg,
+        run_dir,
+        resume=resume,
+        monitor=monitor,
+        monitor_every=cfg.eval.monitor_every,
+    )
+    return evaluate_run(run_dir, cfg=cfg, method=method)
+
+
+def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Method]:
+    """The config (with ``eval.*`` overrides applied) and the trained method of a run."""
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise SelfsupError(f"{run_dir} is not a run directory (no config.yaml)")
+    for text in overrides:
+        if not text.startswith("eval."):
+            raise SelfsupError(
+                f"{text!r}: only eval.* keys can be changed when evaluating a finished run"
+            )
+    cfg = config_from_dict(apply_overrides(yaml.safe_load(cfg_path.read_text()), list(overrides)))
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    channels = len(cfg.data.mean or [])
+    method = make_method(cfg, channels)
+    try:
+        method.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise SelfsupError(
+            f"the checkpoint of {run_dir} does not match its config.yaml ({err}); was the "
+            "config edited after training?"
+        ) from None
+    return cfg, method
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    protocols: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    overrides: Sequence[str] = (),
+    cfg: Config | None = None,
+    method: Method | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run's backbone (and, if configured, a random-init twin); merge the records
+    into ``results.json`` and return it."""
+    run_dir = Path(run_dir)
+    if cfg is None or method is None:
+        cfg, method = load_run(run_dir, overrides)
+    protocols = list(protocols or cfg.eval.protocols)
+    check_protocols(protocols)
+    datasets = list(datasets or [cfg.data.dataset, *cfg.eval.datasets])
+    device = resolve_device(cfg.train.device)
+    common = dict(
+        datasets=datasets,
+        protocols=protocols,
+        size=cfg.views.size,
+        root=cfg.data.root,
+        download=cfg.data.download,
+        image_size=cfg.data.image_size,
+        seed=cfg.seed,
+        device=device,
+        splits={},
+    )
+    records = evaluate_backbone(method.backbone, cfg.eval, init="pretrained", **common)
+    if cfg.eval.compare_random:
+        torch.manual_seed(cfg.seed)
+        random_backbone = build_backbone(
+            cfg.backbone, in_channels=len(cfg.data.mean), image_size=cfg.views.size
+        )
+        records += evaluate_backbone(random_backbone, cfg.eval, init="random", **common)
+    old = read_results(run_dir) or {}
+    results = {
+        "method": cfg.method.name,
+        "backbone": cfg.backbone.name,
+        "pretrain_dataset": cfg.data.dataset,
+        "evals": merge_records(old.get("evals", []), records),
+    }
+    write_json_atomic(run_dir / "results.json", results)
+    return results

@@ -1,0 +1,137 @@
+"""``selfsup pretrain`` / ``selfsup eval`` end to end, in-process, on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from selfsup.cli import main
+from selfsup.data import sources
+from selfsup.train import loop
+from tiny import TINY
+
+FMNIST = [
+    "data.dataset=fashion-mnist",
+    "data.limit=96",
+    "train.batch_size=32",
+    "eval.train_limit=64",
+    "eval.test_limit=32",
+]
+
+
+def pretrain(out, *extra: str, resume: bool = False) -> int:
+    args = ["pretrain", "--out", str(out)] + (["--resume"] if resume else [])
+    return main(args + TINY + list(extra))
+
+
+def test_pretrain_synthetic_writes_run_directory(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert pretrain(out) == 0
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "checkpoints/last.pt", "results.json"):
+        assert (out / name).is_file(), name
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["views"]["size"] == 16
+    assert len(cfg["data"]["mean"]) == 3  # resolved from the data
+    results = json.loads((out / "results.json").read_text())
+    assert results["method"] == "vicreg" and results["backbone"] == "small_resnet"
+    assert results["pretrain_dataset"] == "synthetic"
+    kinds = {(r["protocol"], r.get("k"), r["init"]) for r in results["evals"]}
+    assert kinds == {
+        (p, k, i)
+        for p, k in (("knn", 20), ("knn", 200), ("linear", None))
+        for i in ("pretrained", "random")
+    }
+    for r in results["evals"]:
+        assert r["dataset"] == "synthetic" and 0 <= r["top1"] <= 1 and 0 <= r["f1_macro"] <= 1
+        assert r["n_train"] == 256 and r["n_test"] == 128
+    printed = capsys.readouterr().out
+    assert "pretrained top-1 / F1" in printed and "random top-1 / F1" in printed
+    assert str(out) in printed
+
+
+def test_pretrain_fashion_mnist_from_idx_files(tmp_path, monkeypatch) -> None:
+    from fakedata import write_fashion_mnist
+
+    write_fashion_mnist(tmp_path / "fm", n_train=200, n_test=50)
+    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIRS", [tmp_path / "fm"])
+    out = tmp_path / "run"
+    assert pretrain(out, *FMNIST, f"data.root={tmp_path / 'root'}") == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["views"]["size"] == 28 and len(cfg["data"]["mean"]) == 1
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in recs if "loss" in r]) == 2 * (96 // 32)
+    results = json.loads((out / "results.json").read_text())
+    assert {r["dataset"] for r in results["evals"]} == {"fashion-mnist"}
+
+
+def test_interrupted_pretrain_resumes(tmp_path, monkeypatch, capsys) -> None:
+    calls = {"n": 0}
+    real = loop.make_views
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # second epoch, second step
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "make_views", interrupting)
+    out = tmp_path / "run"
+    assert pretrain(out, "train.epochs=3") == 130
+    assert "--resume" in capsys.readouterr().err
+    assert not (out / "results.json").exists()
+    monkeypatch.setattr(loop, "make_views", real)
+    assert main(["pretrain", "--out", str(out), "--resume"]) == 0
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(12))
+    assert (out / "results.json").is_file()
+
+
+def test_eval_on_another_dataset(tmp_path, monkeypatch) -> None:
+    from fakedata import write_fashion_mnist
+
+    out = tmp_path / "run"
+    assert pretrain(out, "eval.compare_random=false") == 0
+    write_fashion_mnist(tmp_path / "fm", n_train=100, n_test=40)
+    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIRS", [tmp_path / "fm"])
+    assert main(["eval", str(out), "--protocol", "knn", "--dataset", "fashion-mnist"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    fm = [r for r in results["evals"] if r["dataset"] == "fashion-mnist"]
+    assert {r["k"] for r in fm} == {20, 200} and all(r["protocol"] == "knn" for r in fm)
+    assert any(r["dataset"] == "synthetic" for r in results["evals"])  # earlier records kept
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train.epoch=3"], "valid keys at train: train.epochs"),
+        (["data.dataset=cifar11"], "cifar10"),
+        (["backbone.name=vgg"], "valid choices: resnet18"),
+        (["method.name=simclr2"], "valid choices: vicreg"),
+        (["eval.protocols=[knn,svm]"], "valid choices: knn, linear"),
+        (["train.optimizer=adam"], "lars, adamw, sgd"),
+    ],
+)
+def test_bad_input_fails_fast_with_choices(tmp_path, capsys, args, message) -> None:
+    assert pretrain(tmp_path / "run", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    assert pretrain(out) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "precious"
+    assert main(["pretrain", "--out", str(tmp_path / "none"), "--resume"]) == 2
+
+
+def test_eval_of_damaged_checkpoint(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert pretrain(out, "train.epochs=1", "eval.protocols=[knn]") == 0
+    (out / "checkpoints" / "last.pt").write_bytes(b"garbage")
+    assert main(["eval", str(out)]) == 2
+    assert "damaged" in capsys.readouterr().err
