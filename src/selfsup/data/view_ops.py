@@ -89,8 +89,8 @@ def resized_crop(
     :func:`hflip` afterwards) at no cost, by reversing the rows of their ``Wx``.
     """
     h, w = x.shape[-2:]
-    wy = resize_weights(h, top, height, size, interpolation)
-    wx = resize_weights(w, left, width, size, interpolation)
+    wy = resize_weights(h, top, height, size, interpolation).to(x.dtype)
+    wx = resize_weights(w, left, width, size, interpolation).to(x.dtype)
     if flip is not None:
         wx = torch.where(flip.view(-1, 1, 1), wx.flip(1), wx)
     return wy.unsqueeze(1) @ x @ wx.transpose(1, 2).unsqueeze(1)
