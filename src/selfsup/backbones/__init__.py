@@ -1,13 +1,15 @@
 """Backbones: a registry of builders sharing one contract.
 
 Every backbone is an ``nn.Module`` with ``num_features`` (int) and ``forward(x) -> (B, D)``
-pooled features, D == num_features, for x (B, C, H, W) float images.
+pooled features, D == num_features, for x (B, C, H, W) float images. ViTs (``vit_tiny_p4``,
+``vit_small_p4``) also have ``forward_tokens`` and ``last_attention`` for attention maps.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from selfsup.backbones import vit as _vit  # noqa: F401  (registers the ViTs)
 from selfsup.backbones.resnet import BACKBONES
 from selfsup.config import BackboneConfig
 

@@ -1,0 +1,154 @@
+"""Vision Transformers with small patches for small images, built on timm.
+
+A ViT-Tiny / ViT-Small with 4-px patches (Dosovitskiy et al., ICLR 2021; DeiT sizes, Touvron et
+al., 2021) turns a 32-px CIFAR image into 8x8 = 64 tokens and a 28-px Fashion-MNIST image into
+7x7 = 49, the usual choice for SSL on small images (solo-learn / DINO CIFAR recipes).
+
+The layers and their initialisation are timm's ``VisionTransformer`` (trunc-normal, std 0.02).
+The token pipeline (patch embedding, class token, position embedding) is run here rather than
+through ``forward_features`` so that it works the same on timm 0.9 and 1.x, and so that inputs
+of another size than ``image_size`` (DINO's local crops) get their position embedding
+interpolated bicubically, as in the official DINO ``interpolate_pos_encoding``, without needing
+timm's newer ``dynamic_img_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from selfsup.backbones.resnet import BACKBONES
+from selfsup.config import BackboneConfig
+from selfsup.errors import ConfigError
+
+# name -> (embed_dim, depth, num_heads, patch_size)
+VIT_SIZES: dict[str, tuple[int, int, int, int]] = {
+    "vit_tiny_p4": (192, 12, 3, 4),
+    "vit_small_p4": (384, 12, 6, 4),
+}
+
+
+def attention_probs(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of a timm ``Attention`` module on tokens ``x`` (B, N, D) -> (B, H, N, N).
+
+    Recomputed from ``attn.qkv`` and ``attn.scale`` because timm may run fused SDPA, which never
+    materialises the matrix (so a forward hook has nothing to capture). Dropout is not applied.
+    """
+    b, n, _ = x.shape
+    qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, _v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+
+
+class ViT(nn.Module):
+    """A timm ViT without classifier: ``forward(x) -> (B, num_features)``, the final-normed CLS.
+
+    Also ``forward_tokens(x) -> (B, 1 + N, D)`` and ``last_attention(x) -> (B, heads, 1 + N,
+    1 + N)`` for attention maps; N = (H / patch) * (W / patch).
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        patch_size: int,
+        in_channels: int,
+        image_size: int,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ConfigError(
+                f"a ViT with {patch_size}-px patches needs an image size divisible by "
+                f"{patch_size}, got {image_size}; resize the views (views.size=...) or the "
+                f"images (data.image_size=...) to a multiple of {patch_size}"
+            )
+        self.vit = VisionTransformer(
+            img_size=image_size,
+            patch_size=patch_size,
+            in_chans=in_channels,
+            num_classes=0,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            class_token=True,
+            global_pool="token",
+        )
+        self.num_features: int = embed_dim
+        self.num_heads = num_heads
+        self.patch_size = patch_size
+        self.grid = image_size // patch_size
+
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """Position embedding (1, 1 + h * w, D), the patch part resized bicubically if needed."""
+        pos = self.vit.pos_embed
+        if (h, w) == (self.grid, self.grid):
+            return pos
+        cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
+        d = patch_pos.shape[-1]
+        patch_pos = patch_pos.reshape(1, self.grid, self.grid, d).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(patch_pos, size=(h, w), mode="bicubic", align_corners=False)
+        return torch.cat([cls_pos, patch_pos.permute(0, 2, 3, 1).reshape(1, h * w, d)], dim=1)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> input tokens (B, 1 + N, D) of the first block."""
+        p = self.patch_size
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise ValueError(
+                f"ViT input side lengths must be multiples of the patch size {p}, "
+                f"got {tuple(x.shape[-2:])}"
+            )
+        pe = self.vit.patch_embed
+        x = pe.proj(x)  # (B, D, h, w)
+        h, w = x.shape[-2:]
+        x = pe.norm(x.flatten(2).transpose(1, 2))
+        cls = self.vit.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + self._pos_embed(h, w)
+        return self.vit.norm_pre(self.vit.pos_drop(x))
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> final-normed tokens (B, 1 + N, D), CLS first."""
+        return self.vit.norm(self.vit.blocks(self._embed(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tokens(x)[:, 0]
+
+    @torch.no_grad()
+    def last_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of the last block (B, heads, 1 + N, 1 + N); row 0 is the CLS query,
+        whose attention to the patches is DINO's attention map."""
+        blocks = self.vit.blocks
+        tokens = self._embed(x)
+        for block in blocks[:-1]:
+            tokens = block(tokens)
+        last = blocks[-1]
+        return attention_probs(last.attn, last.norm1(tokens))
+
+
+def _vit_builder(name: str) -> Callable[..., nn.Module]:
+    dim, depth, heads, patch = VIT_SIZES[name]
+
+    def build(cfg: BackboneConfig, *, in_channels: int, image_size: int) -> nn.Module:
+        return ViT(
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            patch_size=patch,
+            in_channels=in_channels,
+            image_size=image_size,
+        )
+
+    build.__doc__ = (
+        f"ViT (timm) with width {dim}, depth {depth}, {heads} heads, {patch}-px patches."
+    )
+    return build
+
+
+for _name in VIT_SIZES:
+    BACKBONES.register(_name)(_vit_builder(_name))

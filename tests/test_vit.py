@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfsup.backbones import backbone_names, build_backbone
+from selfsup.backbones.vit import ViT, attention_probs
+from selfsup.config import BackboneConfig
+from selfsup.errors import ConfigError
+
+
+def _vit(channels: int = 3, size: int = 32, name: str = "vit_tiny_p4") -> ViT:
+    torch.manual_seed(0)
+    net = build_backbone(BackboneConfig(name=name), in_channels=channels, image_size=size)
+    assert isinstance(net, ViT)
+    return net.eval()
+
+
+@pytest.mark.parametrize(("channels", "size"), [(3, 32), (1, 28), (1, 32), (3, 28)])
+def test_contract(channels: int, size: int) -> None:
+    net = _vit(channels, size)
+    x = torch.randn(2, channels, size, size)
+    n = (size // 4) ** 2
+    assert net.num_features == 192
+    out = net(x)
+    assert out.shape == (2, 192) and torch.isfinite(out).all()
+    tokens = net.forward_tokens(x)
+    assert tokens.shape == (2, 1 + n, 192)
+    torch.testing.assert_close(out, tokens[:, 0])
+
+
+def test_registered_and_unknown_names() -> None:
+    assert {"vit_tiny_p4", "vit_small_p4"} <= set(backbone_names())
+    with pytest.raises(ConfigError, match=r"valid choices: .*vit_tiny_p4"):
+        build_backbone(BackboneConfig(name="vit_huge"), in_channels=3, image_size=32)
+
+
+def test_parameter_count() -> None:
+    net = _vit()
+    # 12 blocks x 444,864 + patch embed 9,408 + pos 65 x 192 + cls 192 + final norm 384
+    assert sum(p.numel() for p in net.parameters()) == 5_360_832
+    assert net.vit.pos_embed.std() < 0.05  # timm's trunc-normal(0.02) init, not randn
+
+
+def test_matches_timm_forward_features() -> None:
+    net = _vit()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net.forward_tokens(x), net.vit.forward_features(x))
+
+
+def test_last_attention_shape_and_rows() -> None:
+    net = _vit(1, 28)
+    attn = net.last_attention(torch.randn(2, 1, 28, 28))
+    assert attn.shape == (2, 3, 50, 50)
+    assert (attn >= 0).all()
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 3, 50))
+
+
+def test_recomputed_attention_reproduces_timm_block() -> None:
+    """attn @ v -> proj with our matrix equals timm's attention output, so the matrix is the one
+    the (possibly fused SDPA) block really uses; then the whole last block matches too."""
+    net = _vit()
+    x = torch.randn(2, 3, 32, 32)
+    blocks = net.vit.blocks
+    tokens = net._embed(x)
+    for block in blocks[:-1]:
+        tokens = block(tokens)
+    last = blocks[-1]
+    y = last.norm1(tokens)
+    probs = attention_probs(last.attn, y)
+    torch.testing.assert_close(probs, net.last_attention(x))
+
+    b, n, d = y.shape
+    a = last.attn
+    v = a.qkv(y).reshape(b, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)[2]
+    ours = a.proj((probs @ v).transpose(1, 2).reshape(b, n, d))
+    torch.testing.assert_close(ours, a(y), atol=1e-5, rtol=1e-4)
+    after = tokens + ours
+    after = after + last.mlp(last.norm2(after))
+    torch.testing.assert_close(net.vit.norm(after), net.forward_tokens(x), atol=1e-5, rtol=1e-4)
+
+
+def test_other_input_size_interpolates_position_embedding() -> None:
+    net = _vit()  # built for 32 px; a 16-px local crop gives 4x4 patches
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2, 192)
+    assert net.last_attention(torch.randn(1, 3, 16, 16)).shape == (1, 3, 17, 17)
+    with pytest.raises(ValueError, match="multiples of the patch size 4"):
+        net(torch.randn(1, 3, 30, 30))
+
+
+def test_gradients_reach_every_parameter() -> None:
+    net = _vit(1, 28).train()
+    net(torch.randn(2, 1, 28, 28)).square().sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing
+
+
+def test_bad_image_size_names_the_fix() -> None:
+    with pytest.raises(ConfigError, match=r"divisible by 4, got 30.*views\.size"):
+        build_backbone(BackboneConfig(name="vit_tiny_p4"), in_channels=3, image_size=30)
+
+
+def test_vit_small() -> None:
+    net = _vit(3, 32, "vit_small_p4")
+    assert net.num_features == 384 and net(torch.randn(1, 3, 32, 32)).shape == (1, 384)
