@@ -1,0 +1,163 @@
+"""Two CPU processes (gloo) against one process on the concatenated batch.
+
+Why the gradient relation is ``grad_rank_r == world_size * grad_single[slice_r]``: with
+``gather_cat`` every rank computes the *global* loss L (VICReg: its variance and covariance
+terms; its invariance term is a local mean whose gradient is also world_size times the global
+mean's), and ``_GatherWithGrad.backward`` sums dL/dz_r over the world_size ranks, which all hold
+the same L. DDP then averages the parameter gradients over ranks:
+``(1 / W) * sum_r W * grad_single[slice_r] = grad_single``, the single-process step. The last
+test checks that end-to-end guarantee on a DDP-wrapped model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from selfsup.losses import barlow_twins_loss, dino_center_update, nt_xent_loss, vicreg_loss
+from selfsup.parts.queue import FeatureQueue
+
+WORLD, N, D, IN_DIM, K = 2, 8, 5, 6, 6
+B = N // WORLD
+LOSSES: dict[str, Callable] = {
+    "vicreg": vicreg_loss,
+    "barlow": barlow_twins_loss,
+    "nt_xent": functools.partial(nt_xent_loss, temperature=0.5),
+}
+TOL = {"rtol": 1e-5, "atol": 1e-6}
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo"
+)
+
+
+def _data() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    z_a = torch.randn(N, D, generator=g) * torch.linspace(0.3, 2.0, D)
+    x_a = torch.randn(N, IN_DIM, generator=g)
+    return {
+        "z_a": z_a,
+        "z_b": z_a + 0.5 * torch.randn(N, D, generator=g),
+        "x_a": x_a,
+        "x_b": x_a + 0.3 * torch.randn(N, IN_DIM, generator=g),
+        "teacher": torch.randn(2, N, D, generator=g),
+        "center": torch.randn(1, D, generator=g),
+        "keys": torch.arange(2 * N * 3, dtype=torch.float32).view(2, N, 3),
+    }
+
+
+class TwoView(nn.Module):
+    """One forward for both views, as a method wrapped whole in DDP does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(IN_DIM, D)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(1)
+            self.proj.weight.copy_(torch.randn(D, IN_DIM, generator=g))
+            self.proj.bias.copy_(torch.randn(D, generator=g))
+
+    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.proj(x_a), self.proj(x_b)
+
+
+def _embedding_step(fn: Callable, z_a: torch.Tensor, z_b: torch.Tensor) -> dict:
+    a, b = z_a.clone().requires_grad_(True), z_b.clone().requires_grad_(True)
+    loss, parts = fn(a, b)
+    loss.backward()
+    return {"loss": loss.detach(), "parts": parts, "grad_a": a.grad, "grad_b": b.grad}
+
+
+def _sgd_step(model: nn.Module, fn: Callable, x_a: torch.Tensor, x_b: torch.Tensor) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss, _ = fn(*model(x_a, x_b))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        torch.set_num_threads(1)
+        data, local = _data(), slice(rank * B, (rank + 1) * B)
+        results: dict = {}
+        for name, fn in LOSSES.items():
+            results[name] = _embedding_step(fn, data["z_a"][local], data["z_b"][local])
+            model = DistributedDataParallel(TwoView())
+            _sgd_step(model, fn, data["x_a"][local], data["x_b"][local])
+            results[name]["params"] = {k: v.clone() for k, v in model.module.state_dict().items()}
+        fq = FeatureQueue(K, 3, generator=torch.Generator().manual_seed(0))
+        for step in range(2):
+            fq.enqueue(data["keys"][step, rank * 2 : rank * 2 + 2])  # 2 keys per rank and step
+        results["queue"], results["ptr"] = fq.queue, fq.ptr
+        teacher_crops = [t[local] for t in data["teacher"]]
+        results["center"] = dino_center_update(data["center"], teacher_crops, momentum=0.9)
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(str(tmp / "pg_init"), str(tmp)), nprocs=WORLD, join=True)
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_loss_and_embedding_gradients_match_single_process(ranks: list[dict], name: str) -> None:
+    data = _data()
+    single = _embedding_step(LOSSES[name], data["z_a"], data["z_b"])
+    for r, res in enumerate(ranks):
+        local = slice(r * B, (r + 1) * B)
+        got = res[name]
+        torch.testing.assert_close(got["grad_a"], WORLD * single["grad_a"][local], **TOL)
+        torch.testing.assert_close(got["grad_b"], WORLD * single["grad_b"][local], **TOL)
+        if name == "vicreg":  # the invariance term is a local mean: only global parts match
+            for part in ("variance", "covariance"):
+                torch.testing.assert_close(got["parts"][part], single["parts"][part], **TOL)
+        else:
+            torch.testing.assert_close(got["loss"], single["loss"], **TOL)
+            for part, value in single["parts"].items():
+                torch.testing.assert_close(got["parts"][part], value, **TOL)
+    mean_loss = sum(res[name]["loss"] for res in ranks) / WORLD
+    torch.testing.assert_close(mean_loss, single["loss"], **TOL)
+    assert single["grad_a"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_ddp_sgd_step_equals_single_process_step(ranks: list[dict], name: str) -> None:
+    data = _data()
+    model = TwoView()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _sgd_step(model, LOSSES[name], data["x_a"], data["x_b"])
+    for res in ranks:
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(res[name]["params"][key], value, **TOL)
+    assert not torch.allclose(before["proj.weight"], model.proj.weight)
+
+
+def test_feature_queue_receives_every_rank_in_rank_order(ranks: list[dict]) -> None:
+    keys = _data()["keys"]
+    # written in order: step 0 rank 0, step 0 rank 1, step 1 rank 0, step 1 rank 1 (2 each)
+    sequence = torch.cat([keys[s, r * 2 : r * 2 + 2] for s in range(2) for r in range(WORLD)])
+    expected = sequence[[6, 7, 2, 3, 4, 5]]  # 8 keys into 6 slots: the first two wrap around
+    for res in ranks:
+        torch.testing.assert_close(res["queue"], expected)
+        assert res["ptr"].item() == 8 % K
+
+
+def test_dino_center_uses_the_global_batch_mean(ranks: list[dict]) -> None:
+    data = _data()
+    expected = dino_center_update(data["center"], list(data["teacher"]), momentum=0.9)
+    for res in ranks:
+        torch.testing.assert_close(res["center"], expected, **TOL)
