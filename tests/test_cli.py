@@ -108,7 +108,10 @@ def test_eval_on_another_dataset(tmp_path, monkeypatch) -> None:
         (["train.epoch=3"], "valid keys at train: train.epochs"),
         (["data.dataset=cifar11"], "cifar10"),
         (["backbone.name=vgg"], "valid choices: resnet18"),
-        (["method.name=simclr2"], "valid choices: vicreg"),
+        (
+            ["method.name=simclr2"],
+            "valid choices: barlow_twins, dino, dino_twins, isd, moco, simclr, vicreg",
+        ),
         (["eval.protocols=[knn,svm]"], "valid choices: knn, linear"),
         (["train.optimizer=adam"], "lars, adamw, sgd"),
     ],

@@ -79,7 +79,7 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path) -> None:
     saved = (tmp_path / "checkpoints" / "last.pt").read_bytes()
     cfg.train.epochs = 2
     method = make_method(cfg, data.channels)
-    method.cfg.sim_weight = float("nan")
+    method.loss_kwargs["sim_weight"] = float("nan")
     with pytest.raises(TrainingDiverged, match=r"non-finite .* step 4 .*last good checkpoint"):
         fit(method, data.images, cfg, tmp_path, resume=True)
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == saved

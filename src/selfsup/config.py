@@ -43,9 +43,96 @@ class VICRegConfig(MethodConfig):
     cov_weight: float = 1.0  # --cov-coeff
 
 
+@METHOD_CONFIGS.register("barlow_twins")
+@dataclass
+class BarlowTwinsConfig(MethodConfig):
+    """Barlow Twins (Zbontar et al., ICML 2021): defaults of facebookresearch/barlowtwins."""
+
+    name: str = "barlow_twins"
+    projector: str = "8192-8192-8192"  # --projector; every Linear bias-free
+    lambd: float = 0.0051  # --lambd, weight of the off-diagonal term
+
+
+@METHOD_CONFIGS.register("simclr")
+@dataclass
+class SimCLRConfig(MethodConfig):
+    """SimCLR (Chen et al., ICML 2020): MLP projector (Linear-BN-ReLU-Linear, SimCLR v2's BN) and
+    NT-Xent. Temperature 0.2 is solo-learn's CIFAR value (the paper's ImageNet best is 0.1)."""
+
+    name: str = "simclr"
+    projector: str = "2048-128"
+    temperature: float = 0.2
+
+
+@METHOD_CONFIGS.register("moco")
+@dataclass
+class MoCoConfig(MethodConfig):
+    """MoCo v2 (Chen et al. 2020; facebookresearch/moco main_moco.py with --mlp --cos): key
+    encoder as EMA of the query encoder, MLP head (Linear-ReLU-Linear, no BN), queue of keys."""
+
+    name: str = "moco"
+    projector: str = "2048-128"  # --mlp head: hidden 2048, --moco-dim 128
+    queue_size: int = 65536  # --moco-k (ImageNet); 4096 for CIFAR-size data
+    momentum: float = 0.999  # --moco-m; the EMA momentum, raised to momentum_final by cosine
+    momentum_final: float = 0.999  # = momentum: the official constant momentum
+    temperature: float = 0.2  # --moco-t
+    symmetric: bool = False  # both views as query (MoCo's CIFAR demo); official v2 is not
+
+
+@METHOD_CONFIGS.register("dino")
+@dataclass
+class DINOConfig(MethodConfig):
+    """DINO (Caron et al., ICCV 2021), defaults of facebookresearch/dino main_dino.py (the
+    teacher temperature warm-up 0.04 -> 0.07 is the README's advice for longer runs)."""
+
+    name: str = "dino"
+    out_dim: int = 65536  # --out_dim; 4096 for CIFAR-size data (solo-learn)
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    norm_last_layer: bool = True  # --norm_last_layer: weight-normalised last layer, g fixed to 1
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07  # --teacher_temp after the warm-up
+    warmup_teacher_temp: float = 0.04  # --warmup_teacher_temp
+    warmup_teacher_temp_epochs: float = 30.0  # --warmup_teacher_temp_epochs
+    momentum_teacher: float = 0.996  # --momentum_teacher, cosine to 1 over training
+    center_momentum: float = 0.9
+    freeze_last_layer: float = 1.0  # --freeze_last_layer: epochs with a frozen last layer
+    local_crops: int = 6  # --local_crops_number (the paper's 2 x 224 + 6 x 96 setting)
+    local_size: int | None = None  # local crop side; None: about half the global size (x4)
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])  # --local_crops_scale
+    center: bool = True  # False: no centring of the teacher output (collapse ablation)
+    sharpen: bool = True  # False: teacher temperature = student temperature (ablation)
+
+
+@METHOD_CONFIGS.register("dino_twins")
+@dataclass
+class DINOTwinsConfig(DINOConfig):
+    """DINO plus a Barlow Twins term on a separate projector of the student backbone features,
+    averaged over every pair of distinct student crops."""
+
+    name: str = "dino_twins"
+    bt_projector: str = "2048-2048-2048"
+    bt_lambd: float = 0.0051
+    bt_weight: float | None = None  # None: set at the first step so the term is half of DINO's
+
+
+@METHOD_CONFIGS.register("isd")
+@dataclass
+class ISDConfig(MethodConfig):
+    """ISD (Tejankar et al., ICCV 2021), defaults of UMBCvision/ISD train_isd.py (ISD-plus)."""
+
+    name: str = "isd"
+    projector: str = "auto"  # auto: Linear(F, 2F)-BN-ReLU-Linear(2F, F // 4), the official get_mlp
+    predictor: str = "auto"  # auto: the same shape on the projection (F // 4 -> 2F -> F // 4)
+    queue_size: int = 128000  # --queue_size; 16384 or less for CIFAR-size data
+    momentum: float = 0.99  # --momentum of the EMA teacher
+    student_temp: float = 0.1  # --temp_s
+    teacher_temp: float = 0.01  # --temp_t
+
+
 @dataclass
 class BackboneConfig:
-    name: str = "resnet18"  # resnet18 | resnet34 | resnet50 | small_resnet
+    name: str = "resnet18"  # resnet18 | resnet34 | resnet50 | small_resnet | vit_tiny_p4
     stem: str = "auto"  # auto (small stem for <= 64 px) | small | imagenet
     depths: list[int] = field(default_factory=lambda: [2, 1, 1, 1])  # small_resnet only
     widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])  # small_resnet only
@@ -67,8 +154,8 @@ class DataConfig:
 
 @dataclass
 class ViewsConfig:
-    size: int | None = None  # output side of the views; None: the images' own size
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    size: int | None = None  # output side of the (global) views; None: the images' own size
+    crop_scale: list[float] | None = None  # RandomResizedCrop scale; None: the method's own
 
 
 @dataclass
@@ -78,6 +165,7 @@ class TrainConfig:
     optimizer: str = "lars"  # lars | adamw | sgd
     lr: float = 0.2  # base lr; the lr used is lr * batch_size / 256 (the official VICReg rule)
     weight_decay: float = 1e-6
+    weight_decay_end: float | None = None  # cosine from weight_decay to this (DINO); None: fixed
     momentum: float = 0.9  # lars / sgd
     warmup_epochs: float = 10.0
     final_lr_ratio: float = 0.001  # cosine ends at lr * final_lr_ratio

@@ -55,6 +55,7 @@ __all__ = [
     "rgb_to_gray",
     "sample_resized_crop_params",
     "solarize",
+    "ssl_view",
     "to_grayscale",
     "vicreg_views",
 ]
@@ -233,38 +234,60 @@ def make_views(
     return [_view(x, spec, generator, m, s) for spec, (m, s) in zip(specs, stats, strict=True)]
 
 
-def vicreg_views(size: int, mean: Sequence[float], std: Sequence[float]) -> list[ViewSpec]:
-    """The two asymmetric views of VICReg's ``TrainTransform`` (facebookresearch/vicreg,
-    ``augmentations.py``): ``RandomResizedCrop(size, BICUBIC)`` (scale (0.08, 1)), flip 0.5,
-    ``ColorJitter(0.4, 0.4, 0.2, 0.1)`` with p 0.8, grayscale p 0.2, Gaussian blur with p 1.0 /
-    0.1 and solarization with p 0.0 / 0.2 (PIL's threshold 128 = 0.5 on [0, 1] floats).
+def ssl_view(
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    scale: Sequence[float] = (0.08, 1.0),
+    jitter: Sequence[float] = (0.4, 0.4, 0.2, 0.1),
+    jitter_p: float = 0.8,
+    grayscale_p: float = 0.2,
+    blur_p: float = 0.0,
+    solarize_p: float = 0.0,
+) -> ViewSpec:
+    """The augmentation family every SSL recipe here draws from (SimCLR's, as refined by BYOL):
+    ``RandomResizedCrop(size, scale, BICUBIC)``, flip 0.5, ``ColorJitter(*jitter)`` with
+    ``jitter_p``, grayscale, Gaussian blur with ``blur_p`` and solarization (threshold 0.5 on
+    [0, 1], PIL's 128) with ``solarize_p``.
 
     The official blur (PIL, sigma ~ U(0.1, 2.0)) is meant for 224-pixel views; here sigma is
     scaled by ``size / 224`` and the kernel is the smallest odd one covering 3 sigma (at least
     3), so that small images (e.g. 32 px: sigma <= 0.29, kernel 3) are not smeared.
     """
     sigma = (0.1 * size / 224, 2.0 * size / 224)
-    kernel = max(3, 2 * math.ceil(3 * sigma[1]) + 1)
-    common = dict(
+    brightness, contrast, saturation, hue = (float(v) for v in jitter)
+    return ViewSpec(
         size=size,
-        crop_scale=(0.08, 1.0),
+        crop_scale=(float(scale[0]), float(scale[1])),
         interpolation="bicubic",
         hflip_p=0.5,
-        jitter_p=0.8,
-        brightness=0.4,
-        contrast=0.4,
-        saturation=0.2,
-        hue=0.1,
-        grayscale_p=0.2,
+        jitter_p=jitter_p,
+        brightness=brightness,
+        contrast=contrast,
+        saturation=saturation,
+        hue=hue,
+        grayscale_p=grayscale_p,
+        blur_p=blur_p,
         blur_sigma=sigma,
-        blur_kernel=kernel,
+        blur_kernel=max(3, 2 * math.ceil(3 * sigma[1]) + 1),
+        solarize_p=solarize_p,
         solarize_threshold=0.5,
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
     )
+
+
+def vicreg_views(
+    size: int, mean: Sequence[float], std: Sequence[float], scale: Sequence[float] = (0.08, 1.0)
+) -> list[ViewSpec]:
+    """The two asymmetric views of VICReg's ``TrainTransform`` (facebookresearch/vicreg,
+    ``augmentations.py``; BYOL's, also used by facebookresearch/barlowtwins and DINO's global
+    crops): :func:`ssl_view` with ``ColorJitter(0.4, 0.4, 0.2, 0.1)`` p 0.8, grayscale p 0.2,
+    Gaussian blur with p 1.0 / 0.1 and solarization with p 0.0 / 0.2."""
     return [
-        ViewSpec(**common, blur_p=1.0, solarize_p=0.0),
-        ViewSpec(**common, blur_p=0.1, solarize_p=0.2),
+        ssl_view(size, mean, std, scale=scale, blur_p=1.0, solarize_p=0.0),
+        ssl_view(size, mean, std, scale=scale, blur_p=0.1, solarize_p=0.2),
     ]
 
 

@@ -4,7 +4,10 @@ A method is a small ``nn.Module`` assembled from parts (backbone, heads, loss, o
 teacher / queue / centre). The training loop only knows this interface:
 
 - ``view_specs``: the views it wants of each image (see :mod:`selfsup.data.views`);
+- ``before_step(step, total_steps, steps_per_epoch)``: before the forward pass (schedules
+  such as DINO's teacher temperature or its frozen last layer);
 - ``forward(views) -> StepOutput``: the loss of one batch of views;
+- ``after_backward()``: between backward and the optimizer step (gradient surgery);
 - ``on_step_end(step, total_steps)``: after the optimizer step (EMA, queue, centre updates);
 - ``param_groups(weight_decay)``: optimizer groups.
 """
@@ -37,6 +40,12 @@ class Method(nn.Module):
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def before_step(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
+        """Called before each forward pass; methods without schedules need nothing."""
+
+    def after_backward(self) -> None:
+        """Called after backward, before the optimizer step; most methods need nothing."""
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after each optimizer step; methods without teachers need nothing."""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from selfsup.config import Config, config_to_dict
+from selfsup.config import Config, TrainConfig, config_to_dict
 from selfsup.data.views import make_views
 from selfsup.distributed import is_distributed, rank, world_size
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
@@ -164,7 +164,9 @@ def fit(
     total = tc.epochs * stream.steps_per_epoch
     warmup = round(tc.warmup_epochs * stream.steps_per_epoch)
     base_lr = tc.lr * tc.batch_size / 256
-    optimizer = build_optimizer(method.param_groups(tc.weight_decay), tc, base_lr)
+    groups = method.param_groups(tc.weight_decay)
+    decays = [not g["exclude"] for g in groups]  # which groups the weight-decay schedule sets
+    optimizer = build_optimizer(groups, tc, base_lr)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
 
@@ -209,12 +211,16 @@ def fit(
             lr = warmup_cosine(
                 step, total, base=base_lr, warmup_steps=warmup, final=base_lr * tc.final_lr_ratio
             )
-            for group in optimizer.param_groups:
+            wd = _weight_decay(tc, step, total)
+            for group, decayed in zip(optimizer.param_groups, decays, strict=True):
                 group["lr"] = lr
+                group["weight_decay"] = wd if decayed else 0.0
+            method.before_step(step, total, stream.steps_per_epoch)
             with autocast:
                 out = model(views)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
+            method.after_backward()
             if tc.grad_clip is not None:
                 nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
             optimizer.step()
@@ -246,6 +252,16 @@ def fit(
             )
     bar.close()
     return method
+
+
+def _weight_decay(tc: TrainConfig, step: int, total: int) -> float:
+    """``train.weight_decay``, or its cosine schedule to ``train.weight_decay_end`` (DINO's
+    ``wd_schedule`` in facebookresearch/dino main_dino.py)."""
+    if tc.weight_decay_end is None:
+        return tc.weight_decay
+    return warmup_cosine(
+        step, total, base=tc.weight_decay, warmup_steps=0, final=tc.weight_decay_end
+    )
 
 
 def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path: Path) -> None:

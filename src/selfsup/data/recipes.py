@@ -1,0 +1,68 @@
+"""Each method's views, as the official recipes describe them, on :func:`ssl_view`.
+
+A recipe takes the global view size, the normalisation statistics and the crop scale (the
+method's own default when the config leaves ``views.crop_scale`` unset) and returns the list of
+:class:`ViewSpec` the method's ``forward`` expects, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from selfsup.data.views import ViewSpec, ssl_view, vicreg_views
+
+Stats = Sequence[float]
+
+
+def simclr_views(size: int, mean: Stats, std: Stats, scale: Sequence[float]) -> list[ViewSpec]:
+    """SimCLR (Chen et al. 2020, appendix A): colour distortion of strength 1, i.e.
+    ``ColorJitter(0.8, 0.8, 0.8, 0.2)`` p 0.8, grayscale p 0.2, blur p 0.5; two identical
+    views."""
+    spec = ssl_view(size, mean, std, scale=scale, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5)
+    return [spec, spec]
+
+
+def moco_views(size: int, mean: Stats, std: Stats, scale: Sequence[float]) -> list[ViewSpec]:
+    """MoCo v2 (facebookresearch/moco main_moco.py ``--aug-plus``): crop scale (0.2, 1),
+    ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` p 0.8, grayscale p 0.2, blur p 0.5; two identical
+    views (query, key)."""
+    spec = ssl_view(size, mean, std, scale=scale, jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.5)
+    return [spec, spec]
+
+
+def isd_views(size: int, mean: Stats, std: Stats, scale: Sequence[float]) -> list[ViewSpec]:
+    """ISD (UMBCvision/ISD train_isd.py ``--weak_strong``): the student's strong view is MoCo
+    v2's; the teacher's weak view is only a resized crop of the same scale and a flip.
+    Returns [strong (student), weak (teacher)]."""
+    strong = moco_views(size, mean, std, scale)[0]
+    weak = ssl_view(size, mean, std, scale=scale, jitter_p=0.0, grayscale_p=0.0)
+    return [strong, weak]
+
+
+def multi_crop_views(
+    size: int,
+    mean: Stats,
+    std: Stats,
+    scale: Sequence[float],
+    *,
+    local_crops: int,
+    local_size: int,
+    local_scale: Sequence[float],
+) -> list[ViewSpec]:
+    """DINO's multi-crop (facebookresearch/dino main_dino.py ``DataAugmentationDINO``): two
+    global crops as BYOL's asymmetric pair (blur 1.0 / 0.1, solarize 0.0 / 0.2) and
+    ``local_crops`` small crops of ``local_scale`` with blur p 0.5. Globals come first."""
+    globals_ = vicreg_views(size, mean, std, scale)
+    local = ssl_view(local_size, mean, std, scale=local_scale, blur_p=0.5)
+    return globals_ + [local] * local_crops
+
+
+DEFAULT_SCALE = {
+    "vicreg": (0.08, 1.0),  # facebookresearch/vicreg augmentations.py
+    "barlow_twins": (0.08, 1.0),  # facebookresearch/barlowtwins main.py
+    "simclr": (0.08, 1.0),  # SimCLR appendix A
+    "moco": (0.2, 1.0),  # facebookresearch/moco --aug-plus
+    "isd": (0.2, 1.0),  # UMBCvision/ISD
+    "dino": (0.4, 1.0),  # facebookresearch/dino --global_crops_scale
+    "dino_twins": (0.4, 1.0),
+}

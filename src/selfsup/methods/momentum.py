@@ -1,0 +1,130 @@
+"""Methods with an EMA teacher and a queue of its embeddings: MoCo v2 and ISD.
+
+Both follow the same step: the student embeds view 0 (ISD: through an extra predictor), the
+teacher (an EMA copy of backbone + projector, no gradients) embeds view 1, the loss compares
+them through the queue, and after the optimizer step the teacher moves toward the student and
+its keys enter the queue (:meth:`on_step_end`; the official code does both inside ``forward``,
+before the next step's keys, which is the same order).
+
+MoCo's shuffle-BN needs several GPUs; like solo-learn we leave it out (a single GPU cannot use it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.config import ISDConfig, MoCoConfig
+from selfsup.data.views import ViewSpec
+from selfsup.errors import ConfigError
+from selfsup.heads import mlp
+from selfsup.losses import infonce_loss, isd_loss
+from selfsup.methods.base import Method, StepOutput
+from selfsup.parts.ema import cosine_momentum, ema_update_, make_teacher
+from selfsup.parts.queue import FeatureQueue
+
+
+class _Momentum(Method):
+    """Student backbone + projector, their EMA teacher, and a queue of teacher embeddings."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        view_specs: list[ViewSpec],
+        projector: nn.Module,
+        queue_size: int,
+        dim: int,
+    ) -> None:
+        super().__init__(backbone, view_specs)
+        if len(view_specs) != 2:
+            raise ValueError(f"takes exactly two views, got {len(view_specs)}")
+        self.projector = projector
+        self.teacher = make_teacher(self.student())
+        self.queue = FeatureQueue(queue_size, dim)
+        self._keys: list[torch.Tensor] = []
+
+    def student(self) -> nn.Sequential:
+        """The student encoder whose EMA the teacher is (backbone then projector)."""
+        return nn.Sequential(self.backbone, self.projector)
+
+    @torch.no_grad()
+    def teacher_keys(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, D) L2-normalised teacher embeddings, kept for the queue."""
+        k = F.normalize(self.teacher(x), dim=1)
+        self._keys.append(k.float())
+        return k
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        ema_update_(self.teacher, self.student(), self.momentum_at(step, total_steps))
+        for keys in self._keys:
+            self.queue.enqueue(keys)
+        self._keys = []
+
+
+class MoCo(_Momentum):
+    """MoCo v2 (facebookresearch/moco builder.py): query = normalised student embedding of one
+    view, key = teacher embedding of the other, InfoNCE against the queue; ``symmetric`` also
+    swaps the views and averages (both keys are enqueued)."""
+
+    def __init__(self, backbone: nn.Module, view_specs: list[ViewSpec], cfg: MoCoConfig) -> None:
+        projector = mlp(backbone.num_features, cfg.projector, last_bias=True, batch_norm=False)
+        dim = int(cfg.projector.split("-")[-1])
+        super().__init__(backbone, view_specs, projector, cfg.queue_size, dim)
+        self.cfg = cfg
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        return cosine_momentum(step, total_steps, self.cfg.momentum, self.cfg.momentum_final)
+
+    def _direction(self, x_q: torch.Tensor, x_k: torch.Tensor):
+        q = F.normalize(self.projector(self.backbone(x_q)), dim=1)
+        k = self.teacher_keys(x_k)
+        return infonce_loss(q, k, self.queue.queue, temperature=self.cfg.temperature)
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        loss, parts = self._direction(views[0], views[1])
+        if self.cfg.symmetric:
+            loss_b, parts_b = self._direction(views[1], views[0])
+            loss = (loss + loss_b) / 2
+            parts = {n: (v + parts_b[n]) / 2 for n, v in parts.items()}
+        return StepOutput(loss, parts)
+
+
+class ISD(_Momentum):
+    """ISD (UMBCvision/ISD train_isd.py): the student embeds the strong view 0 through projector
+    and predictor, the teacher the weak view 1; the loss is the KL divergence between their
+    similarity distributions over the queue (:func:`selfsup.losses.isd_loss`)."""
+
+    def __init__(self, backbone: nn.Module, view_specs: list[ViewSpec], cfg: ISDConfig) -> None:
+        feat = backbone.num_features
+        official = f"{2 * feat}-{max(1, feat // 4)}"  # get_mlp(feat, 2 feat, feat // 4)
+        proj_spec = official if cfg.projector == "auto" else cfg.projector
+        dim = int(proj_spec.split("-")[-1])
+        pred_spec = f"{2 * feat}-{dim}" if cfg.predictor == "auto" else cfg.predictor
+        projector = mlp(feat, proj_spec, last_bias=True)
+        super().__init__(backbone, view_specs, projector, cfg.queue_size, dim)
+        self.predictor = mlp(dim, pred_spec, last_bias=True)
+        if int(pred_spec.split("-")[-1]) != dim:
+            raise ConfigError(
+                f"method.predictor {pred_spec!r} must end in the projection dim {dim}"
+            )
+        self.cfg = cfg
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        return self.cfg.momentum
+
+    def forward(self, views: list[torch.Tensor]) -> StepOutput:
+        q = self.predictor(self.projector(self.backbone(views[0])))
+        k = self.teacher_keys(views[1])
+        loss, parts = isd_loss(
+            q,
+            k,
+            self.queue.queue,
+            student_temp=self.cfg.student_temp,
+            teacher_temp=self.cfg.teacher_temp,
+        )
+        return StepOutput(loss, parts)

@@ -1,0 +1,162 @@
+"""Every method on every backbone family: two CPU training steps, then the teacher parts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfsup.config import load_config
+from selfsup.data.sources import load_dataset
+from selfsup.evaluate.protocols import seeded_subset
+from selfsup.methods import METHODS
+from selfsup.pipeline import make_method, resolve
+from selfsup.train.checkpoint import load_checkpoint
+from selfsup.train.loop import fit
+
+SMALL_HEADS = {
+    "vicreg": ["method.projector=32-32"],
+    "barlow_twins": ["method.projector=32-32"],
+    "simclr": ["method.projector=32-16"],
+    "moco": ["method.projector=32-16", "method.queue_size=40", "method.momentum=0.9"],
+    "isd": ["method.queue_size=40"],
+    "dino": ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
+             "method.local_crops=2", "method.freeze_last_layer=0"],
+    "dino_twins": ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
+                   "method.local_crops=2", "method.bt_projector=32-32",
+                   "method.freeze_last_layer=0"],
+}  # fmt: skip
+BACKBONES = {
+    "small_resnet": ["backbone.depths=[1,1]", "backbone.widths=[8,16]"],
+    "resnet18": [],
+    "vit_tiny_p4": [],
+}
+
+
+def setup(method: str, backbone: str, extra: list[str] | None = None):
+    overrides = [
+        f"method.name={method}",
+        *SMALL_HEADS[method],
+        f"backbone.name={backbone}",
+        *BACKBONES[backbone],
+        "data.dataset=synthetic",
+        "data.image_size=16",
+        "train.epochs=1",
+        "train.batch_size=8",
+        "train.warmup_epochs=0",
+        "train.optimizer=sgd",
+        "train.lr=0.5",
+        "train.log_every=1",
+        "train.progress=false",
+        *(extra or []),
+    ]
+    cfg = load_config(None, overrides)
+    data = seeded_subset(load_dataset("synthetic", "train", image_size=16), 16, 0)
+    return resolve(cfg, data), data
+
+
+def test_every_method_is_registered() -> None:
+    assert set(SMALL_HEADS) == set(METHODS.names())
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+@pytest.mark.parametrize("method", list(SMALL_HEADS))
+def test_two_steps_and_checkpoint_round_trip(method: str, backbone: str, tmp_path) -> None:
+    cfg, data = setup(method, backbone)
+    model = make_method(cfg, data.channels)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    fit(model, data.images, cfg, tmp_path)  # 16 images / batch 8 = 2 steps
+    losses = [r["loss"] for r in map(eval_json, (tmp_path / "metrics.jsonl").open())]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    after = dict(model.named_parameters())
+    backbone_changed = [
+        not torch.equal(before[n], after[n]) for n in before if n.startswith("backbone.")
+    ]
+    assert any(backbone_changed), "the backbone did not learn"
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    fresh = make_method(cfg, data.channels)
+    fresh.load_state_dict(ckpt["model"])
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def eval_json(line: str) -> dict:
+    import json
+
+    return json.loads(line)
+
+
+def one_step(method: str, extra: list[str] | None = None):
+    cfg, data = setup(method, "small_resnet", extra)
+    model = make_method(cfg, data.channels)
+    from selfsup.data.views import make_views
+
+    views = make_views(data.images[:8], model.view_specs, torch.Generator().manual_seed(0))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.before_step(0, 10, 5)
+    out = model(views)
+    out.loss.backward()
+    model.after_backward()
+    return model, opt, out
+
+
+@pytest.mark.parametrize("method", ["moco", "isd", "dino", "dino_twins"])
+def test_teacher_has_no_grad_and_moves_toward_student(method: str) -> None:
+    model, opt, _ = one_step(method)
+    teacher = list(model.teacher.parameters())
+    assert all(not p.requires_grad and p.grad is None for p in teacher)
+    student = list(model.student().parameters())
+    assert all(torch.equal(t, s) for t, s in zip(teacher, student, strict=True))  # starts equal
+    t_before = [p.clone() for p in teacher]
+    opt.step()
+    gap_before = sum((t - s).pow(2).sum() for t, s in zip(t_before, student, strict=True))
+    model.on_step_end(0, 10)
+    gap_after = sum((t - s).pow(2).sum() for t, s in zip(teacher, student, strict=True))
+    assert gap_before > 0 and gap_after < gap_before
+    assert any(not torch.equal(a, b) for a, b in zip(t_before, teacher, strict=True))
+
+
+@pytest.mark.parametrize("method", ["moco", "isd"])
+def test_queue_receives_the_teacher_keys(method: str) -> None:
+    model, opt, _ = one_step(method)
+    before = model.queue.queue.clone()
+    opt.step()
+    model.on_step_end(0, 10)
+    changed = (model.queue.queue != before).any(1)
+    n_keys = 16 if method == "moco" and model.cfg.symmetric else 8
+    assert int(changed.sum()) == n_keys and int(model.queue.ptr) == n_keys
+    norms = model.queue.queue[changed].norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+
+def test_dino_centre_updates_and_last_layer_is_frozen_in_the_first_epoch() -> None:
+    model, opt, _ = one_step("dino", ["method.freeze_last_layer=1"])
+    assert all(p.grad is None for p in model.head.last_layer.parameters())  # frozen: step 0 < 5
+    assert model.head.mlp[0].weight.grad is not None
+    opt.step()
+    model.on_step_end(0, 10)
+    assert model.center.abs().sum() > 0  # moved from zeros toward the teacher mean
+    model.before_step(5, 10, 5)  # second epoch: the last layer learns again
+    assert not model._frozen_last_layer
+
+
+def test_dino_teacher_temperature_warms_up_and_ablations() -> None:
+    model, _, out = one_step("dino", ["method.warmup_teacher_temp_epochs=2"])
+    assert out.parts["teacher_temp"] == pytest.approx(0.04)
+    model.before_step(5, 20, 5)  # np.linspace(0.04, 0.07, 10)[5], as the official schedule
+    assert model._teacher_temp == pytest.approx(0.04 + 0.03 * 5 / 9)
+    model.before_step(15, 20, 5)
+    assert model._teacher_temp == pytest.approx(0.07)
+    flat, opt, _ = one_step("dino", ["method.sharpen=false", "method.center=false"])
+    assert flat._teacher_temp == pytest.approx(0.1)
+    opt.step()
+    flat.on_step_end(0, 10)
+    assert flat.center.abs().sum() == 0
+
+
+def test_dino_twins_weight_makes_barlow_twins_half_of_dino_at_the_start() -> None:
+    _, _, out = one_step("dino_twins")
+    p = {k: float(v) for k, v in out.parts.items()}
+    assert p["bt_weight"] * p["barlow_twins"] == pytest.approx(0.5 * p["cross_entropy"], rel=1e-5)
+    assert out.loss.item() == pytest.approx(1.5 * p["cross_entropy"], rel=1e-5)
+    _, _, out = one_step("dino_twins", ["method.bt_weight=0.25"])
+    assert float(out.parts["bt_weight"]) == pytest.approx(0.25)
