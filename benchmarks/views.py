@@ -4,7 +4,9 @@ Both paths make the same two VICReg views (:func:`selfsup.data.vicreg_views`) of
 RGB images and are counted in images per second (two views each), after a warm-up, in one run:
 
 - ``batched``: ``make_views(images, vicreg_views(size, ...), gen)`` on whole batches on the
-  chosen device (all CPU cores via ``torch.set_num_threads``; on CUDA timed with events);
+  chosen device (all CPU cores via ``torch.set_num_threads``; on CUDA timed with events),
+  eager and with ``compile=True`` (``torch.compile``; compilation happens in the untimed warm-up
+  and its wall time is printed beside the figure);
 - ``torchvision``: a Dataset of uint8 CHW tensors whose ``__getitem__`` applies the two v2
   pipelines with identical settings, in ``DataLoader(batch_size, num_workers=os.cpu_count())``
   (a warm-up epoch with persistent workers, then a timed epoch).
@@ -66,13 +68,14 @@ class TwoViews(Dataset):
 
 
 def bench_batched(
-    images: torch.Tensor, specs: list[ViewSpec], batch: int, warmup: int = 2
+    images: torch.Tensor, specs: list[ViewSpec], batch: int, compile: bool, warmup: int = 2
 ) -> float:
-    """Images/s of :func:`make_views` over consecutive batches of ``images`` (on its device)."""
+    """Images/s of :func:`make_views` over consecutive batches of ``images`` (on its device);
+    with ``compile`` the warm-up batches include the one-time compilation, which is not timed."""
     gen = torch.Generator(device=images.device).manual_seed(0)
     batches = images.split(batch)
     for b in batches[:warmup]:
-        make_views(b, specs, gen)
+        make_views(b, specs, gen, compile=compile)
     cuda = images.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -81,7 +84,7 @@ def bench_batched(
     else:
         t0 = time.perf_counter()
     for b in batches:
-        make_views(b, specs, gen)
+        make_views(b, specs, gen, compile=compile)
     if cuda:
         end.record()
         torch.cuda.synchronize()
@@ -134,10 +137,18 @@ def main(argv: list[str] | None = None) -> None:
         n = args.batches * args.batch_size
         images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
         tv = bench_torchvision(images, specs, args.batch_size)
-        ours = bench_batched(images.to(device), specs, args.batch_size)
         tv_path = f"torchvision v2 per image, DataLoader({threads} workers)"
-        print(f"| {tv_path} | {size} | {tv:,.0f} | 1.0x |")
-        print(f"| batched make_views ({device}) | {size} | {ours:,.0f} | {ours / tv:.1f}x |")
+        print(f"| {tv_path} | {size} | {tv:,.0f} | 1.0x |", flush=True)
+        for compile in (False, True):
+            t0 = time.perf_counter()
+            ours = bench_batched(images.to(device), specs, args.batch_size, compile)
+            name = "compiled (views.compile=true)" if compile else "eager"
+            note = f", incl. {time.perf_counter() - t0:.0f} s to compile" if compile else ""
+            print(
+                f"| batched make_views, {name} ({device}{note}) | {size} | {ours:,.0f} "
+                f"| {ours / tv:.1f}x |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -589,3 +589,14 @@ def test_make_views_honours_per_sample_probabilities(field: str, p: float) -> No
     changed = (view != images.float() / 255).flatten(1).any(1).double().mean().item()
     # 4 sd of a Bernoulli(p) mean over 2000 samples is <= 0.045; 1 - p or 0 / 1 is far outside
     assert abs(changed - p) < 4 * math.sqrt(p * (1 - p) / n)
+
+
+def test_compiled_views_equal_eager_views() -> None:
+    """``make_views(compile=True)`` fuses the ops with torch.compile; the views must be the same
+    (same random draws, values equal up to float rounding)."""
+    images = torch.randint(0, 256, (6, 3, 12, 12), dtype=torch.uint8)
+    specs = vicreg_views(12, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    eager = make_views(images, specs, torch.Generator().manual_seed(3))
+    fused = make_views(images, specs, torch.Generator().manual_seed(3), compile=True)
+    for a, b in zip(eager, fused, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)

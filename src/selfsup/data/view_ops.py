@@ -62,11 +62,17 @@ def resize_weights(
     # C truncation of non-negative values == floor; negative values are clamped to 0 anyway.
     xmin = (center - support + 0.5).floor().clamp_(min=0.0)
     xmax = torch.minimum((center + support + 0.5).floor(), n)
-    rel = (torch.arange(n_in, device=dev).view(1, 1, -1) - start.view(-1, 1, 1)).to(torch.float32)
-    w = _aa_filter((rel - center + 0.5) * invscale, interpolation)
-    w = w * ((rel >= xmin) & (rel < xmax))
+    # Only the taps in [xmin, xmax) are non-zero: at most 2 * support + 1 of them, with the
+    # largest support a crop of this image can have (known from shapes alone, no host sync).
+    widest = _INTERP_HALF_SUPPORT[interpolation] * max(n_in / size, 1.0)
+    taps = min(n_in, math.ceil(2 * widest) + 2)
+    rel = xmin + torch.arange(taps, device=dev, dtype=torch.float32)  # (B, size, taps)
+    w = _aa_filter((rel - center + 0.5) * invscale, interpolation) * (rel < xmax)
     total = w.sum(-1, keepdim=True)
-    return w / torch.where(total == 0, torch.ones_like(total), total)
+    w = w / torch.where(total == 0, torch.ones_like(total), total)
+    col = (rel + start.view(-1, 1, 1)).long().clamp_(max=n_in - 1)  # clamped taps weigh 0
+    dense = torch.zeros(w.shape[0], size, n_in, device=dev, dtype=torch.float32)
+    return dense.scatter_add_(2, col, w)
 
 
 def resized_crop(
@@ -147,15 +153,15 @@ def adjust_hue(x: Tensor, hue: Tensor, mask: Tensor | None = None) -> Tensor:
     if x.shape[1] == 1:
         return x
     r, g, b = x.unbind(1)
-    maxc, minc = torch.aminmax(x, dim=1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    minc = torch.minimum(torch.minimum(r, g), b)
     chroma = maxc - minc
     safe = torch.where(chroma == 0, torch.ones_like(chroma), chroma)
     # sector-relative hue * 6, with torchvision's precedence: max == r, then max == g, then b
-    h6 = torch.where(
-        maxc == r,
-        (g - b) / safe,
-        torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
-    )
+    is_r, is_g = maxc == r, maxc == g
+    num = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g))
+    offset = torch.where(is_r, 0.0, torch.where(is_g, 2.0, 4.0))
+    h6 = num.div_(safe).add_(offset)
     shift = (6.0 * hue.to(x.dtype)).view(-1, 1, 1, 1)
     n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     k = (h6.unsqueeze(1) + shift + n).remainder_(6.0)
@@ -202,16 +208,22 @@ def color_jitter(
 
 def _jitter_blend(x: Tensor, factors: Tensor, op: Tensor, on: Tensor) -> Tensor:
     """One blend pass of :func:`color_jitter`: sample b runs op ``op[b]`` (0 brightness,
-    1 contrast, 2 saturation) with its factor where ``on[b]``, else the identity (factor 1)."""
+    1 contrast, 2 saturation) with its factor where ``on[b]``, else the identity (factor 1).
+
+    All three are ``f * x + (1 - f) * other`` (``other`` = 0, the grayscale mean, the grayscale
+    image), so one pass computes ``f * x + a * gray + b * mean`` with per-sample coefficients
+    (a = 1 - f for saturation, b = 1 - f for contrast, else 0), then clamps."""
     if x.shape[1] == 1:
         on = on & (op != 2)  # saturation is a no-op on one channel
-    f = factors[:, :3].gather(1, op.view(-1, 1)).squeeze(1)
+    f = factors[:, :3].gather(1, op.view(-1, 1)).squeeze(1).to(x.dtype)
     f = torch.where(on, f, torch.ones_like(f))
+    rest = 1.0 - f
+    zero = torch.zeros_like(f)
+    a = torch.where(op == 2, rest, zero).view(-1, 1, 1, 1)
     gray = rgb_to_gray(x)
-    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
-    sel = op.view(-1, 1, 1, 1)
-    other = torch.where(sel == 2, gray, torch.where(sel == 1, mean, torch.zeros_like(mean)))
-    return _blend(x, other, f)
+    b = torch.where(op == 1, rest, zero) * gray.mean(dim=(1, 2, 3))
+    out = torch.addcmul(b.view(-1, 1, 1, 1), x, f.view(-1, 1, 1, 1))
+    return out.addcmul_(gray, a).clamp_(0.0, 1.0)
 
 
 def to_grayscale(x: Tensor, mask: Tensor | None = None) -> Tensor:

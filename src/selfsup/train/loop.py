@@ -205,7 +205,7 @@ def fit(
         for idx in stream.epoch(epoch):
             batch = images[idx.to(images.device)].to(device, non_blocking=True)
             with torch.no_grad():
-                views = make_views(batch, method.view_specs, view_gen)
+                views = make_views(batch, method.view_specs, view_gen, compile=cfg.views.compile)
             if device.type == "cuda" and tc.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             lr = warmup_cosine(
