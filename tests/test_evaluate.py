@@ -4,7 +4,8 @@ import math
 
 import pytest
 import torch
-from sklearn.metrics import f1_score
+from sklearn.metrics import confusion_matrix as sk_confusion
+from sklearn.metrics import f1_score, recall_score, top_k_accuracy_score
 
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.linear import carve_validation, select_and_fit_linear
@@ -48,9 +49,19 @@ def test_metrics_match_sklearn() -> None:
         torch.rand(200, generator=g) < 0.6, target, torch.randint(0, 5, (200,), generator=g)
     )
     pred[pred == 4] = 3  # class 4 never predicted
-    m = classification_metrics(pred, target, 5)
+    scores = torch.rand(200, 7, generator=g) * 0.5  # 7 classes, 5 and 6 absent from targets
+    scores[torch.arange(200), pred] = 1.0  # the argmax is pred
+    m = classification_metrics(scores, target, 7)
     assert math.isclose(m["top1"], float((pred == target).float().mean()))
-    assert math.isclose(m["f1_macro"], f1_score(target, pred, average="macro"), rel_tol=1e-9)
+    assert math.isclose(
+        m["f1_macro"], f1_score(target, pred, average="macro", labels=range(7), zero_division=0)
+    )
+    assert m["top5"] == top_k_accuracy_score(target, scores, k=5, labels=range(7))
+    assert m["top5"] > m["top1"]
+    assert m["confusion"] == sk_confusion(target, pred, labels=range(7)).tolist()
+    recall = recall_score(target, pred, average=None, labels=range(5), zero_division=0)
+    assert m["per_class_acc"][:5] == pytest.approx(list(recall))
+    assert m["per_class_acc"][5:] == [None, None]  # no true example: undefined, not 0
     cm = confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]), 2)
     assert cm.tolist() == [[1, 1], [0, 1]]
 

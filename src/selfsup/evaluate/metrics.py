@@ -1,6 +1,9 @@
-"""Classification metrics from predictions: top-1 accuracy and macro F1."""
+"""Classification metrics from class scores: top-1 / top-5 accuracy, macro F1, per-class
+accuracy and the confusion matrix."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -22,9 +25,29 @@ def f1_macro(cm: torch.Tensor) -> float:
     return float(f1.mean())
 
 
+def topk_accuracy(scores: torch.Tensor, target: torch.Tensor, k: int) -> float:
+    """Fraction of rows whose true class is among the ``k`` highest scores (k capped at K)."""
+    k = min(k, scores.shape[1])
+    top = scores.topk(k, dim=1).indices
+    return float((top == target.view(-1, 1)).any(1).double().mean())
+
+
 def classification_metrics(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int
-) -> dict[str, float]:
-    """``top1`` (fraction correct) and ``f1_macro`` of predicted vs true labels (N,)."""
-    cm = confusion_matrix(pred.cpu(), target.cpu(), num_classes)
-    return {"top1": float(cm.diag().sum() / cm.sum().clamp_min(1)), "f1_macro": f1_macro(cm)}
+    scores: torch.Tensor, target: torch.Tensor, num_classes: int
+) -> dict[str, Any]:
+    """Metrics of class scores (N, K) (logits, probabilities or kNN votes) against labels (N,):
+    ``top1``, ``top5``, ``f1_macro``, ``per_class_acc`` (recall of each class; None for a class
+    absent from ``target``) and ``confusion`` (rows true, columns predicted)."""
+    scores, target = scores.float().cpu(), target.cpu()
+    cm = confusion_matrix(scores.argmax(1), target, num_classes)
+    support = cm.sum(1)
+    per_class = [
+        float(cm[c, c] / support[c]) if support[c] > 0 else None for c in range(num_classes)
+    ]
+    return {
+        "top1": float(cm.diag().sum() / cm.sum().clamp_min(1)),
+        "top5": topk_accuracy(scores, target, 5),
+        "f1_macro": f1_macro(cm),
+        "per_class_acc": per_class,
+        "confusion": cm.tolist(),
+    }
