@@ -147,9 +147,14 @@ def fit(
     resume: bool = False,
     monitor: Monitor | None = None,
     monitor_every: int = 0,
+    labels: torch.Tensor | None = None,
 ) -> Method:
-    """Pretrain ``method`` on uint8 ``images`` (N, C, H, W); write metrics and checkpoints to
-    ``run_dir``. Returns the trained method (on the training device)."""
+    """Train ``method`` on uint8 ``images`` (N, C, H, W); write metrics and checkpoints to
+    ``run_dir``. Returns the trained method (on the training device).
+
+    With ``labels`` (N,) int64 (-1 = unlabeled) the method is called as ``method(views,
+    labels_of_the_batch)``: supervised fine-tuning and joint SSL + supervised training run
+    through this same loop."""
     tc = cfg.train
     device = resolve_device(tc.device)
     bf16 = use_bf16(tc.precision, device)
@@ -160,6 +165,8 @@ def fit(
     if device.type == "cuda" and tc.channels_last:
         method.to(memory_format=torch.channels_last)
     images = place_images(images, device)
+    if labels is not None:
+        labels = labels.to(images.device)
     stream = BatchStream(len(images), tc.batch_size, cfg.seed, rank=rank(), world=world_size())
     total = tc.epochs * stream.steps_per_epoch
     warmup = round(tc.warmup_epochs * stream.steps_per_epoch)
@@ -216,8 +223,9 @@ def fit(
                 group["lr"] = lr
                 group["weight_decay"] = wd if decayed else 0.0
             method.before_step(step, total, stream.steps_per_epoch)
+            extra = () if labels is None else (labels[idx.to(labels.device)].to(device),)
             with autocast:
-                out = model(views)
+                out = model(views, *extra)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             method.after_backward()

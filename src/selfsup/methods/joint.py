@@ -1,0 +1,48 @@
+"""Joint SSL + supervised training: any SSL method plus a linear classifier on its backbone.
+
+``forward(views, labels)`` = cross-entropy of ``head(backbone(views[0]))`` over the labelled
+images of the batch (labels >= 0; the rest are unlabeled) + ``ssl_weight`` x the SSL method's
+loss on every image, the single-objective form of S4L (Zhai et al., ICCV 2019). The classifier
+sees the method's first (augmented) view. The SSL method's hooks (teacher, queue, centre,
+schedules) run unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.methods.base import Method, StepOutput
+
+
+class Joint(Method):
+    def __init__(self, ssl: Method, num_classes: int, ssl_weight: float = 1.0) -> None:
+        nn.Module.__init__(self)  # the backbone is the SSL method's: registered once, there
+        self.ssl = ssl
+        self.view_specs = ssl.view_specs
+        self.head = nn.Linear(ssl.backbone.num_features, num_classes)
+        self.ssl_weight = ssl_weight
+
+    @property
+    def backbone(self) -> nn.Module:  # type: ignore[override]
+        return self.ssl.backbone
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor) -> StepOutput:
+        out = self.ssl(views)
+        logits = self.head(self.backbone(views[0])).float()
+        known = labels >= 0
+        ce_each = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+        ce = (ce_each * known).sum() / known.sum().clamp(min=1)  # no host sync
+        loss = ce + self.ssl_weight * out.loss
+        parts = {**out.parts, "ssl_loss": out.loss.detach(), "cross_entropy": ce.detach()}
+        return StepOutput(loss, parts)
+
+    def before_step(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
+        self.ssl.before_step(step, total_steps, steps_per_epoch)
+
+    def after_backward(self) -> None:
+        self.ssl.after_backward()
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        self.ssl.on_step_end(step, total_steps)

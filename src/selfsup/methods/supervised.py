@@ -1,0 +1,63 @@
+"""Supervised training of a backbone with a linear head, through the one training loop.
+
+:class:`Classifier` is a :class:`Method` whose ``forward(views, labels)`` is the cross-entropy of
+its logits: the loop trains it like any SSL method (``fit(..., labels=...)``). It serves the
+evaluation protocols that train (``linear-aug`` with a frozen backbone, ``finetune``, the
+pseudo-label student) and the supervised baseline (``method.name=supervised``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.data.views import ViewSpec, ssl_view
+from selfsup.methods.base import Method, StepOutput
+
+
+def classifier_view(
+    size: int, mean: Sequence[float], std: Sequence[float], scale: Sequence[float] = (0.08, 1.0)
+) -> ViewSpec:
+    """The supervised training view of solo-learn's linear evaluation and the official repos'
+    ``eval_linear.py``: ``RandomResizedCrop(size, scale)`` + horizontal flip, no colour ops."""
+    return ssl_view(size, mean, std, scale=scale, jitter_p=0.0, grayscale_p=0.0)
+
+
+class Classifier(Method):
+    """Backbone + ``Linear(num_features, num_classes)``; ``frozen`` keeps the backbone fixed (no
+    gradients, batch-norm statistics untouched: it stays in eval mode while the head trains)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        view_specs: list[ViewSpec],
+        num_classes: int,
+        *,
+        frozen: bool = False,
+    ) -> None:
+        super().__init__(backbone, view_specs)
+        self.head = nn.Linear(backbone.num_features, num_classes)
+        self.frozen = frozen
+        if frozen:
+            backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, num_classes)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            feats = self.backbone(x)
+        return self.head(feats)
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor) -> StepOutput:
+        logits = self.logits(views[0]).float()
+        loss = F.cross_entropy(logits, labels)
+        top1 = (logits.detach().argmax(1) == labels).float().mean()
+        return StepOutput(loss, {"cross_entropy": loss.detach(), "train_top1": top1})
