@@ -1,41 +1,128 @@
-"""Evaluation protocols on frozen features: one feature extraction feeds every protocol.
+"""Evaluation protocols, and the harness that keeps the test split out of their reach.
 
-The training split fits (kNN bank, linear probe), any choice uses a validation split carved
-from it, and the test split is touched once, to report. Each protocol returns records for
-``results.json``: ``{"protocol", "dataset", "init", "top1", "f1_macro", "n_train", "n_test", ...}``.
+A protocol receives the backbone and an :class:`EvalContext` that holds the *training* split
+only (fitting, validation carving, label fractions, pseudo-label pools) and returns
+:class:`Fitted` predictors. Only then does :func:`evaluate_backbone` open the test split and
+score it, once per predictor, so no protocol can fit, select or stop early on test data (a test
+plants a marker in the test split to check it). Records go to ``results.json``:
+``{"protocol", "dataset", "init", "seed", "top1", "top5", "f1_macro", "per_class_acc",
+"confusion", "n_train", "n_test", ...protocol fields}``.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import shutil
+import tempfile
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from selfsup.config import EvalConfig
+from selfsup.config import Config, EvalConfig, TrainConfig
 from selfsup.data.array import ImageArray
 from selfsup.data.sources import load_dataset
 from selfsup.errors import ConfigError, DataError
 from selfsup.evaluate.features import extract_features, input_channels, match_channels
 from selfsup.evaluate.knn import knn_predict
-from selfsup.evaluate.linear import select_and_fit_linear
+from selfsup.evaluate.linear import LinearProbe, select_and_fit_linear
 from selfsup.evaluate.metrics import classification_metrics
+from selfsup.evaluate.sampling import class_balanced_indices
+from selfsup.methods.supervised import Classifier, classifier_view
 from selfsup.registry import Registry
 
-PROTOCOLS: Registry[Callable[..., list[dict]]] = Registry("eval protocol")
+Scores = Callable[[ImageArray], torch.Tensor]
 
 
 @dataclass
-class FeatureSplits:
-    """Frozen features of one dataset's training and test splits."""
+class Fitted:
+    """A predictor fitted on training data: ``scores(test) -> (M, num_classes)`` and the
+    protocol's own fields for the record (k, fraction, chosen weight decay, ...)."""
+
+    info: dict[str, Any]
+    scores: Scores
+
+
+@dataclass
+class EvalContext:
+    """Everything a protocol may use: the labelled training split and how to feed images to a
+    backbone (size, normalisation measured on that split, device, settings). Never the test
+    split."""
 
     dataset: str
-    train: torch.Tensor  # (N, D)
-    train_labels: torch.Tensor  # (N,)
-    test: torch.Tensor  # (M, D)
-    test_labels: torch.Tensor  # (M,)
+    train: ImageArray
     num_classes: int
+    size: int
+    mean: list[float]
+    std: list[float]
+    channels: int
+    device: torch.device
+    seed: int
+    cfg: EvalConfig
+    run_cfg: Config
+    work_dir: Path
+    _features: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, torch.Tensor]] = field(
+        default_factory=dict
+    )
+
+    def images(self, data: ImageArray) -> torch.Tensor:
+        return match_channels(data.images, self.channels)
+
+    def features(self, backbone: nn.Module, data: ImageArray) -> torch.Tensor:
+        """Frozen features (N, D) of ``data``, extracted once per (backbone, split). The entry
+        holds weak references to both, so that an object allocated where a freed one lived (same
+        ``id``, e.g. the pseudo-label pool of the next ratio) is not given the stale features."""
+        key = (id(backbone), id(data))
+        hit = self._features.get(key)
+        if hit is None or hit[0]() is not backbone or hit[1]() is not data:
+            feats = self.extract(backbone, data)
+            self._features[key] = (weakref.ref(backbone), weakref.ref(data), feats)
+        return self._features[key][2]
+
+    def extract(self, net: nn.Module, data: ImageArray) -> torch.Tensor:
+        """``net``'s outputs (N, D) on the evaluation view of ``data`` (resized, normalised)."""
+        return extract_features(
+            net,
+            self.images(data),
+            size=self.size,
+            mean=self.mean,
+            std=self.std,
+            batch_size=self.cfg.batch_size,
+            device=self.device,
+        )
+
+    def fit_probe(self, backbone: nn.Module, data: ImageArray) -> tuple[LinearProbe, dict]:
+        """The ``linear`` protocol's probe on ``data``'s frozen features, weight decay chosen on
+        a validation split carved from ``data``."""
+        c = self.cfg
+        return select_and_fit_linear(
+            self.features(backbone, data),
+            data.labels,
+            self.num_classes,
+            weight_decays=c.linear_weight_decays,
+            val_fraction=c.val_fraction,
+            seed=self.seed,
+            epochs=c.linear_epochs,
+            batch_size=c.linear_batch_size,
+            lr=c.linear_lr,
+        )
+
+    def classifier_scores(self, model: Classifier) -> Scores:
+        """Test-time scores of a trained classifier (logits of the evaluation view)."""
+        net = nn.Sequential(model.backbone, model.head)
+
+        def scores(test: ImageArray) -> torch.Tensor:
+            return self.extract(net, test)
+
+        return scores
+
+
+PROTOCOLS: Registry[Callable[[nn.Module, EvalContext], list[Fitted]]] = Registry("eval protocol")
 
 
 def seeded_subset(data: ImageArray, limit: int | None, seed: int) -> ImageArray:
@@ -77,83 +164,125 @@ def load_eval_splits(
     seed: int,
 ) -> tuple[ImageArray, ImageArray]:
     """The (train, test) splits used to evaluate on ``dataset``, limited as configured."""
-    train = labelled(
-        load_dataset(dataset, "train", root=root, download=download, image_size=image_size)
-    )
-    test = labelled(
-        load_dataset(dataset, "test", root=root, download=download, image_size=image_size)
+    train, test = (
+        labelled(load_dataset(dataset, s, root=root, download=download, image_size=image_size))
+        for s in ("train", "test")
     )
     return seeded_subset(train, cfg.train_limit, seed), seeded_subset(
         test, cfg.test_limit, seed + 1
     )
 
 
-def features_for(
+def train_classifier(
+    ctx: EvalContext,
     backbone: nn.Module,
-    train: ImageArray,
-    test: ImageArray,
+    data: ImageArray,
     *,
-    size: int,
-    batch_size: int,
-    device: torch.device,
-) -> FeatureSplits:
-    """Extract features of both splits, normalised with the training split's own statistics
-    (after matching the backbone's channel count)."""
-    channels = input_channels(backbone)
-    mean, std = channel_stats(match_channels(train.images, channels))
-    kw = dict(size=size, mean=mean, std=std, batch_size=batch_size, device=device)
-    return FeatureSplits(
-        dataset=train.name,
-        train=extract_features(backbone, train.images, **kw),
-        train_labels=train.labels,
-        test=extract_features(backbone, test.images, **kw),
-        test_labels=test.labels,
-        num_classes=max(len(train.classes), int(train.labels.max()) + 1),
+    name: str,
+    frozen: bool,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+) -> Classifier:
+    """Train a copy of ``backbone`` + a linear head on ``data`` (labels >= 0) with the crop +
+    flip view, SGD and a cosine schedule, through the training loop; its metrics and checkpoint
+    go to ``ctx.work_dir / name``."""
+    from selfsup.train.loop import fit  # the loop imports this package's siblings
+
+    view = classifier_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
+    torch.manual_seed(ctx.seed)
+    model = Classifier(copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen)
+    rc = ctx.run_cfg
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=min(ctx.cfg.finetune_batch_size, len(data)),
+        optimizer="sgd",
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=0.0,
+        final_lr_ratio=0.0,
+        device=rc.train.device,
+        precision=rc.train.precision,
+        channels_last=rc.train.channels_last,
+        log_every=rc.train.log_every,
+        progress=rc.train.progress,
     )
+    cfg = dataclasses.replace(rc, train=train, seed=ctx.seed)
+    out = ctx.work_dir / name
+    shutil.rmtree(out, ignore_errors=True)  # a derived artefact: always trained afresh
+    fit(model, ctx.images(data), cfg, out, labels=data.labels)
+    return model.eval()
 
 
 @PROTOCOLS.register("knn")
-def knn_protocol(f: FeatureSplits, cfg: EvalConfig, seed: int) -> list[dict]:
-    records = []
-    for k in cfg.knn_k:
-        scores = knn_predict(
-            f.train,
-            f.train_labels,
-            f.test,
-            k=k,
-            temperature=cfg.knn_temperature,
-            num_classes=f.num_classes,
-        )
-        m = classification_metrics(scores.argmax(1), f.test_labels, f.num_classes)
-        records.append({"protocol": "knn", "k": k, "temperature": cfg.knn_temperature, **m})
-    return records
+def knn_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
+    """Weighted kNN on frozen features (DINO eval_knn.py), one predictor per k."""
+    bank = ctx.features(backbone, ctx.train)
+    fitted = []
+    for k in ctx.cfg.knn_k:
+
+        def scores(test: ImageArray, k: int = k) -> torch.Tensor:
+            query = ctx.features(backbone, test)
+            t, c = ctx.cfg.knn_temperature, ctx.num_classes
+            return knn_predict(bank, ctx.train.labels, query, k=k, temperature=t, num_classes=c)
+
+        fitted.append(Fitted({"k": k, "temperature": ctx.cfg.knn_temperature}, scores))
+    return fitted
 
 
 @PROTOCOLS.register("linear")
-def linear_protocol(f: FeatureSplits, cfg: EvalConfig, seed: int) -> list[dict]:
-    probe, choice = select_and_fit_linear(
-        f.train,
-        f.train_labels,
-        f.num_classes,
-        weight_decays=cfg.linear_weight_decays,
-        val_fraction=cfg.val_fraction,
-        seed=seed,
-        epochs=cfg.linear_epochs,
-        batch_size=cfg.linear_batch_size,
-        lr=cfg.linear_lr,
+def linear_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
+    """Linear probe on precomputed frozen features; weight decay chosen on a validation split
+    carved from the training split."""
+    probe, choice = ctx.fit_probe(backbone, ctx.train)
+    val = choice["val_top1"] if choice["val_top1"] >= 0 else None  # -1: nothing was chosen
+    info = {
+        "epochs": ctx.cfg.linear_epochs,
+        "weight_decay": choice["weight_decay"],
+        "val_top1": val,
+    }
+    return [Fitted(info, lambda test: probe.predict(ctx.features(backbone, test)))]
+
+
+@PROTOCOLS.register("linear-aug")
+def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
+    """The standard linear evaluation: a linear head on the frozen backbone, trained on random
+    resized crops + flips with SGD and a cosine schedule."""
+    c = ctx.cfg
+    model = train_classifier(
+        ctx,
+        backbone,
+        ctx.train,
+        name=f"linear-aug-s{ctx.seed}",
+        frozen=True,
+        epochs=c.linear_aug_epochs,
+        lr=c.linear_aug_lr,
+        weight_decay=c.linear_aug_weight_decay,
     )
-    pred = probe.predict(f.test).argmax(1)
-    m = classification_metrics(pred, f.test_labels, f.num_classes)
-    val = choice["val_top1"] if choice["val_top1"] >= 0 else None
-    return [
-        {
-            "protocol": "linear",
-            "epochs": cfg.linear_epochs,
-            "weight_decay": choice["weight_decay"],
-            "val_top1": val,
-            **m,
-        }
-    ]
+    return [Fitted({"epochs": c.linear_aug_epochs}, ctx.classifier_scores(model))]
+
+
+@PROTOCOLS.register("finetune")
+def finetune_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
+    """The whole network fine-tuned on each class-balanced label fraction (the same subset for
+    every method at a given seed)."""
+    c = ctx.cfg
+    fitted = []
+    for fraction in c.finetune_fractions:
+        idx = class_balanced_indices(ctx.train.labels, fraction, ctx.seed)
+        model = train_classifier(
+            ctx,
+            backbone,
+            ctx.train.subset(idx),
+            name=f"finetune-{fraction:g}-s{ctx.seed}",
+            frozen=False,
+            epochs=c.finetune_epochs,
+            lr=c.finetune_lr,
+            weight_decay=c.finetune_weight_decay,
+        )
+        info = {"fraction": fraction, "n_labelled": len(idx), "epochs": c.finetune_epochs}
+        fitted.append(Fitted(info, ctx.classifier_scores(model)))
+    return fitted
 
 
 def check_protocols(names: Sequence[str]) -> None:
@@ -175,10 +304,15 @@ def evaluate_backbone(
     seed: int,
     device: torch.device,
     splits: dict[str, tuple[ImageArray, ImageArray]] | None = None,
+    run_cfg: Config | None = None,
+    work_dir: Path | None = None,
 ) -> list[dict]:
-    """Run ``protocols`` on each dataset for one backbone; ``splits`` caches loaded data."""
+    """Run ``protocols`` on each dataset and seed for one backbone: fit on the training split,
+    then score the test split once per fitted predictor. ``splits`` caches loaded data."""
     check_protocols(protocols)
     splits = {} if splits is None else splits
+    seeds = cfg.seeds or [seed]
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="selfsup-eval-"))
     records = []
     for name in datasets:
         if name not in splits:
@@ -186,20 +320,37 @@ def evaluate_backbone(
                 name, cfg, root=root, download=download, image_size=image_size, seed=seed
             )
         train, test = splits[name]
-        feats = features_for(
-            backbone, train, test, size=size, batch_size=cfg.batch_size, device=device
-        )
-        for protocol in protocols:
-            for rec in PROTOCOLS.get(protocol)(feats, cfg, seed):
-                records.append(
-                    {
-                        "protocol": rec.pop("protocol"),
-                        "dataset": name,
-                        "init": init,
-                        **rec,
-                        "n_train": len(train),
-                        "n_test": len(test),
-                        "seed": seed,
-                    }
-                )
+        channels = input_channels(backbone)
+        mean, std = channel_stats(match_channels(train.images, channels))
+        for s in seeds:
+            ctx = EvalContext(
+                dataset=name,
+                train=train,
+                num_classes=max(len(train.classes), int(train.labels.max()) + 1),
+                size=size,
+                mean=mean,
+                std=std,
+                channels=channels,
+                device=device,
+                seed=s,
+                cfg=cfg,
+                run_cfg=run_cfg or Config(),
+                work_dir=work / f"{name.replace(':', '-').replace('/', '_')}-{init}",
+            )
+            for protocol in protocols:
+                for fitted in PROTOCOLS.get(protocol)(backbone, ctx):  # fit: train split only
+                    scores = fitted.scores(test)  # the test split, once, to report
+                    metrics = classification_metrics(scores, test.labels, ctx.num_classes)
+                    records.append(
+                        {
+                            "protocol": protocol,
+                            "dataset": name,
+                            "init": init,
+                            **fitted.info,
+                            **metrics,
+                            "n_train": len(train),
+                            "n_test": len(test),
+                            "seed": s,
+                        }
+                    )
     return records

@@ -1,0 +1,83 @@
+"""Semi-supervised pseudo-labelling (the ``pseudo-label`` protocol).
+
+From the training split, a class-balanced ``eval.pseudo_fraction`` keeps its labels; the rest is
+the unlabeled pool (its true labels are hidden from training and only used to report how
+accurate the pseudo-labels were). A teacher, the backbone's linear probe fitted on the labelled
+part, labels ``ratio x n_labelled`` pool images; those with confidence >= ``eval.pseudo_threshold``
+join the labelled set, and a student (the backbone fine-tuned with a fresh head) is trained on
+both. One student per ratio of ``eval.pseudo_ratios`` (1:0, 1:0.4, 1:1, 1:2, 1:10 by default);
+ratio 0 is the labelled-only baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.data.array import ImageArray
+from selfsup.evaluate.protocols import PROTOCOLS, EvalContext, Fitted, train_classifier
+from selfsup.evaluate.sampling import class_balanced_indices, complement
+
+
+def select_confident(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keep (N,) bool, pseudo-labels (N,)) of class probabilities (N, K): the argmax class,
+    kept where its probability is at least ``threshold``."""
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"the confidence threshold must be in [0, 1], got {threshold}")
+    conf, pseudo = probs.max(dim=1)
+    return conf >= threshold, pseudo
+
+
+def _join(labelled: ImageArray, extra: ImageArray, labels: torch.Tensor) -> ImageArray:
+    return ImageArray(
+        torch.cat([labelled.images, extra.images]),
+        torch.cat([labelled.labels, labels.to(labelled.labels.dtype)]),
+        list(labelled.classes),
+        labelled.name,
+        labelled.split,
+    )
+
+
+@PROTOCOLS.register("pseudo-label")
+def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
+    c = ctx.cfg
+    lab_idx = class_balanced_indices(ctx.train.labels, c.pseudo_fraction, ctx.seed)
+    pool = complement(len(ctx.train), lab_idx)
+    pool = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed))]
+    labelled = ctx.train.subset(lab_idx)
+    probe, _ = ctx.fit_probe(backbone, labelled)
+    fitted = []
+    for ratio in c.pseudo_ratios:
+        unlabeled = ctx.train.subset(pool[: min(len(pool), round(ratio * len(labelled)))])
+        info = {
+            "ratio": ratio,
+            "fraction": c.pseudo_fraction,
+            "threshold": c.pseudo_threshold,
+            "n_labelled": len(labelled),
+            "n_unlabeled": len(unlabeled),
+            "n_pseudo": 0,
+            "pseudo_label_acc": None,
+        }
+        student_data = labelled
+        if len(unlabeled):
+            probs = probe.predict(ctx.features(backbone, unlabeled)).softmax(1).cpu()
+            keep, pseudo = select_confident(probs, c.pseudo_threshold)
+            info["n_pseudo"] = int(keep.sum())
+            if keep.any():  # the pool's true labels: only to report the pseudo-labels' accuracy
+                truth = unlabeled.labels[keep]
+                info["pseudo_label_acc"] = float((pseudo[keep] == truth).float().mean())
+                student_data = _join(
+                    labelled, unlabeled.subset(keep.nonzero().squeeze(1)), pseudo[keep]
+                )
+        model = train_classifier(
+            ctx,
+            backbone,
+            student_data,
+            name=f"pseudo-label-{ratio:g}-s{ctx.seed}",
+            frozen=False,
+            epochs=c.finetune_epochs,
+            lr=c.finetune_lr,
+            weight_decay=c.finetune_weight_decay,
+        )
+        fitted.append(Fitted(info, ctx.classifier_scores(model)))
+    return fitted

@@ -1,0 +1,467 @@
+"""The evaluation protocols end to end, the label-fraction sampler, pseudo-label selection and
+the guard that keeps the test split out of every protocol's fit."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from selfsup.backbones import build_backbone
+from selfsup.config import Config, load_config
+from selfsup.data.array import ImageArray
+from selfsup.errors import ConfigError
+from selfsup.evaluate import protocols, semisupervised
+from selfsup.evaluate.features import extract_features
+from selfsup.evaluate.knn import knn_predict
+from selfsup.evaluate.protocols import (
+    PROTOCOLS,
+    EvalContext,
+    Fitted,
+    channel_stats,
+    evaluate_backbone,
+    load_eval_splits,
+)
+from selfsup.evaluate.sampling import class_balanced_indices, complement
+from selfsup.evaluate.semisupervised import select_confident
+from selfsup.pipeline import pretrain
+from tiny import TINY
+
+ALL = ["knn", "linear", "linear-aug", "finetune", "pseudo-label"]
+EVAL = [
+    "train.device=cpu",
+    "eval.train_limit=200",
+    "eval.test_limit=100",
+    "eval.batch_size=256",
+    "eval.knn_k=[5,20]",
+    "eval.linear_epochs=3",
+    "eval.linear_aug_epochs=1",
+    "eval.finetune_epochs=1",
+    "eval.finetune_batch_size=32",
+    "eval.finetune_fractions=[0.1,0.5]",
+    "eval.pseudo_fraction=0.2",
+    "eval.pseudo_ratios=[0.0,0.5,10.0]",
+    "eval.pseudo_threshold=0.0",
+]
+CPU = torch.device("cpu")
+
+
+def config(*overrides: str) -> Config:
+    return load_config(None, [*TINY, *EVAL, *overrides])
+
+
+def tiny_backbone(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_backbone(config().backbone, in_channels=3, image_size=16)
+
+
+def evaluate(
+    backbone: nn.Module,
+    cfg: Config,
+    names: list[str],
+    work: Path,
+    splits: dict[str, tuple[ImageArray, ImageArray]] | None = None,
+) -> list[dict]:
+    return evaluate_backbone(
+        backbone,
+        cfg.eval,
+        datasets=list(splits or ["synthetic"]),
+        protocols=names,
+        size=16,
+        init="pretrained",
+        root=None,
+        download=False,
+        image_size=16,
+        seed=cfg.seed,
+        device=CPU,
+        splits=splits,
+        run_cfg=cfg,
+        work_dir=work,
+    )
+
+
+def synthetic_splits(cfg: Config) -> tuple[ImageArray, ImageArray]:
+    return load_eval_splits(
+        "synthetic", cfg.eval, root=None, download=False, image_size=16, seed=cfg.seed
+    )
+
+
+def states_equal(a: nn.Module, b: nn.Module) -> bool:
+    """Same parameters *and* buffers (batch-norm running statistics)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --- the leakage guard: a test split that logs every touch, protocols that log their fit -----
+
+
+def tracked_split(data: ImageArray, log: list[str]) -> ImageArray:
+    """``data`` with images and labels that append to ``log`` whenever any torch function or
+    method reads them (or a tensor computed from them)."""
+
+    class Tracked(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            log.append(f"touch {getattr(func, '__name__', func)}")
+            return super().__torch_function__(func, types, args, kwargs)
+
+    images, labels = data.images.as_subclass(Tracked), data.labels.as_subclass(Tracked)
+    return ImageArray(images, labels, list(data.classes), data.name, data.split)
+
+
+def log_fits(monkeypatch: pytest.MonkeyPatch, log: list[str]) -> None:
+    """Wrap every registered protocol so that its fit is bracketed by log events."""
+    for name in PROTOCOLS.names():
+        fit = PROTOCOLS.get(name)
+
+        def logged(backbone: nn.Module, ctx: EvalContext, name=name, fit=fit) -> list[Fitted]:
+            log.append(f"fit-start {name}")
+            fitted = fit(backbone, ctx)
+            log.append(f"fit-end {name}")
+            return fitted
+
+        monkeypatch.setitem(PROTOCOLS._items, name, logged)
+
+
+def touches(log: list[str]) -> dict[str, list[int]]:
+    """protocol -> [test touches while it was fitting, test touches after, until the next fit]."""
+    out: dict[str, list[int]] = {}
+    current, fitting = None, False
+    for event in log:
+        kind, _, rest = event.partition(" ")
+        if kind == "fit-start":
+            current, fitting = rest, True
+            out.setdefault(current, [0, 0])
+        elif kind == "fit-end":
+            fitting = False
+        elif kind == "touch" and current is not None:
+            out[current][0 if fitting else 1] += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Every protocol, two seeds, on synthetic, with the test split tracked and each fit logged;
+    the classifiers the protocols train and the pseudo-label selections are recorded."""
+    cfg = config("eval.seeds=[0,1]")
+    train, test = synthetic_splits(cfg)
+    log: list[str] = []
+    test = tracked_split(test, log)
+    backbone = tiny_backbone()
+    original = copy.deepcopy(backbone)
+    trained, selections = [], []
+    real_train, real_select = protocols.train_classifier, semisupervised.select_confident
+
+    def spy_train(ctx: EvalContext, backbone: nn.Module, data: ImageArray, **kw) -> nn.Module:
+        model = real_train(ctx, backbone, data, **kw)
+        trained.append(SimpleNamespace(data=data, model=model, seed=ctx.seed, **kw))
+        return model
+
+    def spy_select(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        keep, pseudo = real_select(probs, threshold)
+        selections.append(SimpleNamespace(probs=probs, threshold=threshold, pseudo=pseudo))
+        return keep, pseudo
+
+    with pytest.MonkeyPatch.context() as mp:
+        log_fits(mp, log)
+        mp.setattr(protocols, "train_classifier", spy_train)
+        mp.setattr(semisupervised, "train_classifier", spy_train)
+        mp.setattr(semisupervised, "select_confident", spy_select)
+        records = evaluate(
+            backbone, cfg, ALL, tmp_path_factory.mktemp("eval"), {"synthetic": (train, test)}
+        )
+    return SimpleNamespace(
+        cfg=cfg,
+        train=train,
+        records=records,
+        log=log,
+        backbone=backbone,
+        original=original,
+        trained=trained,
+        selections=selections,
+    )
+
+
+def test_records_have_protocol_fields_and_valid_metrics(guarded: SimpleNamespace) -> None:
+    train, recs, num_classes = guarded.train, guarded.records, len(guarded.train.classes)
+    assert {r["protocol"] for r in recs} == set(ALL)
+    for r in recs:
+        assert r["dataset"] == "synthetic" and r["init"] == "pretrained"
+        assert (r["n_train"], r["n_test"]) == (200, 100)
+        assert 0 <= r["top1"] <= r["top5"] <= 1 and 0 <= r["f1_macro"] <= 1
+        cm = torch.tensor(r["confusion"])
+        assert cm.shape == (num_classes, num_classes) and int(cm.sum()) == r["n_test"]
+        assert r["top1"] == pytest.approx(float(cm.trace()) / r["n_test"])
+        assert len(r["per_class_acc"]) == num_classes
+        assert all(a is None or 0 <= a <= 1 for a in r["per_class_acc"])
+    by = {p: [r for r in recs if r["protocol"] == p] for p in ALL}
+    assert sorted((r["seed"], r["k"]) for r in by["knn"]) == [(0, 5), (0, 20), (1, 5), (1, 20)]
+    for r in by["finetune"]:
+        expected = len(class_balanced_indices(train.labels, r["fraction"], r["seed"]))
+        assert r["n_labelled"] == expected < len(train)
+    assert sorted((r["seed"], r["fraction"]) for r in by["finetune"]) == [
+        (s, f) for s in (0, 1) for f in (0.1, 0.5)
+    ]
+    for r in by["pseudo-label"]:
+        lab = class_balanced_indices(train.labels, 0.2, r["seed"])
+        pool = len(train) - len(lab)
+        assert r["n_labelled"] == len(lab)
+        assert r["n_unlabeled"] == min(pool, round(r["ratio"] * len(lab)))
+        assert r["n_pseudo"] == r["n_unlabeled"]  # threshold 0 keeps every pool image
+        if r["n_pseudo"]:
+            assert 0 <= r["pseudo_label_acc"] <= 1
+        else:
+            assert r["pseudo_label_acc"] is None
+    assert {(r["ratio"], r["n_unlabeled"] > 0) for r in by["pseudo-label"]} == {
+        (0.0, False),
+        (0.5, True),
+        (10.0, True),
+    }
+    assert any(r["n_unlabeled"] == 200 - r["n_labelled"] for r in by["pseudo-label"])  # capped
+    # one full set of records per seed, with the same protocol settings
+    for p in ALL:
+        settings = {
+            s: [(r.get("k"), r.get("fraction"), r.get("ratio")) for r in by[p] if r["seed"] == s]
+            for s in (0, 1)
+        }
+        assert settings[0] and settings[0] == settings[1]
+
+
+def test_no_protocol_reads_the_test_split_while_fitting(guarded: SimpleNamespace) -> None:
+    counts = touches(guarded.log)
+    assert set(counts) == set(ALL)
+    for name, (while_fitting, when_reporting) in counts.items():
+        assert while_fitting == 0, f"{name} read the test split during its fit"
+        assert when_reporting > 0, f"{name} was never scored on the test split"
+    starts = [e for e in guarded.log if e.startswith("fit-start")]
+    assert len(starts) == 2 * len(ALL)  # each protocol fitted once per seed
+
+
+def test_trained_protocols_leave_the_callers_backbone_unchanged(guarded: SimpleNamespace) -> None:
+    assert states_equal(guarded.backbone, guarded.original)
+    finetuned = [t for t in guarded.trained if not t.frozen]
+    frozen = [t for t in guarded.trained if t.frozen]
+    assert len(frozen) == 2  # linear-aug, once per seed
+    assert len(finetuned) == 2 * 2 + 2 * 3  # 2 fractions + 3 pseudo-label students per seed
+    for t in finetuned:  # fine-tuning trained a copy, whose weights and statistics moved
+        assert t.model.backbone is not guarded.backbone
+        assert not states_equal(t.model.backbone, guarded.original)
+    for t in frozen:  # linear-aug: weights and batch-norm running statistics untouched
+        assert states_equal(t.model.backbone, guarded.original)
+
+
+def test_pseudo_label_students_train_on_labelled_plus_confident_pool(
+    guarded: SimpleNamespace,
+) -> None:
+    students = [t for t in guarded.trained if t.name.startswith("pseudo-label")]
+    recs = [r for r in guarded.records if r["protocol"] == "pseudo-label"]
+    with_pool = [r for r in recs if r["n_unlabeled"]]
+    assert len(guarded.selections) == len(with_pool)  # the teacher only labels a real pool
+    for sel, r in zip(guarded.selections, with_pool, strict=True):
+        assert len(sel.probs) == r["n_unlabeled"]
+        assert r["n_pseudo"] == int((sel.probs.max(1).values >= sel.threshold).sum())
+    for t, r in zip(students, recs, strict=True):
+        assert len(t.data) == r["n_labelled"] + r["n_pseudo"]
+    # the appended labels are the teacher's argmax, not the hidden true labels
+    for sel, r in zip(guarded.selections, with_pool, strict=True):
+        student = next(t for t in students if t.name == f"pseudo-label-{r['ratio']:g}-s{r['seed']}")
+        assert torch.equal(student.data.labels[r["n_labelled"] :], sel.pseudo)
+
+
+def test_guard_catches_a_protocol_that_reads_the_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config("eval.knn_k=[1]")
+    train, test = synthetic_splits(cfg)
+    log: list[str] = []
+    test = tracked_split(test, log)
+
+    def leaky(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
+        # the test split, captured outside the context: a 1-NN "fitted" on it
+        bank, bank_labels = ctx.features(backbone, test).clone(), test.labels.clone()
+
+        def scores(data: ImageArray) -> torch.Tensor:
+            query = ctx.features(backbone, data)
+            return knn_predict(bank, bank_labels, query, k=1, temperature=0.07, num_classes=10)
+
+        return [Fitted({}, scores)]
+
+    monkeypatch.setitem(PROTOCOLS._items, "leaky", leaky)
+    log_fits(monkeypatch, log)
+    recs = evaluate(tiny_backbone(), cfg, ["knn", "leaky"], tmp_path, {"synthetic": (train, test)})
+    counts = touches(log)
+    assert counts["knn"][0] == 0 and counts["leaky"][0] > 0
+    leaked, honest = (next(r for r in recs if r["protocol"] == p) for p in ("leaky", "knn"))
+    assert leaked["top1"] == 1.0 > honest["top1"]  # its test "accuracy" is memorised
+
+
+# --- protocols learn: two classes, bright vs dark images, chance is 50% ----------------------
+
+
+def bright_vs_dark(n: int, seed: int, bright: int) -> ImageArray:
+    """``n`` noisy 16-px images, half bright (label ``bright``), half dark (the other label)."""
+    g = torch.Generator().manual_seed(seed)
+    is_bright = torch.randperm(n, generator=g) % 2 == 1
+    base = torch.where(is_bright, 160, 40).view(n, 1, 1, 1)
+    noise = torch.randint(0, 56, (n, 3, 16, 16), generator=g)
+    labels = torch.where(is_bright, bright, 1 - bright)
+    return ImageArray((base + noise).to(torch.uint8), labels, ["a", "b"], "easy")
+
+
+def test_protocols_learn_an_easy_problem(tmp_path: Path) -> None:
+    """Each protocol scores >= 90% with either labelling of the same images: a predictor that
+    had not learned from the labels (a lucky random head) would score 1 - x on the swapped one."""
+    cfg = config(
+        "eval.linear_aug_epochs=3",
+        "eval.linear_aug_lr=1.0",
+        "eval.finetune_epochs=3",
+        "eval.finetune_fractions=[0.5]",
+        "eval.finetune_lr=0.5",
+        "eval.linear_epochs=50",
+        "eval.linear_batch_size=32",
+    )
+    names = ["knn", "linear", "linear-aug", "finetune"]
+    for bright in (0, 1):
+        splits = {"easy": (bright_vs_dark(128, 0, bright), bright_vs_dark(64, 1, bright))}
+        recs = evaluate(tiny_backbone(), cfg, names, tmp_path / str(bright), splits)
+        assert {r["protocol"] for r in recs} == set(names)
+        for r in recs:
+            assert r["top1"] >= 0.9, (r["protocol"], bright, r["top1"])
+
+
+# --- pseudo-label selection -----------------------------------------------------------------
+
+
+def test_select_confident_keeps_argmax_at_or_above_threshold() -> None:
+    probs = torch.tensor([[0.25, 0.75], [0.625, 0.375], [0.125, 0.875], [0.5, 0.5]])
+    keep, pseudo = select_confident(probs, 0.75)
+    assert keep.tolist() == [True, False, True, False]  # 0.75 >= 0.75 is kept
+    assert pseudo.tolist()[:3] == [1, 0, 1]
+    assert select_confident(probs, 0.0)[0].all()
+    assert not select_confident(probs, 1.0)[0].any()
+    assert select_confident(torch.tensor([[0.0, 1.0]]), 1.0)[0].tolist() == [True]
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="threshold"):
+            select_confident(probs, bad)
+
+
+def test_pseudo_label_threshold_counts_confident_pool_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    confidences = []
+    real = semisupervised.select_confident
+
+    def spy(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        confidences.append(probs.max(1).values)
+        return real(probs, threshold)
+
+    monkeypatch.setattr(semisupervised, "select_confident", spy)
+    train_test = synthetic_splits(config())
+    backbone = tiny_backbone()
+    for threshold in (1.0, 0.3):
+        confidences.clear()
+        cfg = config(f"eval.pseudo_threshold={threshold}", "eval.pseudo_ratios=[1.0]")
+        (r,) = evaluate(backbone, cfg, ["pseudo-label"], tmp_path, {"s": train_test})
+        (conf,) = confidences
+        assert len(conf) == r["n_unlabeled"] == r["n_labelled"]
+        assert r["n_pseudo"] == int((conf >= threshold).sum())
+        assert (r["pseudo_label_acc"] is None) == (r["n_pseudo"] == 0)
+        if threshold == 1.0:
+            assert r["n_pseudo"] == 0  # a softmax of a linear probe is never exactly 1 here
+        else:
+            assert 0 < r["n_pseudo"] < r["n_unlabeled"]  # the threshold really filters
+
+
+# --- the class-balanced label-fraction sampler ----------------------------------------------
+
+
+def test_class_balanced_indices_takes_rounded_share_of_each_class() -> None:
+    labels = torch.tensor([0] * 50 + [1] * 7 + [2] * 3 + [-1] * 20 + [3] * 1)
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    idx = class_balanced_indices(labels, 0.1, seed=0)
+    counts = torch.bincount(labels[idx], minlength=4).tolist()
+    assert counts == [5, 1, 1, 1]  # round(5.0), round(0.7), max(1, round(0.3)), max(1, 0.1)
+    assert torch.equal(idx, idx.sort().values) and len(idx.unique()) == len(idx)
+    assert (labels[idx] >= 0).all()  # unlabeled images are never chosen
+    more = torch.bincount(labels[class_balanced_indices(labels, 0.4, seed=0)], minlength=4)
+    assert more.tolist() == [20, 3, 1, 1]  # round(20.0), round(2.8), round(1.2), max(1, 0)
+
+
+def test_class_balanced_indices_is_seeded() -> None:
+    labels = torch.arange(1000) % 10
+    a, b = class_balanced_indices(labels, 0.1, 3), class_balanced_indices(labels, 0.1, 3)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, class_balanced_indices(labels, 0.1, 4))
+    labels_with_unlabeled = torch.cat([labels, torch.full((50,), -1)])
+    every = class_balanced_indices(labels_with_unlabeled, 1.0, 0)
+    assert torch.equal(every, torch.arange(1000))  # fraction 1: every labelled image
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_class_balanced_indices_rejects_bad_fractions(fraction: float) -> None:
+    with pytest.raises(ConfigError, match="fraction"):
+        class_balanced_indices(torch.arange(10) % 2, fraction, 0)
+
+
+def test_class_balanced_indices_needs_labels() -> None:
+    with pytest.raises(ConfigError):
+        class_balanced_indices(torch.full((10,), -1), 0.5, 0)
+
+
+def test_complement() -> None:
+    index = torch.tensor([7, 0, 3])
+    rest = complement(10, index)
+    assert rest.tolist() == [1, 2, 4, 5, 6, 8, 9]
+    assert complement(4, torch.tensor([], dtype=torch.long)).tolist() == [0, 1, 2, 3]
+    assert complement(3, torch.arange(3)).numel() == 0
+    idx = class_balanced_indices(torch.arange(100) % 4, 0.3, 1)
+    both = torch.cat([idx, complement(100, idx)]).sort().values
+    assert torch.equal(both, torch.arange(100))
+
+
+# --- the feature cache --------------------------------------------------------------------
+
+
+def test_feature_cache_is_not_fooled_by_a_recycled_object(tmp_path: Path) -> None:
+    """Protocols extract features of short-lived subsets (the pseudo-label pools): a subset
+    allocated where a freed one lived (same ``id``) must not get the freed one's features."""
+    cfg = config()
+    train, _ = synthetic_splits(cfg)
+    backbone = tiny_backbone()
+    mean, std = channel_stats(train.images)
+    ctx = EvalContext("synthetic", train, 10, 16, mean, std, 3, CPU, 0, cfg.eval, cfg, tmp_path)
+    seen, reused = set(), False
+    for n in range(2, 40):
+        data = train.subset(torch.arange(n))
+        reused |= id(data) in seen
+        seen.add(id(data))
+        assert len(ctx.features(backbone, data)) == n
+        del data  # as the pseudo-label protocol drops the pool of the previous ratio
+    if not reused:
+        pytest.skip("the allocator never put a new subset where a freed one lived")
+    data = train.subset(torch.arange(40, 60))
+    direct = extract_features(backbone, data.images, size=16, mean=mean, std=std)
+    assert torch.equal(ctx.features(backbone, data), direct)
+
+
+def test_pretrain_evaluates_pretrained_and_random_backbones(tmp_path: Path) -> None:
+    cfg = config(
+        "data.limit=64",
+        "train.epochs=1",
+        "eval.protocols=[finetune]",
+        "eval.finetune_fractions=[0.5]",
+        "eval.compare_random=true",
+    )
+    results = pretrain(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == results
+    evals = results["evals"]
+    assert sorted(r["init"] for r in evals) == ["pretrained", "random"]
+    for r in evals:
+        assert r["protocol"] == "finetune" and r["fraction"] == 0.5 and r["seed"] == 0
+        assert sum(map(sum, r["confusion"])) == r["n_test"] == 100  # eval.test_limit
+    assert (tmp_path / "run" / "evals").is_dir()
