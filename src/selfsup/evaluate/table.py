@@ -1,37 +1,236 @@
-"""Plain-text tables of evaluation records."""
+"""Tables of evaluation records: seeds aggregated to mean ± std, one run's pretrained-vs-random
+table, and a comparison of several runs side by side (markdown or CSV).
+
+A record (one entry of ``results.json["evals"]``) is one measurement on one seed. Records that
+differ only by ``seed`` (and by what a protocol chose on each seed, such as a weight decay) are
+repetitions of the same measurement, identified by ``IDENTITY``.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
+
+IDENTITY = ("protocol", "dataset", "init", "k", "fraction", "ratio")
+METRICS = ("top1", "top5", "f1_macro")
+PROTOCOL_ORDER = ("knn", "linear", "linear-aug", "finetune", "pseudo-label", "supervised", "joint")
+INIT_ORDER = ("pretrained", "trained", "random")
+
+
+def measurement_key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a measurement across seeds: (protocol, dataset, init, k, fraction, ratio),
+    absent fields as None. ``init`` defaults to "pretrained" for older records."""
+    return tuple(rec.get(f, "pretrained" if f == "init" else None) for f in IDENTITY)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    std = statistics.stdev(values) if len(values) > 1 else None  # sample std, ddof=1
+    return statistics.fmean(values), std
+
+
+def aggregate(
+    records: Iterable[dict[str, Any]], metrics: Sequence[str] = METRICS
+) -> list[dict[str, Any]]:
+    """Group records by ``measurement_key`` (first-appearance order) and summarise each group.
+
+    Each result holds the identity fields present in the records, ``n`` (number of records,
+    i.e. seeds), ``seeds`` (sorted), and for each metric ``m``: ``m`` = mean over the seeds and
+    ``m_std`` = sample standard deviation (ddof=1; None for a single seed). A metric missing
+    or None on some seeds is averaged over the seeds that have it; None when none has it.
+    """
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault(measurement_key(rec), []).append(rec)
+    out = []
+    for key, recs in groups.items():
+        row: dict[str, Any] = {
+            f: v for f, v in zip(IDENTITY, key, strict=True) if v is not None or f == "init"
+        }
+        row["n"] = len(recs)
+        row["seeds"] = sorted((r["seed"] for r in recs if r.get("seed") is not None), key=str)
+        for m in metrics:
+            vals = [float(r[m]) for r in recs if r.get(m) is not None]
+            row[m], row[f"{m}_std"] = _mean_std(vals)
+        out.append(row)
+    return out
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:g}%"
+
+
+def _measure(rec: dict[str, Any]) -> str:
+    """The protocol and its settings, without init or dataset: "knn k=20", "finetune 1%",
+    "pseudo-label 1:0.4" (and "pseudo-label 1% 1:0.4" with ``fraction`` shown)."""
+    label = str(rec["protocol"])
+    if rec.get("k") is not None:
+        label += f" k={rec['k']}"
+    if rec.get("fraction") is not None and rec.get("ratio") is None:
+        label += f" {_percent(rec['fraction'])}"
+    if rec.get("ratio") is not None:
+        label += f" 1:{rec['ratio']:g}"
+    return label
+
+
+def column_label(rec: dict[str, Any], *, dataset: bool = False, verbose: bool = False) -> str:
+    """A short column name for a record or aggregate: "knn k=20", "linear",
+    "finetune 1% (pretrained)", "finetune 10% (random)", "pseudo-label 1:0.4", "supervised".
+
+    The init is shown for finetune always and for other protocols when it is not "pretrained"
+    (supervised and joint training own their init, so it is left out). ``dataset`` appends
+    " on <dataset>"; ``verbose`` shows every identity field (for disambiguation).
+    """
+    label = _measure(rec)
+    if verbose and rec.get("ratio") is not None and rec.get("fraction") is not None:
+        label = label.replace(" 1:", f" {_percent(rec['fraction'])} 1:", 1)
+    init = rec.get("init", "pretrained")
+    show_init = rec["protocol"] == "finetune" or (
+        init != "pretrained" and rec["protocol"] not in ("supervised", "joint")
+    )
+    if show_init or verbose:
+        label += f" ({init})"
+    if dataset or verbose:
+        label += f" on {rec['dataset']}"
+    return label
 
 
 def record_label(rec: dict[str, Any]) -> str:
-    label = f"{rec['protocol']}"
-    if "k" in rec:
-        label += f" (k={rec['k']})"
-    if rec.get("fraction") is not None:
-        label += f" {rec['fraction']:.0%}"
-    return f"{label} on {rec['dataset']}"
+    """Row name of ``init_table``: the measurement without its init, e.g. "knn k=20 on cifar10"."""
+    return f"{_measure(rec)} on {rec['dataset']}"
+
+
+def _rank(value: Any, order: Sequence[Any]) -> tuple[int, str]:
+    return (order.index(value), "") if value in order else (len(order), str(value))
+
+
+def _column_sort_key(key: tuple[Any, ...], datasets: list[str]) -> tuple[Any, ...]:
+    protocol, dataset, init, k, fraction, ratio = key
+    num = [v if v is not None else -1.0 for v in (k, fraction, ratio)]
+    return (datasets.index(dataset), _rank(protocol, PROTOCOL_ORDER), *num, _rank(init, INIT_ORDER))
+
+
+def format_cell(mean: float | None, std: float | None, n: int) -> str:
+    """ "91.2 ± 0.3" in percent (one decimal), "91.2" for a single seed, "-" when missing."""
+    if mean is None:
+        return "-"
+    if n > 1 and std is not None:
+        return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    return f"{100 * mean:.1f}"
+
+
+def markdown(rows: list[list[str]]) -> str:
+    """A padded markdown pipe table; ``rows[0]`` is the header."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
 
 
 def init_table(records: list[dict[str, Any]]) -> str:
-    """Rows: protocol x dataset; columns: top-1 / macro-F1 for each init (pretrained, random)."""
-    inits = list(dict.fromkeys(r.get("init", "pretrained") for r in records))
+    """Rows: measurement x dataset; columns: top-1 / macro-F1 (percent) for each init
+    (pretrained, random, ...), as mean ± std over seeds when the records repeat over seeds."""
+    aggs = aggregate(records)
+    inits = sorted(dict.fromkeys(a["init"] for a in aggs), key=lambda i: _rank(i, INIT_ORDER))
     rows: dict[str, dict[str, dict[str, Any]]] = {}
-    for rec in records:
-        rows.setdefault(record_label(rec), {})[rec.get("init", "pretrained")] = rec
-    header = ["evaluation"] + [f"{i} top-1 / F1" for i in inits]
-    lines = [header]
+    for a in aggs:
+        rows.setdefault(record_label(a), {})[a["init"]] = a
+    lines = [["evaluation"] + [f"{i} top-1 / F1" for i in inits]]
     for label, by_init in rows.items():
         cells = [label]
         for i in inits:
-            r = by_init.get(i)
-            cells.append(f"{100 * r['top1']:.1f}% / {100 * r['f1_macro']:.1f}" if r else "-")
+            a = by_init.get(i)
+            if a is None:
+                cells.append("-")
+            else:
+                top1 = format_cell(a["top1"], a["top1_std"], a["n"])
+                f1 = format_cell(a["f1_macro"], a["f1_macro_std"], a["n"])
+                cells.append(f"{top1}% / {f1}")
         lines.append(cells)
-    widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
-    fmt = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-        for row in lines
+    return markdown(lines)
+
+
+def run_labels(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The method name of each run; "method (dir)" where two runs share a method, and a
+    trailing "#i" if even that repeats."""
+    methods = [str(res.get("method") or Path(name).name) for name, res in runs]
+    labels = [
+        f"{m} ({Path(name).name})" if methods.count(m) > 1 else m
+        for m, (name, _) in zip(methods, runs, strict=True)
     ]
-    fmt.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(fmt)
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if labels.count(label) == 1 else f"{label} #{seen[label]}")
+    return out
+
+
+def comparison_columns(
+    aggregates: Sequence[list[dict[str, Any]]],
+) -> tuple[list[tuple[Any, ...]], dict[tuple[Any, ...], str]]:
+    """The union of measurements across runs, in a stable order (dataset by first appearance,
+    then knn, linear, linear-aug, finetune by fraction then init, pseudo-label by ratio,
+    supervised, joint, others), and a unique label for each."""
+    examples: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for aggs in aggregates:
+        for a in aggs:
+            examples.setdefault(measurement_key(a), a)
+    datasets = list(dict.fromkeys(k[1] for k in examples))
+    keys = sorted(examples, key=lambda k: _column_sort_key(k, datasets))
+    with_ds = len(datasets) > 1
+    labels = {k: column_label(examples[k], dataset=with_ds) for k in keys}
+    clashes = {v for v in labels.values() if list(labels.values()).count(v) > 1}
+    for k in keys:
+        if labels[k] in clashes:
+            labels[k] = column_label(examples[k], verbose=True)
+    return keys, labels
+
+
+def comparison_table(
+    runs: Sequence[tuple[str, dict[str, Any]]], fmt: str = "markdown", metric: str = "top1"
+) -> str:
+    """Runs side by side: one row per run ``(run dir name, results.json dict)``, one column per
+    measurement in any run, cells the seed mean ± std of ``metric`` ("top1", "top5",
+    "f1_macro").
+
+    ``fmt="markdown"``: cells in percent with one decimal ("91.2 ± 0.3", "91.2" for one seed,
+    "-" when the run lacks that measurement). ``fmt="csv"``: header ``run,<col>,<col> std,...``
+    with plain fractions (6 significant digits, e.g. 0.9123); empty fields where missing (and
+    std for one seed).
+    """
+    if fmt not in ("markdown", "csv"):
+        raise ValueError(f"unknown table format {fmt!r}; valid: 'markdown', 'csv'")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    aggs = [aggregate(res.get("evals", [])) for _, res in runs]
+    keys, labels = comparison_columns(aggs)
+    names = run_labels(runs)
+    by_run = [{measurement_key(a): a for a in run_aggs} for run_aggs in aggs]
+    if fmt == "markdown":
+        rows = [["run"] + [labels[k] for k in keys]]
+        for name, found in zip(names, by_run, strict=True):
+            cells = [found.get(k) for k in keys]
+            rows.append(
+                [name]
+                + [format_cell(a[metric], a[f"{metric}_std"], a["n"]) if a else "-" for a in cells]
+            )
+        return markdown(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["run"] + [h for k in keys for h in (labels[k], f"{labels[k]} std")])
+    for name, found in zip(names, by_run, strict=True):
+        row: list[Any] = [name]
+        for k in keys:
+            a = found.get(k) or {}
+            row += ["" if a.get(m) is None else f"{a[m]:.6g}" for m in (metric, f"{metric}_std")]
+        writer.writerow(row)
+    return buf.getvalue()

@@ -1,0 +1,150 @@
+"""Plots of a run's evaluation records: one confusion-matrix PNG per record.
+
+matplotlib is imported lazily with the non-interactive Agg backend, so these functions work on
+headless machines and importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from selfsup.evaluate.table import column_label
+
+ANNOTATE_MAX_CLASSES = 20
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure_size(k: int) -> float:
+    """Square figure side in inches: about 0.5 in per class for small K (room for counts),
+    0.16 in per class for K = 100, within [4, 18]."""
+    per_class = 0.5 if k <= ANNOTATE_MAX_CLASSES else 0.16
+    return min(18.0, max(4.0, 2.5 + per_class * k))
+
+
+def _annotate_counts(ax: Any, cm: Any, shade: Any) -> None:
+    """Write each non-zero count in its cell, white on dark cells."""
+    k = cm.shape[0]
+    size = 8 if k <= 12 else 7
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                colour = "white" if shade[i, j] > 0.6 else "black"
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=size, color=colour)
+
+
+def save_confusion_png(
+    confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str
+) -> Path:
+    """Write a confusion matrix (rows = true class, columns = predicted, counts) as a PNG.
+
+    Colours are row-normalised (the fraction of each true class predicted as each class, so
+    rare and common classes read alike) on a square-root scale, so that the few-percent
+    confusions that matter stay visible next to a dark diagonal; counts are written in the
+    cells when K <= 20. Tick labels are the class names, the predicted-class ones rotated.
+    Returns the path.
+    """
+    import numpy as np
+    from matplotlib.colors import PowerNorm
+
+    plt = _pyplot()
+    cm = np.asarray(confusion, dtype=np.int64)
+    k = cm.shape[0]
+    if cm.ndim != 2 or cm.shape != (k, k):
+        raise ValueError(f"confusion must be square, got shape {cm.shape}")
+    if len(classes) != k:
+        raise ValueError(f"{len(classes)} class names for a {k}x{k} confusion matrix")
+    frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    small = k <= ANNOTATE_MAX_CLASSES
+    side = _figure_size(k)
+    colour_norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), dpi=110)
+    try:
+        im = ax.imshow(frac, cmap="Blues", norm=colour_norm, interpolation="nearest")
+        cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        ticks = [0.0, 0.05, 0.2, 0.4, 0.6, 0.8, 1.0]
+        cbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+        cbar.set_label("fraction of true class (√ scale)", fontsize=9)
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        tick_size = 9 if small else 6
+        ax.set_xticklabels(
+            classes,
+            rotation=45 if small else 90,
+            ha="right" if small else "center",
+            rotation_mode="anchor" if small else "default",
+            fontsize=tick_size,
+        )
+        ax.set_yticklabels(classes, fontsize=tick_size)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title, fontsize=10)
+        if small:
+            _annotate_counts(ax, cm, colour_norm(frac))
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _safe(text: Any) -> str:
+    """A file-name-safe token: anything but letters, digits, '.', '_' and '-' becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "_"
+
+
+def confusion_file_name(rec: dict[str, Any]) -> str:
+    """``confusion-<protocol>-<dataset>-<init>[-k<k>][-f<fraction>][-r<ratio>]-s<seed>.png``."""
+    parts = [rec["protocol"], rec["dataset"], rec.get("init", "pretrained")]
+    if rec.get("k") is not None:
+        parts.append(f"k{rec['k']}")
+    if rec.get("fraction") is not None:
+        parts.append(f"f{rec['fraction']:g}")
+    if rec.get("ratio") is not None:
+        parts.append(f"r{rec['ratio']:g}")
+    parts.append(f"s{rec.get('seed', 0)}")
+    return "confusion-" + "-".join(_safe(p) for p in parts) + ".png"
+
+
+def _class_names(results: dict[str, Any], dataset: str, k: int) -> list[str]:
+    names = (results.get("classes") or {}).get(dataset)
+    if names is not None and len(names) == k:
+        return [str(n) for n in names]
+    return [str(i) for i in range(k)]
+
+
+def save_run_plots(run_dir: str | Path) -> list[Path]:
+    """Write ``plots/confusion-....png`` for every record of ``run_dir/results.json`` that has a
+    confusion matrix; class names from ``results["classes"][dataset]`` when present (and of the
+    right length), else "0".."K-1". Returns the written paths in record order."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    out_dir = run_dir / "plots"
+    written: list[Path] = []
+    for rec in results.get("evals", []):
+        confusion = rec.get("confusion")
+        if not confusion:
+            continue
+        path = out_dir / confusion_file_name(rec)
+        n = 2
+        while path in written:  # records identical up to seed: keep both
+            path = out_dir / confusion_file_name(rec).replace(".png", f"-{n}.png")
+            n += 1
+        title = f"{results.get('method', run_dir.name)}: {column_label(rec)} on {rec['dataset']}"
+        top1 = f", top-1 {100 * rec['top1']:.1f}%" if rec.get("top1") is not None else ""
+        title += f"\nseed {rec.get('seed', 0)}{top1}"
+        classes = _class_names(results, rec["dataset"], len(confusion))
+        written.append(save_confusion_png(confusion, classes, path, title))
+    return written

@@ -1,0 +1,261 @@
+"""Result tables (seed aggregation, run comparison) and confusion-matrix plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+
+import pytest
+
+from selfsup.analysis.plots import confusion_file_name, save_confusion_png, save_run_plots
+from selfsup.evaluate.table import (
+    aggregate,
+    column_label,
+    comparison_table,
+    init_table,
+    record_label,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def rec(protocol: str, seed: int, top1: float, **kw) -> dict:
+    base = {
+        "protocol": protocol,
+        "dataset": "cifar10",
+        "init": "pretrained",
+        "seed": seed,
+        "top1": top1,
+        "top5": min(1.0, top1 + 0.1),
+        "f1_macro": top1 - 0.01,
+        "n_train": 100,
+        "n_test": 50,
+    }
+    return {**base, **kw}
+
+
+def results(method: str, evals: list[dict], **kw) -> dict:
+    return {
+        "method": method,
+        "backbone": "resnet18",
+        "pretrain_dataset": "cifar10",
+        "evals": evals,
+        **kw,
+    }
+
+
+def parse_markdown(text: str) -> list[list[str]]:
+    lines = [ln for i, ln in enumerate(text.splitlines()) if i != 1]  # drop the |---| rule
+    return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+
+
+# ---- aggregate ---------------------------------------------------------------------------
+
+
+def test_aggregate_mean_and_sample_std_over_seeds():
+    top1s = [0.81, 0.84, 0.86]
+    records = [rec("knn", s, t, k=20) for s, t in enumerate(top1s)]
+    records += [rec("knn", 0, 0.5, k=200), rec("linear", 0, 0.9, weight_decay=1e-4)]
+    records.append(rec("linear", 1, 0.92, weight_decay=1e-5))  # chosen per seed: not identity
+    aggs = aggregate(records)
+    assert [(a["protocol"], a.get("k"), a["n"]) for a in aggs] == [
+        ("knn", 20, 3),
+        ("knn", 200, 1),
+        ("linear", None, 2),
+    ]
+    knn = aggs[0]
+    assert knn["top1"] == pytest.approx(statistics.fmean(top1s))
+    assert knn["top1_std"] == pytest.approx(statistics.stdev(top1s))
+    assert knn["f1_macro_std"] == pytest.approx(statistics.stdev([t - 0.01 for t in top1s]))
+    assert knn["seeds"] == [0, 1, 2]
+    assert aggs[1]["top1_std"] is None and aggs[1]["top1"] == pytest.approx(0.5)
+    assert aggs[2]["top1_std"] == pytest.approx(statistics.stdev([0.9, 0.92]))
+
+
+def test_aggregate_separates_init_fraction_ratio_and_dataset():
+    records = [
+        rec("finetune", 0, 0.5, fraction=0.01),
+        rec("finetune", 0, 0.3, fraction=0.01, init="random"),
+        rec("finetune", 0, 0.7, fraction=0.1),
+        rec("pseudo-label", 0, 0.6, fraction=0.01, ratio=0.4),
+        rec("pseudo-label", 0, 0.62, fraction=0.01, ratio=1.0),
+        rec("knn", 0, 0.4, k=20, dataset="stl10"),
+        rec("knn", 1, 0.42, k=20, dataset="stl10"),
+    ]
+    aggs = aggregate(records)
+    assert [a["n"] for a in aggs] == [1, 1, 1, 1, 1, 2]
+
+
+def test_column_labels():
+    assert column_label(rec("knn", 0, 0.5, k=20)) == "knn k=20"
+    assert column_label(rec("linear", 0, 0.5)) == "linear"
+    assert column_label(rec("finetune", 0, 0.5, fraction=0.01)) == "finetune 1% (pretrained)"
+    assert column_label(rec("finetune", 0, 0.5, fraction=0.1, init="random")) == (
+        "finetune 10% (random)"
+    )
+    assert column_label(rec("pseudo-label", 0, 0.5, fraction=0.01, ratio=0.4)) == (
+        "pseudo-label 1:0.4"
+    )
+    assert column_label(rec("supervised", 0, 0.5, init="random")) == "supervised"
+    assert column_label(rec("knn", 0, 0.5, k=20, init="random")) == "knn k=20 (random)"
+    assert column_label(rec("linear", 0, 0.5), dataset=True) == "linear on cifar10"
+    assert record_label(rec("finetune", 0, 0.5, fraction=0.01)) == "finetune 1% on cifar10"
+
+
+# ---- comparison table ----------------------------------------------------------------------
+
+
+def two_runs() -> list[tuple[str, dict]]:
+    a = [rec("linear", s, t) for s, t in enumerate([0.80, 0.82, 0.84])]
+    a += [rec("knn", 0, 0.75, k=20), rec("finetune", 0, 0.40, fraction=0.01, init="random")]
+    a += [rec("finetune", 0, 0.55, fraction=0.01), rec("finetune", 0, 0.70, fraction=0.1)]
+    b = [rec("supervised", 0, 0.90, init="random"), rec("knn", 0, 0.65, k=20)]
+    b += [rec("pseudo-label", 0, 0.61, fraction=0.01, ratio=1.0)]
+    b += [rec("pseudo-label", 0, 0.60, fraction=0.01, ratio=0.4)]
+    return [("runs/vicreg-a", results("vicreg", a)), ("runs/simclr-b", results("simclr", b))]
+
+
+EXPECTED_COLUMNS = [
+    "knn k=20",
+    "linear",
+    "finetune 1% (pretrained)",
+    "finetune 1% (random)",
+    "finetune 10% (pretrained)",
+    "pseudo-label 1:0.4",
+    "pseudo-label 1:1",
+    "supervised",
+]
+
+
+def test_markdown_comparison_cells_columns_and_missing():
+    rows = parse_markdown(comparison_table(two_runs()))
+    assert rows[0] == ["run", *EXPECTED_COLUMNS]
+    vicreg = dict(zip(rows[0], rows[1], strict=True))
+    simclr = dict(zip(rows[0], rows[2], strict=True))
+    assert vicreg["run"] == "vicreg" and simclr["run"] == "simclr"
+    std = 100 * statistics.stdev([0.80, 0.82, 0.84])
+    assert vicreg["linear"] == f"82.0 ± {std:.1f}"
+    assert vicreg["knn k=20"] == "75.0"
+    assert vicreg["finetune 1% (random)"] == "40.0"
+    assert vicreg["supervised"] == "-" and vicreg["pseudo-label 1:0.4"] == "-"
+    assert simclr["linear"] == "-" and simclr["supervised"] == "90.0"
+    assert simclr["pseudo-label 1:0.4"] == "60.0"
+
+
+def test_csv_comparison_parses_back_to_fractions():
+    text = comparison_table(two_runs(), fmt="csv")
+    rows = list(csv.reader(io.StringIO(text)))
+    header = rows[0]
+    assert header[0] == "run"
+    assert header[1::2] == EXPECTED_COLUMNS
+    assert header[2::2] == [f"{c} std" for c in EXPECTED_COLUMNS]
+    vicreg = dict(zip(header, rows[1], strict=True))
+    assert float(vicreg["linear"]) == pytest.approx(0.82)
+    assert float(vicreg["linear std"]) == pytest.approx(statistics.stdev([0.80, 0.82, 0.84]))
+    assert float(vicreg["knn k=20"]) == pytest.approx(0.75)
+    assert vicreg["knn k=20 std"] == ""  # one seed
+    assert vicreg["supervised"] == "" and vicreg["supervised std"] == ""  # missing
+    assert len(rows) == 3
+
+
+def test_comparison_other_metric_and_bad_arguments():
+    rows = parse_markdown(comparison_table(two_runs(), metric="f1_macro"))
+    assert dict(zip(rows[0], rows[1], strict=True))["knn k=20"] == "74.0"
+    with pytest.raises(ValueError, match="top1"):
+        comparison_table(two_runs(), metric="accuracy")
+    with pytest.raises(ValueError, match="csv"):
+        comparison_table(two_runs(), fmt="html")
+
+
+def test_duplicate_method_names_disambiguated_by_directory():
+    runs = [
+        ("out/vicreg-lr1", results("vicreg", [rec("knn", 0, 0.7, k=20)])),
+        ("out/vicreg-lr2", results("vicreg", [rec("knn", 0, 0.6, k=20)])),
+        ("out/dino", results("dino", [rec("knn", 0, 0.8, k=20)])),
+    ]
+    rows = parse_markdown(comparison_table(runs))
+    assert [r[0] for r in rows[1:]] == ["vicreg (vicreg-lr1)", "vicreg (vicreg-lr2)", "dino"]
+    assert [r[1] for r in rows[1:]] == ["70.0", "60.0", "80.0"]
+
+
+def test_several_datasets_put_the_dataset_in_the_column():
+    evals = [rec("linear", 0, 0.8), rec("knn", 0, 0.7, k=20, dataset="stl10")]
+    evals.append(rec("knn", 0, 0.75, k=20))
+    rows = parse_markdown(comparison_table([("r", results("vicreg", evals))]))
+    assert rows[0] == ["run", "knn k=20 on cifar10", "linear on cifar10", "knn k=20 on stl10"]
+    assert rows[1] == ["vicreg", "75.0", "80.0", "70.0"]
+
+
+def test_init_table_shows_mean_and_std_over_seeds():
+    records = [rec("linear", s, t) for s, t in enumerate([0.80, 0.84])]
+    records += [rec("linear", s, t, init="random") for s, t in enumerate([0.30, 0.30])]
+    records.append(rec("knn", 0, 0.7, k=20))
+    rows = parse_markdown(init_table(records))
+    assert rows[0] == ["evaluation", "pretrained top-1 / F1", "random top-1 / F1"]
+    std = 100 * statistics.stdev([0.80, 0.84])
+    assert rows[1] == [
+        "linear on cifar10",
+        f"82.0 ± {std:.1f}% / 81.0 ± {std:.1f}",
+        "30.0 ± 0.0% / 29.0 ± 0.0",
+    ]
+    assert rows[2] == ["knn k=20 on cifar10", "70.0% / 69.0", "-"]
+
+
+# ---- plots ---------------------------------------------------------------------------------
+
+
+def read_png(path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    return mpimg.imread(path)
+
+
+def test_save_confusion_png_writes_a_readable_png(tmp_path):
+    cm = [[50, 2, 0], [3, 40, 7], [0, 0, 0]]  # an absent class must not divide by zero
+    path = save_confusion_png(cm, ["cat", "dog", "airplane"], tmp_path / "sub" / "c.png", "t")
+    img = read_png(path)
+    assert img.ndim == 3 and img.shape[0] >= 300 and img.shape[1] >= 300
+    assert img.std() > 0.05  # not blank
+
+
+def test_save_confusion_png_many_classes_and_bad_shapes(tmp_path):
+    k = 100
+    cm = [[10 if i == j else (1 if j == (i + 1) % k else 0) for j in range(k)] for i in range(k)]
+    img = read_png(
+        save_confusion_png(cm, [f"class_{i}" for i in range(k)], tmp_path / "b.png", "t")
+    )
+    assert 1000 <= img.shape[0] <= 2500
+    with pytest.raises(ValueError, match="class names"):
+        save_confusion_png([[1, 0], [0, 1]], ["a"], tmp_path / "x.png", "t")
+
+
+def test_save_run_plots_names_and_class_names(tmp_path):
+    cm = [[5, 1], [2, 4]]
+    evals = [
+        rec("knn", 0, 0.75, k=20, confusion=cm),
+        rec("finetune", 1, 0.7, fraction=0.01, init="random", confusion=cm),
+        rec("pseudo-label", 0, 0.7, fraction=0.01, ratio=0.4, confusion=cm),
+        rec("linear", 0, 0.7, dataset="imagefolder:/data/my set", confusion=cm),
+        rec("linear", 0, 0.7),  # no confusion matrix: no plot
+    ]
+    res = results("vicreg", evals, classes={"cifar10": ["cat", "dog"]})
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    paths = save_run_plots(tmp_path)
+    assert [p.name for p in paths] == [
+        "confusion-knn-cifar10-pretrained-k20-s0.png",
+        "confusion-finetune-cifar10-random-f0.01-s1.png",
+        "confusion-pseudo-label-cifar10-pretrained-f0.01-r0.4-s0.png",
+        "confusion-linear-imagefolder_data_my_set-pretrained-s0.png",
+    ]
+    assert all(p.parent == tmp_path / "plots" and p.is_file() for p in paths)
+    for p in paths:
+        assert p.read_bytes()[:8] == PNG_SIGNATURE
+    assert confusion_file_name({"protocol": "knn", "dataset": "a/b", "seed": 2}) == (
+        "confusion-knn-a_b-pretrained-s2.png"
+    )
