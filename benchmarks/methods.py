@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     methods = args.methods.split(",")
     for m in methods:
         METHODS.get(m)  # fail at once on a typo, listing the valid names
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     hw = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
     print(
         f"torch {torch.__version__} on {device} ({hw}, {torch.get_num_threads()} threads); "

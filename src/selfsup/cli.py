@@ -12,7 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from selfsup.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
+from selfsup.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    method_label,
+)
 from selfsup.errors import SelfsupError
 
 EPILOG = """tuning advice:
@@ -50,6 +57,26 @@ def _parser() -> argparse.ArgumentParser:
         help="config overrides with dotted keys, e.g. train.epochs=5 data.limit=10000",
     )
 
+    for name, text in (
+        ("supervised", "train the config's backbone from scratch with labels (the baseline)"),
+        ("joint", "train the config's SSL method jointly with a supervised head"),
+    ):
+        sp = sub.add_parser(
+            name,
+            help=text,
+            description=text + ". " + VARIANT_HELP[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sp.add_argument("--config", type=Path, help="YAML config (see configs/)")
+        sp.add_argument("--out", type=Path, help="run directory (default: runs/NAME-DATASET-TIME)")
+        sp.add_argument("--resume", action="store_true", help="continue the run in --out")
+        sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    tb = sub.add_parser("table", help="compare finished runs in one results table")
+    tb.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    tb.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    tb.add_argument("--metric", choices=["top1", "top5", "f1_macro"], default="top1")
+
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument(
@@ -62,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated datasets (default: the pretraining dataset)",
     )
+    ev.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    ev.add_argument("--fraction", default=None, help="label fractions for finetune, e.g. 0.01,0.1")
     ev.add_argument(
         "overrides",
         nargs="*",
@@ -69,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
         help="eval settings for this evaluation only, e.g. eval.compare_random=true",
     )
     return p
+
+
+VARIANT_HELP = {
+    "supervised": "The config's method section is replaced by method.name=supervised: the same "
+    "backbone, data and train settings, cross-entropy on method.label_fraction of the labels "
+    "(set train.optimizer=adamw or sgd and train.lr as for supervised training).",
+    "joint": "Sets joint.enabled=true: loss = cross-entropy on the labelled images of each batch "
+    "(joint.label_fraction of the training split keeps its labels) + joint.ssl_weight x the "
+    "method's SSL loss.",
+}
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -84,6 +123,10 @@ def _pretrain(args: argparse.Namespace) -> int:
         if not saved.is_file():
             raise SelfsupError(f"cannot resume: {args.out} holds no run (no config.yaml)")
         cfg = config_from_dict(apply_overrides(yaml.safe_load(saved.read_text()), args.overrides))
+    elif args.command == "supervised":
+        cfg = load_config(args.config, args.overrides, method={"name": "supervised"})
+    elif args.command == "joint":
+        cfg = load_config(args.config, ["joint.enabled=true", *args.overrides])
     else:
         cfg = load_config(args.config, args.overrides)
     out = args.out or _default_out(cfg)
@@ -96,7 +139,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _default_out(cfg: Config) -> Path:
     dataset = cfg.data.dataset.replace(":", "-").replace("/", "_")
-    return Path("runs") / f"{cfg.method.name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{method_label(cfg)}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -104,21 +147,42 @@ def _eval(args: argparse.Namespace) -> int:
     from selfsup.pipeline import evaluate_run
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
+    overrides = list(args.overrides)
+    if args.seeds:
+        overrides.append(f"eval.seeds=[{args.seeds}]")
+    if args.fraction:
+        overrides.append(f"eval.finetune_fractions=[{args.fraction}]")
     results = evaluate_run(
         args.run_dir,
         protocols=split(args.protocol),
         datasets=split(args.dataset),
-        overrides=args.overrides,
+        overrides=overrides,
     )
     print(init_table(results["evals"]))
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from selfsup.evaluate.table import comparison_table
+    from selfsup.rundir import read_results
+
+    runs = []
+    for run_dir in args.run_dirs:
+        results = read_results(run_dir)
+        if results is None:
+            raise SelfsupError(f"{run_dir} has no results.json (is it a finished run directory?)")
+        runs.append((str(run_dir), results))
+    print(comparison_table(runs, fmt=args.format, metric=args.metric))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "pretrain":
+        if args.command in ("pretrain", "supervised", "joint"):
             return _pretrain(args)
+        if args.command == "table":
+            return _table(args)
         return _eval(args)
     except SelfsupError as err:
         print(f"selfsup: error: {err}", file=sys.stderr)

@@ -130,6 +130,28 @@ class ISDConfig(MethodConfig):
     teacher_temp: float = 0.01  # --temp_t
 
 
+@METHOD_CONFIGS.register("supervised")
+@dataclass
+class SupervisedConfig(MethodConfig):
+    """The supervised baseline: the same backbone trained from scratch with cross-entropy on a
+    class-balanced ``label_fraction`` of the labelled training images (``selfsup supervised``)."""
+
+    name: str = "supervised"
+    label_fraction: float = 1.0
+    num_classes: int = 0  # 0: from the data (written into the run's config.yaml)
+
+
+@dataclass
+class JointConfig:
+    """Joint SSL + supervised training (``selfsup joint``): loss = cross-entropy of a linear head
+    on the labelled images of each batch + ``ssl_weight`` x the method's SSL loss on all."""
+
+    enabled: bool = False
+    label_fraction: float = 0.1  # class-balanced share of training images that keep labels
+    ssl_weight: float = 1.0
+    num_classes: int = 0  # 0: from the data (written into the run's config.yaml)
+
+
 @dataclass
 class BackboneConfig:
     name: str = "resnet18"  # resnet18 | resnet34 | resnet50 | small_resnet | vit_tiny_p4
@@ -196,6 +218,24 @@ class EvalConfig:
     monitor_every: int = 0  # online kNN every N epochs during pretraining (0: off)
     monitor_limit: int = 2000  # images used by the online kNN monitor
     batch_size: int = 512  # feature extraction batch
+    seeds: list[int] | None = None  # evaluation seeds (subsets, training); None: [seed]
+    # linear-aug: linear head on the frozen backbone with crop + flip (solo-learn / official
+    # eval_linear.py protocol: SGD, cosine schedule, lr x batch / 256)
+    linear_aug_epochs: int = 30
+    linear_aug_lr: float = 0.1
+    linear_aug_weight_decay: float = 0.0
+    # finetune: the whole network on class-balanced label fractions, SGD + cosine
+    finetune_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    finetune_epochs: int = 30
+    finetune_lr: float = 0.05
+    finetune_weight_decay: float = 5e-4
+    finetune_batch_size: int = 256
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # training crops
+    # pseudo-label: probe teacher on a labelled fraction labels unlabeled images; confident
+    # ones (>= threshold) join the labelled set; a student is fine-tuned on both
+    pseudo_fraction: float = 0.1
+    pseudo_threshold: float = 0.99
+    pseudo_ratios: list[float] = field(default_factory=lambda: [0.0, 0.4, 1.0, 2.0, 10.0])
 
 
 @dataclass
@@ -206,6 +246,7 @@ class Config:
     views: ViewsConfig = field(default_factory=ViewsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
     seed: int = 0
 
 
@@ -314,6 +355,11 @@ def check_choices(cfg: Config) -> None:
             )
 
 
+def method_label(cfg: Config) -> str:
+    """The method as results tables name it: ``vicreg``, ``supervised``, ``vicreg+joint``."""
+    return cfg.method.name + ("+joint" if cfg.joint.enabled else "")
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
@@ -350,8 +396,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- dotted overrides, validated."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    method: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults <- YAML file <- dotted overrides, validated. ``method`` replaces the file's
+    method section before the overrides (``selfsup supervised`` on an SSL config)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -363,6 +415,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if method is not None:
+        data["method"] = dict(method)
     return config_from_dict(apply_overrides(data, overrides or []))
 
 

@@ -10,11 +10,12 @@ import torch
 import yaml
 from torch import nn
 
+from selfsup.analysis.plots import save_run_plots
 from selfsup.backbones import BACKBONES, build_backbone
-from selfsup.config import Config, apply_overrides, config_from_dict, save_config
+from selfsup.config import Config, apply_overrides, config_from_dict, method_label, save_config
 from selfsup.data.array import ImageArray
 from selfsup.data.sources import load_dataset
-from selfsup.errors import SelfsupError
+from selfsup.errors import DataError, SelfsupError
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics
@@ -23,8 +24,10 @@ from selfsup.evaluate.protocols import (
     check_protocols,
     evaluate_backbone,
     labelled,
+    load_eval_splits,
     seeded_subset,
 )
+from selfsup.evaluate.sampling import class_balanced_indices
 from selfsup.methods import METHODS, Method, build_method
 from selfsup.rundir import environment, merge_records, read_results, write_json_atomic
 from selfsup.train.checkpoint import load_checkpoint
@@ -53,6 +56,30 @@ def resolve(cfg: Config, data: ImageArray) -> Config:
     if cfg.views.size is None:
         cfg.views.size = data.image_size[0]
     return cfg
+
+
+def training_labels(cfg: Config, data: ImageArray) -> tuple[ImageArray, torch.Tensor | None]:
+    """The images and per-image labels (-1 = unlabeled) the method trains on: none for SSL; a
+    class-balanced labelled fraction for the supervised baseline (trained on it alone) and for
+    joint training (the rest stays in, unlabeled). Sets the class count in ``cfg``."""
+    supervised = cfg.method.name == "supervised"
+    if not (supervised or cfg.joint.enabled):
+        return data, None
+    if not data.has_labels:
+        raise DataError(
+            f"{cfg.data.dataset} split {cfg.data.split!r} has no labels; supervised and joint "
+            "training need a labelled split (e.g. data.split=train)"
+        )
+    num_classes = max(len(data.classes), int(data.labels.max()) + 1)
+    fraction = cfg.method.label_fraction if supervised else cfg.joint.label_fraction
+    idx = class_balanced_indices(data.labels, fraction, cfg.seed)
+    if supervised:
+        cfg.method.num_classes = num_classes
+        return data.subset(idx), data.labels[idx]
+    cfg.joint.num_classes = num_classes
+    labels = torch.full_like(data.labels, -1)
+    labels[idx] = data.labels[idx]
+    return data, labels
 
 
 def make_method(cfg: Config, channels: int) -> Method:
@@ -92,7 +119,7 @@ def knn_monitor(cfg: Config, data: ImageArray, device: torch.device):
         fb = extract_features(backbone, bank.images, **kw)
         fq = extract_features(backbone, query.images, **kw)
         scores = knn_predict(fb, bank.labels, fq, k=20, num_classes=num_classes)
-        m = classification_metrics(scores.argmax(1), query.labels, num_classes)
+        m = classification_metrics(scores, query.labels, num_classes)
         return {"monitor_knn_top1": m["top1"]}
 
     return monitor
@@ -105,6 +132,7 @@ def pretrain(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[
     prepare_run_dir(run_dir, resume)
     data = load_pretrain_data(cfg)
     cfg = resolve(cfg, data)
+    data, labels = training_labels(cfg, data)
     save_config(cfg, run_dir / "config.yaml")
     write_json_atomic(run_dir / "env.json", environment())
     device = resolve_device(cfg.train.device)
@@ -118,6 +146,7 @@ def pretrain(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[
         resume=resume,
         monitor=monitor,
         monitor_every=cfg.eval.monitor_every,
+        labels=labels,
     )
     return evaluate_run(run_dir, cfg=cfg, method=method)
 
@@ -144,6 +173,38 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Meth
             "config edited after training?"
         ) from None
     return cfg, method
+
+
+def head_records(method: Method, cfg: Config, device: torch.device) -> list[dict]:
+    """The test metrics of the run's own classifier (supervised baseline, joint training), on
+    the test split of the pretraining dataset, with the pretraining normalisation."""
+    _, test = load_eval_splits(
+        cfg.data.dataset,
+        cfg.eval,
+        root=cfg.data.root,
+        download=cfg.data.download,
+        image_size=cfg.data.image_size,
+        seed=cfg.seed,
+    )
+    net = nn.Sequential(method.backbone, method.head)
+    kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device)
+    scores = extract_features(net, test.images, batch_size=cfg.eval.batch_size, **kw)
+    num_classes = method.head.out_features
+    fraction = (
+        cfg.method.label_fraction if cfg.method.name == "supervised" else cfg.joint.label_fraction
+    )
+    return [
+        {
+            "protocol": "supervised" if cfg.method.name == "supervised" else "joint",
+            "dataset": cfg.data.dataset,
+            "init": "trained",
+            "fraction": fraction,
+            "epochs": cfg.train.epochs,
+            **classification_metrics(scores, test.labels, num_classes),
+            "n_test": len(test),
+            "seed": cfg.seed,
+        }
+    ]
 
 
 def evaluate_run(
@@ -174,8 +235,12 @@ def evaluate_run(
         seed=cfg.seed,
         device=device,
         splits={},
+        run_cfg=cfg,
+        work_dir=run_dir / "evals",
     )
     records = evaluate_backbone(method.backbone, cfg.eval, init="pretrained", **common)
+    if isinstance(getattr(method, "head", None), nn.Linear):
+        records += head_records(method, cfg, device)
     if cfg.eval.compare_random:
         torch.manual_seed(cfg.seed)
         random_backbone = build_backbone(
@@ -183,11 +248,14 @@ def evaluate_run(
         )
         records += evaluate_backbone(random_backbone, cfg.eval, init="random", **common)
     old = read_results(run_dir) or {}
+    classes = {name: train.classes for name, (train, _) in common["splits"].items()}
     results = {
-        "method": cfg.method.name,
+        "method": method_label(cfg),
         "backbone": cfg.backbone.name,
         "pretrain_dataset": cfg.data.dataset,
+        "classes": {**old.get("classes", {}), **classes},
         "evals": merge_records(old.get("evals", []), records),
     }
     write_json_atomic(run_dir / "results.json", results)
+    save_run_plots(run_dir)  # a confusion-matrix PNG per record, in RUN_DIR/plots/
     return results

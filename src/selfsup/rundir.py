@@ -65,7 +65,8 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
 
 def record_key(rec: dict[str, Any]) -> tuple:
     """Records with the same key replace each other when a run is evaluated again."""
-    return tuple(rec.get(k) for k in ("protocol", "dataset", "init", "k", "fraction"))
+    keys = ("protocol", "dataset", "init", "k", "fraction", "ratio", "seed")
+    return tuple(rec.get(k) for k in keys)
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:

@@ -65,4 +65,5 @@ DEFAULT_SCALE = {
     "isd": (0.2, 1.0),  # UMBCvision/ISD
     "dino": (0.4, 1.0),  # facebookresearch/dino --global_crops_scale
     "dino_twins": (0.4, 1.0),
+    "supervised": (0.08, 1.0),  # torchvision's RandomResizedCrop default (reference recipes)
 }

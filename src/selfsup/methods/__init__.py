@@ -14,12 +14,15 @@ from selfsup.backbones import build_backbone
 from selfsup.config import Config
 from selfsup.data import recipes
 from selfsup.data.views import vicreg_views
+from selfsup.errors import ConfigError
 from selfsup.heads import mlp
 from selfsup.losses import barlow_twins_loss, nt_xent_loss, vicreg_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.methods.dino import DINO
+from selfsup.methods.joint import Joint
 from selfsup.methods.momentum import ISD, MoCo
 from selfsup.methods.siamese import Siamese
+from selfsup.methods.supervised import Classifier, classifier_view
 from selfsup.registry import Registry
 
 Builder = Callable[..., Method]
@@ -31,6 +34,7 @@ RECIPES = {
     "simclr": recipes.simclr_views,
     "moco": recipes.moco_views,
     "isd": recipes.isd_views,
+    "supervised": lambda size, mean, std, scale: [classifier_view(size, mean, std, scale)],
 }
 
 
@@ -103,22 +107,35 @@ def build_isd(cfg: Config, backbone, specs) -> Method:
     return ISD(backbone, specs, cfg.method)
 
 
-@_method("dino")
+@_method("supervised")
+def build_supervised(cfg: Config, backbone, specs) -> Method:
+    if cfg.method.num_classes < 1:
+        raise ConfigError("method.num_classes must be set (pretrain sets it from the data)")
+    return Classifier(backbone, specs, cfg.method.num_classes)
+
+
 def build_dino(cfg: Config, backbone, specs) -> Method:
-    return DINO(backbone, specs, cfg.method)
+    return DINO(backbone, specs, cfg.method)  # DINO-Twins: the same class, with its config
 
 
-@_method("dino_twins")
-def build_dino_twins(cfg: Config, backbone, specs) -> Method:
-    return DINO(backbone, specs, cfg.method)
+_method("dino")(build_dino)
+_method("dino_twins")(build_dino)
 
 
 def build_method(
     cfg: Config, *, in_channels: int, image_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> Method:
-    """Build ``cfg.method.name`` on its backbone for images of the given channels and size."""
+    """Build ``cfg.method.name`` on its backbone for images of the given channels and size;
+    with ``joint.enabled`` it is wrapped with a classifier head for joint training."""
     builder = METHODS.get(cfg.method.name)
-    return builder(cfg, in_channels=in_channels, image_size=image_size, mean=mean, std=std)
+    method = builder(cfg, in_channels=in_channels, image_size=image_size, mean=mean, std=std)
+    if cfg.joint.enabled:
+        if cfg.method.name == "supervised":
+            raise ConfigError("joint.enabled needs an SSL method, not method.name=supervised")
+        if cfg.joint.num_classes < 1:
+            raise ConfigError("joint.num_classes must be set (pretrain sets it from the data)")
+        method = Joint(method, cfg.joint.num_classes, cfg.joint.ssl_weight)
+    return method
 
 
 __all__ = ["METHODS", "Method", "StepOutput", "build_method"]
