@@ -63,7 +63,6 @@ def run(method: str, args: argparse.Namespace) -> dict:
     cfg = load_config(
         DEMO,
         [
-            f"method.name={method}",
             *SMALL_BUDGET[method],
             f"train.epochs={args.epochs}",
             f"data.limit={args.limit}",
@@ -75,6 +74,7 @@ def run(method: str, args: argparse.Namespace) -> dict:
             f"eval.test_limit={args.test_limit}",
             "train.progress=false",
         ],
+        method={"name": method},  # the method's own defaults, not the demo's VICReg section
     )
     t0 = time.perf_counter()
     results = pretrain(cfg, out)
