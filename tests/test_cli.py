@@ -138,3 +138,33 @@ def test_eval_of_damaged_checkpoint(tmp_path, capsys) -> None:
     (out / "checkpoints" / "last.pt").write_bytes(b"garbage")
     assert main(["eval", str(out)]) == 2
     assert "damaged" in capsys.readouterr().err
+
+
+def test_supervised_and_joint_runs_then_one_table(tmp_path, capsys) -> None:
+    """The baselines are run directories like any other, with their own classifier's record,
+    and ``selfsup table`` puts them side by side."""
+    quick = [*TINY, "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false"]
+    sup, joint, ssl = tmp_path / "sup", tmp_path / "joint", tmp_path / "ssl"
+    no_ssl = [o for o in quick if not o.startswith("method.")]  # VICReg keys: not supervised's
+    assert main(["supervised", "--out", str(sup), *no_ssl, "method.label_fraction=0.5"]) == 0
+    assert main(["joint", "--out", str(joint), *quick, "joint.label_fraction=0.25"]) == 0
+    assert pretrain(ssl, "eval.protocols=[knn]", "eval.knn_k=[20]") == 0
+    cfg = yaml.safe_load((sup / "config.yaml").read_text())
+    assert cfg["method"] == {"name": "supervised", "label_fraction": 0.5, "num_classes": 10}
+    sup_res = json.loads((sup / "results.json").read_text())
+    joint_res = json.loads((joint / "results.json").read_text())
+    assert sup_res["method"] == "supervised" and joint_res["method"] == "vicreg+joint"
+    (head,) = [r for r in sup_res["evals"] if r["protocol"] == "supervised"]
+    assert head["init"] == "trained" and head["fraction"] == 0.5 and head["n_test"] == 128
+    assert sum(map(sum, head["confusion"])) == 128
+    assert [r["protocol"] for r in joint_res["evals"]].count("joint") == 1
+    steps = [json.loads(line) for line in (joint / "metrics.jsonl").read_text().splitlines()]
+    assert {"cross_entropy", "ssl_loss", "invariance"} <= set(steps[0])  # both losses train
+    assert list((sup / "plots").glob("confusion-supervised-*.png"))
+    capsys.readouterr()
+    assert main(["table", str(ssl), str(sup), str(joint)]) == 0
+    table = capsys.readouterr().out
+    rows = {line.split("|")[1].strip() for line in table.splitlines()[2:]}
+    assert rows == {"vicreg", "supervised", "vicreg+joint"}
+    assert "supervised" in table.splitlines()[0] and "joint" in table.splitlines()[0]
+    assert main(["table", str(tmp_path / "nothing")]) == 2  # not a run: a clear error
