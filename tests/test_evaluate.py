@@ -8,7 +8,12 @@ from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import f1_score, recall_score, top_k_accuracy_score
 
 from selfsup.evaluate.knn import knn_predict
-from selfsup.evaluate.linear import carve_validation, select_and_fit_linear
+from selfsup.evaluate.linear import (
+    carve_validation,
+    epochs_for,
+    fit_linear,
+    select_and_fit_linear,
+)
 from selfsup.evaluate.metrics import classification_metrics, confusion_matrix
 
 
@@ -87,3 +92,26 @@ def test_linear_probe_learns_and_selects_on_validation() -> None:
     acc = float((probe.predict(x[500:]).argmax(1) == y[500:]).float().mean())
     assert acc > 0.9
     assert choice["weight_decay"] in (0.0, 1e-3) and 0.8 < choice["val_top1"] <= 1.0
+
+
+def test_small_training_sets_get_at_least_min_steps() -> None:
+    """1% of the labels at a normal batch size would otherwise be a handful of updates."""
+    assert epochs_for(steps_per_epoch=1, epochs=10, min_steps=300) == 300
+    assert epochs_for(steps_per_epoch=40, epochs=10, min_steps=300) == 10  # already enough
+    assert epochs_for(steps_per_epoch=7, epochs=2, min_steps=30) == 5  # ceil(30 / 7)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    steps = []
+    real_step = torch.optim.AdamW.step
+
+    def counting_step(self, *args, **kwargs):
+        steps.append(1)
+        return real_step(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = counting_step
+    try:
+        fit_linear(x, y, 2, epochs=2, batch_size=40, min_steps=25)
+    finally:
+        torch.optim.AdamW.step = real_step
+    assert len(steps) == 25

@@ -157,10 +157,10 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     trained, selections = [], []
     real_train, real_select = protocols.train_classifier, semisupervised.select_confident
 
-    def spy_train(ctx: EvalContext, backbone: nn.Module, data: ImageArray, **kw) -> nn.Module:
-        model = real_train(ctx, backbone, data, **kw)
+    def spy_train(ctx: EvalContext, backbone: nn.Module, data: ImageArray, **kw):
+        model, epochs = real_train(ctx, backbone, data, **kw)
         trained.append(SimpleNamespace(data=data, model=model, seed=ctx.seed, **kw))
-        return model
+        return model, epochs
 
     def spy_select(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
         keep, pseudo = real_select(probs, threshold)

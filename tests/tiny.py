@@ -17,4 +17,5 @@ TINY = [
     "eval.linear_weight_decays=[0.0,0.001]",
     "eval.train_limit=256",
     "eval.test_limit=128",
+    "eval.min_steps=0",
 ]

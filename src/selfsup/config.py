@@ -219,6 +219,9 @@ class EvalConfig:
     monitor_limit: int = 2000  # images used by the online kNN monitor
     batch_size: int = 512  # feature extraction batch
     seeds: list[int] | None = None  # evaluation seeds (subsets, training); None: [seed]
+    min_steps: int = 300  # every trained evaluation gets at least this many optimizer steps
+    # (small labelled subsets would otherwise see a handful of updates: 1% of 10k at batch 128
+    # for 10 epochs is 10 steps); epochs are raised to reach it and recorded
     # linear-aug: linear head on the frozen backbone with crop + flip (solo-learn / official
     # eval_linear.py protocol: SGD, cosine schedule, lr x batch / 256)
     linear_aug_epochs: int = 30

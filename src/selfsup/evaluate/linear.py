@@ -41,8 +41,10 @@ def fit_linear(
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     seed: int = 0,
+    min_steps: int = 0,
 ) -> LinearProbe:
-    """Train a linear classifier on features (N, D) with integer labels (N,)."""
+    """Train a linear classifier on features (N, D) with integer labels (N,), for ``epochs``
+    or more: as many as :func:`epochs_for` needs to take at least ``min_steps`` steps."""
     features = features.float()
     mean = features.mean(0)
     std = features.std(0).clamp_min(1e-6)
@@ -53,6 +55,7 @@ def fit_linear(
     layer = nn.Linear(x.shape[1], num_classes).to(x.device)
     opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(x) / batch_size))
+    epochs = epochs_for(steps_per_epoch, epochs, min_steps)
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
@@ -67,6 +70,11 @@ def fit_linear(
             opt.step()
             sched.step()
     return LinearProbe(mean, std, layer.eval())
+
+
+def epochs_for(steps_per_epoch: int, epochs: int, min_steps: int) -> int:
+    """``epochs``, raised so that training takes at least ``min_steps`` optimizer steps."""
+    return max(epochs, math.ceil(min_steps / max(1, steps_per_epoch)))
 
 
 def select_and_fit_linear(

@@ -30,7 +30,7 @@ from selfsup.data.sources import load_dataset
 from selfsup.errors import ConfigError, DataError
 from selfsup.evaluate.features import extract_features, input_channels, match_channels
 from selfsup.evaluate.knn import knn_predict
-from selfsup.evaluate.linear import LinearProbe, select_and_fit_linear
+from selfsup.evaluate.linear import LinearProbe, epochs_for, select_and_fit_linear
 from selfsup.evaluate.metrics import classification_metrics
 from selfsup.evaluate.sampling import class_balanced_indices
 from selfsup.methods.supervised import Classifier, classifier_view
@@ -110,6 +110,7 @@ class EvalContext:
             epochs=c.linear_epochs,
             batch_size=c.linear_batch_size,
             lr=c.linear_lr,
+            min_steps=c.min_steps,
         )
 
     def classifier_scores(self, model: Classifier) -> Scores:
@@ -183,19 +184,22 @@ def train_classifier(
     epochs: int,
     lr: float,
     weight_decay: float,
-) -> Classifier:
+) -> tuple[Classifier, int]:
     """Train a copy of ``backbone`` + a linear head on ``data`` (labels >= 0) with the crop +
     flip view, SGD and a cosine schedule, through the training loop; its metrics and checkpoint
-    go to ``ctx.work_dir / name``."""
+    go to ``ctx.work_dir / name``. Returns the model and the epochs it trained (raised to take
+    at least ``eval.min_steps`` steps)."""
     from selfsup.train.loop import fit  # the loop imports this package's siblings
 
     view = classifier_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
     torch.manual_seed(ctx.seed)
     model = Classifier(copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen)
     rc = ctx.run_cfg
+    batch = min(ctx.cfg.finetune_batch_size, len(data))
+    epochs = epochs_for(len(data) // batch, epochs, ctx.cfg.min_steps)
     train = TrainConfig(
         epochs=epochs,
-        batch_size=min(ctx.cfg.finetune_batch_size, len(data)),
+        batch_size=batch,
         optimizer="sgd",
         lr=lr,
         weight_decay=weight_decay,
@@ -211,7 +215,7 @@ def train_classifier(
     out = ctx.work_dir / name
     shutil.rmtree(out, ignore_errors=True)  # a derived artefact: always trained afresh
     fit(model, ctx.images(data), cfg, out, labels=data.labels)
-    return model.eval()
+    return model.eval(), epochs
 
 
 @PROTOCOLS.register("knn")
@@ -249,7 +253,7 @@ def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     """The standard linear evaluation: a linear head on the frozen backbone, trained on random
     resized crops + flips with SGD and a cosine schedule."""
     c = ctx.cfg
-    model = train_classifier(
+    model, epochs = train_classifier(
         ctx,
         backbone,
         ctx.train,
@@ -259,7 +263,7 @@ def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
         lr=c.linear_aug_lr,
         weight_decay=c.linear_aug_weight_decay,
     )
-    return [Fitted({"epochs": c.linear_aug_epochs}, ctx.classifier_scores(model))]
+    return [Fitted({"epochs": epochs}, ctx.classifier_scores(model))]
 
 
 @PROTOCOLS.register("finetune")
@@ -270,7 +274,7 @@ def finetune_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     fitted = []
     for fraction in c.finetune_fractions:
         idx = class_balanced_indices(ctx.train.labels, fraction, ctx.seed)
-        model = train_classifier(
+        model, epochs = train_classifier(
             ctx,
             backbone,
             ctx.train.subset(idx),
@@ -280,7 +284,7 @@ def finetune_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
             lr=c.finetune_lr,
             weight_decay=c.finetune_weight_decay,
         )
-        info = {"fraction": fraction, "n_labelled": len(idx), "epochs": c.finetune_epochs}
+        info = {"fraction": fraction, "n_labelled": len(idx), "epochs": epochs}
         fitted.append(Fitted(info, ctx.classifier_scores(model)))
     return fitted
 

@@ -69,7 +69,7 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
                 student_data = _join(
                     labelled, unlabeled.subset(keep.nonzero().squeeze(1)), pseudo[keep]
                 )
-        model = train_classifier(
+        model, info["epochs"] = train_classifier(
             ctx,
             backbone,
             student_data,
