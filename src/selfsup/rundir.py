@@ -65,7 +65,7 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
 
 def record_key(rec: dict[str, Any]) -> tuple:
     """Records with the same key replace each other when a run is evaluated again."""
-    keys = ("protocol", "dataset", "init", "k", "fraction", "ratio", "seed")
+    keys = ("protocol", "dataset", "init", "k", "fraction", "ratio", "threshold", "seed")
     return tuple(rec.get(k) for k in keys)
 
 

@@ -263,7 +263,8 @@ def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
         lr=c.linear_aug_lr,
         weight_decay=c.linear_aug_weight_decay,
     )
-    return [Fitted({"epochs": epochs}, ctx.classifier_scores(model))]
+    info = {"epochs": epochs, "lr": c.linear_aug_lr}
+    return [Fitted(info, ctx.classifier_scores(model))]
 
 
 @PROTOCOLS.register("finetune")
@@ -284,7 +285,7 @@ def finetune_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
             lr=c.finetune_lr,
             weight_decay=c.finetune_weight_decay,
         )
-        info = {"fraction": fraction, "n_labelled": len(idx), "epochs": epochs}
+        info = {"fraction": fraction, "n_labelled": len(idx), "epochs": epochs, "lr": c.finetune_lr}
         fitted.append(Fitted(info, ctx.classifier_scores(model)))
     return fitted
 

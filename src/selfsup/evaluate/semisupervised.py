@@ -57,6 +57,7 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
             "n_unlabeled": len(unlabeled),
             "n_pseudo": 0,
             "pseudo_label_acc": None,
+            "lr": c.finetune_lr,
         }
         student_data = labelled
         if len(unlabeled):

@@ -15,15 +15,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-IDENTITY = ("protocol", "dataset", "init", "k", "fraction", "ratio")
+IDENTITY = ("protocol", "dataset", "init", "k", "fraction", "ratio", "threshold")
 METRICS = ("top1", "top5", "f1_macro")
 PROTOCOL_ORDER = ("knn", "linear", "linear-aug", "finetune", "pseudo-label", "supervised", "joint")
 INIT_ORDER = ("pretrained", "trained", "random")
 
 
 def measurement_key(rec: dict[str, Any]) -> tuple[Any, ...]:
-    """What identifies a measurement across seeds: (protocol, dataset, init, k, fraction, ratio),
-    absent fields as None. ``init`` defaults to "pretrained" for older records."""
+    """What identifies a measurement across seeds: (protocol, dataset, init, k, fraction, ratio,
+    threshold), absent fields as None. ``init`` defaults to "pretrained" for older records."""
     return tuple(rec.get(f, "pretrained" if f == "init" else None) for f in IDENTITY)
 
 
@@ -75,6 +75,8 @@ def _measure(rec: dict[str, Any]) -> str:
         label += f" {_percent(rec['fraction'])}"
     if rec.get("ratio") is not None:
         label += f" 1:{rec['ratio']:g}"
+    if rec.get("threshold") is not None:
+        label += f" >={rec['threshold']:g}"
     return label
 
 
@@ -110,8 +112,8 @@ def _rank(value: Any, order: Sequence[Any]) -> tuple[int, str]:
 
 
 def _column_sort_key(key: tuple[Any, ...], datasets: list[str]) -> tuple[Any, ...]:
-    protocol, dataset, init, k, fraction, ratio = key
-    num = [v if v is not None else -1.0 for v in (k, fraction, ratio)]
+    protocol, dataset, init, k, fraction, ratio, threshold = key
+    num = [v if v is not None else -1.0 for v in (k, fraction, threshold, ratio)]
     return (datasets.index(dataset), _rank(protocol, PROTOCOL_ORDER), *num, _rank(init, INIT_ORDER))
 
 
