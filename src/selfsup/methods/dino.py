@@ -98,7 +98,8 @@ class DINO(Method):
             student_temp=self.cfg.student_temp,
             teacher_temp=self._teacher_temp,
         )
-        parts = {**parts, "teacher_temp": torch.tensor(self._teacher_temp)}
+        temp = torch.full((), self._teacher_temp, device=loss.device)  # logged with the loss
+        parts = {**parts, "teacher_temp": temp}
         if self.twins:
             loss, parts = self._add_twins(loss, parts, feats)
         return StepOutput(loss, parts)

@@ -279,7 +279,7 @@ def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path:
     names = list(pending.parts[0])
     stacked = torch.stack(
         [
-            torch.stack([loss, *(p[n].float() for n in names)])
+            torch.stack([loss, *(p[n].float().to(loss.device) for n in names)])
             for loss, p in zip(pending.losses, pending.parts, strict=True)
         ]
     ).tolist()
