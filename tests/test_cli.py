@@ -168,3 +168,31 @@ def test_supervised_and_joint_runs_then_one_table(tmp_path, capsys) -> None:
     assert rows == {"vicreg", "supervised", "vicreg+joint"}
     assert "supervised" in table.splitlines()[0] and "joint" in table.splitlines()[0]
     assert main(["table", str(tmp_path / "nothing")]) == 2  # not a run: a clear error
+
+
+def test_pseudo_label_with_a_supervised_run_as_teacher(tmp_path, capsys) -> None:
+    """``eval.pseudo_teacher`` swaps the probe teacher for a supervised run's classifier; a run
+    without a classifier is refused with a clear message."""
+    quick = [*TINY, "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false"]
+    sup, ssl = tmp_path / "sup", tmp_path / "ssl"
+    no_ssl = [o for o in quick if not o.startswith("method.")]
+    assert main(["supervised", "--out", str(sup), *no_ssl]) == 0
+    assert pretrain(ssl, "eval.protocols=[knn]", "eval.knn_k=[20]") == 0
+    common = [
+        "eval.compare_random=false",
+        "eval.pseudo_ratios=[0.0,1.0]",
+        "eval.pseudo_fraction=0.25",
+        "eval.pseudo_threshold=0.0",  # every pool image passes: n_pseudo = n_unlabeled
+        "eval.finetune_epochs=1",
+        "eval.finetune_batch_size=32",
+    ]
+    args = ["eval", str(ssl), "--protocol", "pseudo-label", *common]
+    assert main([*args, f"eval.pseudo_teacher={sup}"]) == 0
+    recs = json.loads((ssl / "results.json").read_text())["evals"]
+    sweep = [r for r in recs if r["protocol"] == "pseudo-label"]
+    assert {r["teacher"] for r in sweep} == {str(sup)}
+    (one,) = [r for r in sweep if r["ratio"] == 1.0]
+    assert one["n_unlabeled"] == one["n_labelled"] == one["n_pseudo"] > 0  # ratio 1, all pass
+    capsys.readouterr()
+    assert main([*args, f"eval.pseudo_teacher={ssl}"]) == 2  # an SSL run has no classifier
+    assert "must be a supervised or joint run" in capsys.readouterr().err

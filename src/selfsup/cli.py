@@ -177,7 +177,15 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse binds the (empty) overrides at the first positional, so key=value pairs after an
+    # option (selfsup eval RUN --protocol knn eval.x=1) arrive here: they are overrides too
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         if args.command in ("pretrain", "supervised", "joint"):
             return _pretrain(args)

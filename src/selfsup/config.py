@@ -239,6 +239,7 @@ class EvalConfig:
     pseudo_fraction: float = 0.1
     pseudo_threshold: float = 0.99
     pseudo_ratios: list[float] = field(default_factory=lambda: [0.0, 0.4, 1.0, 2.0, 10.0])
+    pseudo_teacher: str | None = None  # a supervised / joint run directory; None: the probe
 
 
 @dataclass

@@ -2,19 +2,26 @@
 
 From the training split, a class-balanced ``eval.pseudo_fraction`` keeps its labels; the rest is
 the unlabeled pool (its true labels are hidden from training and only used to report how
-accurate the pseudo-labels were). A teacher, the backbone's linear probe fitted on the labelled
-part, labels ``ratio x n_labelled`` pool images; those with confidence >= ``eval.pseudo_threshold``
-join the labelled set, and a student (the backbone fine-tuned with a fresh head) is trained on
-both. One student per ratio of ``eval.pseudo_ratios`` (1:0, 1:0.4, 1:1, 1:2, 1:10 by default);
-ratio 0 is the labelled-only baseline.
+accurate the pseudo-labels were). A teacher labels ``ratio x n_labelled`` pool images: the
+backbone's linear probe fitted on the labelled part, or the classifier of a supervised / joint
+run (``eval.pseudo_teacher=RUN_DIR``; it should have been trained without the pool's labels to
+keep the premise). Those with confidence >= ``eval.pseudo_threshold`` join the labelled set, and
+a student (the backbone fine-tuned with a fresh head) is trained on both. One student per ratio
+of ``eval.pseudo_ratios`` (1:0, 1:0.4, 1:1, 1:2, 1:10 by default); ratio 0 is the labelled-only
+baseline.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from selfsup.data.array import ImageArray
+from selfsup.errors import ConfigError
+from selfsup.evaluate.features import extract_features, input_channels, match_channels
 from selfsup.evaluate.protocols import PROTOCOLS, EvalContext, Fitted, train_classifier
 from selfsup.evaluate.sampling import class_balanced_indices, complement
 
@@ -26,6 +33,41 @@ def select_confident(probs: torch.Tensor, threshold: float) -> tuple[torch.Tenso
         raise ValueError(f"the confidence threshold must be in [0, 1], got {threshold}")
     conf, pseudo = probs.max(dim=1)
     return conf >= threshold, pseudo
+
+
+Teacher = Callable[[ImageArray], torch.Tensor]
+
+
+def make_teacher(
+    backbone: nn.Module, ctx: EvalContext, labelled: ImageArray
+) -> tuple[str, Teacher]:
+    """(name, images -> class probabilities (N, K) on the CPU): the classifier of the run in
+    ``eval.pseudo_teacher`` (a supervised or joint run, with its own normalisation), else the
+    backbone's linear probe fitted on the labelled part."""
+    if ctx.cfg.pseudo_teacher is None:
+        probe, _ = ctx.fit_probe(backbone, labelled)
+        return "probe", lambda data: probe.predict(ctx.features(backbone, data)).softmax(1).cpu()
+    from selfsup.pipeline import load_run  # the pipeline imports this package
+
+    run = Path(ctx.cfg.pseudo_teacher)
+    tcfg, method = load_run(run)
+    head = getattr(method, "head", None)
+    if not isinstance(head, nn.Linear) or head.out_features != ctx.num_classes:
+        raise ConfigError(
+            f"eval.pseudo_teacher={str(run)!r} must be a supervised or joint run with "
+            f"{ctx.num_classes} classes (selfsup supervised --config ...)"
+        )
+    net = nn.Sequential(method.backbone, head)
+
+    def probs(data: ImageArray) -> torch.Tensor:
+        images = match_channels(data.images, input_channels(net))
+        kw = dict(size=tcfg.views.size, mean=tcfg.data.mean, std=tcfg.data.std)
+        logits = extract_features(
+            net, images, **kw, batch_size=ctx.cfg.batch_size, device=ctx.device
+        )
+        return logits.softmax(1).cpu()
+
+    return str(run), probs
 
 
 def _join(labelled: ImageArray, extra: ImageArray, labels: torch.Tensor) -> ImageArray:
@@ -45,7 +87,7 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
     pool = complement(len(ctx.train), lab_idx)
     pool = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed))]
     labelled = ctx.train.subset(lab_idx)
-    probe, _ = ctx.fit_probe(backbone, labelled)
+    teacher_name, teacher = make_teacher(backbone, ctx, labelled)
     fitted = []
     for ratio in c.pseudo_ratios:
         unlabeled = ctx.train.subset(pool[: min(len(pool), round(ratio * len(labelled)))])
@@ -58,10 +100,11 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
             "n_pseudo": 0,
             "pseudo_label_acc": None,
             "lr": c.finetune_lr,
+            "teacher": teacher_name,
         }
         student_data = labelled
         if len(unlabeled):
-            probs = probe.predict(ctx.features(backbone, unlabeled)).softmax(1).cpu()
+            probs = teacher(unlabeled)
             keep, pseudo = select_confident(probs, c.pseudo_threshold)
             info["n_pseudo"] = int(keep.sum())
             if keep.any():  # the pool's true labels: only to report the pseudo-labels' accuracy
