@@ -359,6 +359,14 @@ def check_choices(cfg: Config) -> None:
             )
 
 
+def label_fraction(cfg: Config) -> float | None:
+    """The share of training labels a run trains on: the supervised baseline's or joint
+    training's; None for a self-supervised run."""
+    if cfg.method.name == "supervised":
+        return cfg.method.label_fraction
+    return cfg.joint.label_fraction if cfg.joint.enabled else None
+
+
 def method_label(cfg: Config) -> str:
     """The method as results tables name it: ``vicreg``, ``supervised``, ``vicreg+joint``."""
     return cfg.method.name + ("+joint" if cfg.joint.enabled else "")

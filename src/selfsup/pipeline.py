@@ -12,7 +12,14 @@ from torch import nn
 
 from selfsup.analysis.plots import save_run_plots
 from selfsup.backbones import BACKBONES, build_backbone
-from selfsup.config import Config, apply_overrides, config_from_dict, method_label, save_config
+from selfsup.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    label_fraction,
+    method_label,
+    save_config,
+)
 from selfsup.data.array import ImageArray
 from selfsup.data.sources import load_dataset
 from selfsup.errors import DataError, SelfsupError
@@ -62,8 +69,8 @@ def training_labels(cfg: Config, data: ImageArray) -> tuple[ImageArray, torch.Te
     """The images and per-image labels (-1 = unlabeled) the method trains on: none for SSL; a
     class-balanced labelled fraction for the supervised baseline (trained on it alone) and for
     joint training (the rest stays in, unlabeled). Sets the class count in ``cfg``."""
-    supervised = cfg.method.name == "supervised"
-    if not (supervised or cfg.joint.enabled):
+    fraction = label_fraction(cfg)
+    if fraction is None:
         return data, None
     if not data.has_labels:
         raise DataError(
@@ -71,9 +78,8 @@ def training_labels(cfg: Config, data: ImageArray) -> tuple[ImageArray, torch.Te
             "training need a labelled split (e.g. data.split=train)"
         )
     num_classes = max(len(data.classes), int(data.labels.max()) + 1)
-    fraction = cfg.method.label_fraction if supervised else cfg.joint.label_fraction
     idx = class_balanced_indices(data.labels, fraction, cfg.seed)
-    if supervised:
+    if cfg.method.name == "supervised":
         cfg.method.num_classes = num_classes
         return data.subset(idx), data.labels[idx]
     cfg.joint.num_classes = num_classes
@@ -190,15 +196,12 @@ def head_records(method: Method, cfg: Config, device: torch.device) -> list[dict
     kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device)
     scores = extract_features(net, test.images, batch_size=cfg.eval.batch_size, **kw)
     num_classes = method.head.out_features
-    fraction = (
-        cfg.method.label_fraction if cfg.method.name == "supervised" else cfg.joint.label_fraction
-    )
     return [
         {
             "protocol": "supervised" if cfg.method.name == "supervised" else "joint",
             "dataset": cfg.data.dataset,
             "init": "trained",
-            "fraction": fraction,
+            "fraction": label_fraction(cfg),
             "epochs": cfg.train.epochs,
             **classification_metrics(scores, test.labels, num_classes),
             "n_test": len(test),

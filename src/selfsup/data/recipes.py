@@ -30,13 +30,20 @@ def moco_views(size: int, mean: Stats, std: Stats, scale: Sequence[float]) -> li
     return [spec, spec]
 
 
+def crop_flip_view(
+    size: int, mean: Stats, std: Stats, scale: Sequence[float] = (0.08, 1.0)
+) -> ViewSpec:
+    """``RandomResizedCrop(size, scale)`` + horizontal flip, no colour ops: ISD's weak teacher
+    view, and the supervised training view of solo-learn's linear evaluation and the official
+    repos' ``eval_linear.py`` (fine-tuning, the supervised baseline)."""
+    return ssl_view(size, mean, std, scale=scale, jitter_p=0.0, grayscale_p=0.0)
+
+
 def isd_views(size: int, mean: Stats, std: Stats, scale: Sequence[float]) -> list[ViewSpec]:
     """ISD (UMBCvision/ISD train_isd.py ``--weak_strong``): the student's strong view is MoCo
-    v2's; the teacher's weak view is only a resized crop of the same scale and a flip.
+    v2's; the teacher's weak view is :func:`crop_flip_view` of the same scale.
     Returns [strong (student), weak (teacher)]."""
-    strong = moco_views(size, mean, std, scale)[0]
-    weak = ssl_view(size, mean, std, scale=scale, jitter_p=0.0, grayscale_p=0.0)
-    return [strong, weak]
+    return [moco_views(size, mean, std, scale)[0], crop_flip_view(size, mean, std, scale)]
 
 
 def multi_crop_views(

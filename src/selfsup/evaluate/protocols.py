@@ -26,6 +26,7 @@ from torch import nn
 
 from selfsup.config import Config, EvalConfig, TrainConfig
 from selfsup.data.array import ImageArray
+from selfsup.data.recipes import crop_flip_view
 from selfsup.data.sources import load_dataset
 from selfsup.errors import ConfigError, DataError
 from selfsup.evaluate.features import extract_features, input_channels, match_channels
@@ -33,7 +34,7 @@ from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.linear import LinearProbe, epochs_for, select_and_fit_linear
 from selfsup.evaluate.metrics import classification_metrics
 from selfsup.evaluate.sampling import class_balanced_indices
-from selfsup.methods.supervised import Classifier, classifier_view
+from selfsup.methods.supervised import Classifier
 from selfsup.registry import Registry
 
 Scores = Callable[[ImageArray], torch.Tensor]
@@ -191,7 +192,7 @@ def train_classifier(
     at least ``eval.min_steps`` steps)."""
     from selfsup.train.loop import fit  # the loop imports this package's siblings
 
-    view = classifier_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
+    view = crop_flip_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
     torch.manual_seed(ctx.seed)
     model = Classifier(copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen)
     rc = ctx.run_cfg

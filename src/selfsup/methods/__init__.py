@@ -22,7 +22,7 @@ from selfsup.methods.dino import DINO
 from selfsup.methods.joint import Joint
 from selfsup.methods.momentum import ISD, MoCo
 from selfsup.methods.siamese import Siamese
-from selfsup.methods.supervised import Classifier, classifier_view
+from selfsup.methods.supervised import Classifier
 from selfsup.registry import Registry
 
 Builder = Callable[..., Method]
@@ -34,7 +34,7 @@ RECIPES = {
     "simclr": recipes.simclr_views,
     "moco": recipes.moco_views,
     "isd": recipes.isd_views,
-    "supervised": lambda size, mean, std, scale: [classifier_view(size, mean, std, scale)],
+    "supervised": lambda size, mean, std, scale: [recipes.crop_flip_view(size, mean, std, scale)],
 }
 
 

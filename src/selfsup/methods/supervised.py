@@ -8,22 +8,12 @@ pseudo-label student) and the supervised baseline (``method.name=supervised``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.data.views import ViewSpec, ssl_view
+from selfsup.data.views import ViewSpec
 from selfsup.methods.base import Method, StepOutput
-
-
-def classifier_view(
-    size: int, mean: Sequence[float], std: Sequence[float], scale: Sequence[float] = (0.08, 1.0)
-) -> ViewSpec:
-    """The supervised training view of solo-learn's linear evaluation and the official repos'
-    ``eval_linear.py``: ``RandomResizedCrop(size, scale)`` + horizontal flip, no colour ops."""
-    return ssl_view(size, mean, std, scale=scale, jitter_p=0.0, grayscale_p=0.0)
 
 
 class Classifier(Method):
