@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 import torch
 
 from selfsup.parts.schedules import warmup_cosine
@@ -53,3 +54,75 @@ def test_warmup_cosine() -> None:
     assert math.isclose(warmup_cosine(100, 100, **kw), 0.01)
     values = [warmup_cosine(s, 100, **kw) for s in range(10, 101)]
     assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def _plain_lars(p, g, mu, *, lr, wd, m, eta, clip, exclude, eps=1e-8):
+    """One LARS update of one tensor written from the published rules, as plain lists.
+
+    official (facebookresearch/vicreg main_vicreg.py): u = g + wd p, q = eta |p| / |u|.
+    solo-learn (solo/utils/lars.py, clip_lr): u = g + wd p, q = eta |p| / (|g| + wd |p| + eps),
+    q = min(q / lr, 1). Both: mu = m mu + q u, p = p - lr mu. Excluded tensors: q = 1, wd = 0.
+    """
+    norm = lambda v: math.sqrt(sum(x * x for x in v))  # noqa: E731
+    if exclude:
+        u, q = list(g), 1.0
+    else:
+        u = [gi + wd * pi for gi, pi in zip(g, p, strict=True)]
+        if clip:
+            q = eta * norm(p) / (norm(g) + wd * norm(p) + eps)
+            q = min(q / lr, 1.0)
+        else:
+            q = eta * norm(p) / norm(u)
+    mu = [m * a + q * b for a, b in zip(mu, u, strict=True)]
+    return [pi - lr * a for pi, a in zip(p, mu, strict=True)], mu
+
+
+@pytest.mark.parametrize("clip,eta", [(False, 0.001), (True, 0.02), (True, 1e-5)])
+def test_lars_both_rules_match_plain_implementation(clip: bool, eta: float) -> None:
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    b = torch.nn.Parameter(torch.randn(4))
+    opt = LARS(
+        [
+            {"params": [w], "weight_decay": 1e-4, "exclude": False},
+            {"params": [b], "weight_decay": 0.0, "exclude": True},
+        ],
+        lr=0.3,
+        momentum=0.9,
+        eta=eta,
+        clip=clip,
+    )
+    ref = {
+        "w": (w.detach().flatten().tolist(), [0.0] * 12),
+        "b": (b.detach().tolist(), [0.0] * 4),
+    }
+    for _ in range(3):  # three steps: the momentum buffer is exercised
+        gw, gb = torch.randn(4, 3) * 0.1, torch.randn(4)
+        w.grad, b.grad = gw.clone(), gb.clone()
+        opt.step()
+        ref["w"] = _plain_lars(
+            *ref["w"][:1], gw.flatten().tolist(), ref["w"][1],
+            lr=0.3, wd=1e-4, m=0.9, eta=eta, clip=clip, exclude=False,
+        )  # fmt: skip
+        ref["b"] = _plain_lars(
+            *ref["b"][:1], gb.tolist(), ref["b"][1],
+            lr=0.3, wd=0.0, m=0.9, eta=eta, clip=clip, exclude=True,
+        )  # fmt: skip
+        torch.testing.assert_close(w.detach().flatten(), torch.tensor(ref["w"][0]))
+        torch.testing.assert_close(b.detach(), torch.tensor(ref["b"][0]))
+
+
+def test_lars_clip_caps_the_step_at_plain_sgd() -> None:
+    """With a huge eta the clipped rule is SGD (lr * u); the unclipped one is not."""
+    p0 = torch.tensor([[3.0, 4.0]])
+    grad = torch.tensor([[0.01, 0.0]])
+    steps = {}
+    for clip in (True, False):
+        w = torch.nn.Parameter(p0.clone())
+        opt = LARS([{"params": [w], "weight_decay": 0.0, "exclude": False}], lr=0.5, eta=10.0,
+                   clip=clip)  # fmt: skip
+        w.grad = grad.clone()
+        opt.step()
+        steps[clip] = (p0 - w.detach()).norm().item()
+    assert math.isclose(steps[True], 0.5 * 0.01, rel_tol=1e-4)
+    assert math.isclose(steps[False], 0.5 * 10.0 * 5.0, rel_tol=1e-5)

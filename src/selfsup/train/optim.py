@@ -1,4 +1,4 @@
-"""Optimizers: LARS (as in facebookresearch/vicreg), AdamW and SGD over a method's groups."""
+"""Optimizers: LARS (both published semantics), AdamW and SGD over a method's groups."""
 
 from __future__ import annotations
 
@@ -11,12 +11,25 @@ OPTIMIZERS = ("lars", "adamw", "sgd")
 
 
 class LARS(torch.optim.Optimizer):
-    """LARS of facebookresearch/vicreg main_vicreg.py.
+    """LARS with the two trust-ratio rules that SSL recipes use.
 
-    For each parameter: add weight decay to the gradient, scale the update by the trust ratio
-    ``eta * ||p|| / ||update||`` (1 where either norm is 0), then heavy-ball momentum. Groups with
-    ``exclude=True`` (biases and norm parameters) get neither weight decay nor the trust ratio,
-    as the official ``exclude_bias_and_norm`` filter does.
+    ``clip=False`` is facebookresearch/vicreg ``main_vicreg.py`` (and facebookresearch/barlowtwins
+    ``main.py``): add weight decay to the gradient, ``u = g + wd * p``, scale it by
+    ``eta * ||p|| / ||u||`` (1 where either norm is 0), then heavy-ball momentum
+    ``mu = m * mu + u'`` and ``p -= lr * mu``. Every step moves a tensor by about
+    ``lr * eta * ||p||``, whatever the gradient's size (eta 0.001 in both official codes).
+
+    ``clip=True`` is solo-learn ``solo/utils/lars.py`` (from PyTorch Lightning Bolts) with
+    ``clip_lr: True``: the ratio is ``eta * ||p|| / (||g|| + wd * ||p|| + eps)`` and, clipped,
+    ``min(ratio / lr, 1)``, so the step before momentum is
+    ``min(eta * ||p|| * u / (||g|| + wd ||p||), lr * u)``: about ``min(eta * ||p||, lr * ||u||)``.
+    solo-learn's CIFAR / ImageNet-100 recipes use eta 0.02 with it, i.e. some 2% of the norm
+    per step where the unclipped rule at eta 0.001 moves ``lr * 0.1%``. Its momentum buffer
+    starts as the first update (the same as ``0 * m + u'``).
+
+    Groups with ``exclude=True`` (biases and norm parameters, the ``exclude_bias_and_norm``
+    filter of the official code and solo-learn's ``exclude_bias_n_norm``) get neither weight
+    decay nor the trust ratio.
     """
 
     def __init__(
@@ -26,8 +39,18 @@ class LARS(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         eta: float = 0.001,
+        clip: bool = False,
+        eps: float = 1e-8,
     ) -> None:
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, exclude=False)
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            eta=eta,
+            clip=clip,
+            eps=eps,
+            exclude=False,
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -43,14 +66,7 @@ class LARS(torch.optim.Optimizer):
                 dp = p.grad
                 if not g["exclude"]:
                     dp = dp.add(p, alpha=g["weight_decay"])
-                    param_norm, update_norm = torch.norm(p), torch.norm(dp)
-                    one = torch.ones_like(param_norm)
-                    q = torch.where(
-                        param_norm > 0.0,
-                        torch.where(update_norm > 0, g["eta"] * param_norm / update_norm, one),
-                        one,
-                    )
-                    dp = dp.mul(q)
+                    dp = dp.mul(self._trust_ratio(p, p.grad, dp, g))
                 state = self.state[p]
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)
@@ -59,11 +75,30 @@ class LARS(torch.optim.Optimizer):
                 p.add_(mu, alpha=-g["lr"])
         return loss
 
+    @staticmethod
+    def _trust_ratio(
+        p: torch.Tensor, grad: torch.Tensor, update: torch.Tensor, g: dict
+    ) -> torch.Tensor:
+        """The factor applied to ``update = grad + wd * p`` (a 0-d tensor: no host sync)."""
+        p_norm = torch.linalg.vector_norm(p)
+        one = torch.ones_like(p_norm)
+        if not g["clip"]:
+            u_norm = torch.linalg.vector_norm(update)
+            ratio = g["eta"] * p_norm / u_norm
+            return torch.where((p_norm > 0) & (u_norm > 0), ratio, one)
+        g_norm = torch.linalg.vector_norm(grad)
+        ratio = g["eta"] * p_norm / (g_norm + g["weight_decay"] * p_norm + g["eps"])
+        ratio = torch.clamp(ratio / g["lr"], max=1.0) if g["lr"] > 0 else one
+        return torch.where((p_norm > 0) & (g_norm > 0), ratio, one)
+
 
 def build_optimizer(groups: list[dict], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    """The optimizer ``cfg.optimizer`` over parameter groups (see ``Method.param_groups``)."""
+    """The optimizer ``cfg.optimizer`` over parameter groups (see ``Method.param_groups``).
+
+    Each group's ``lr_scale`` (1 unless a method sets it) multiplies the scheduled lr; the loop
+    keeps it there (see ``train.loop``)."""
     if cfg.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, eta=cfg.lars_eta, clip=cfg.lars_clip)
     plain = [{k: v for k, v in g.items() if k != "exclude"} for g in groups]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(plain, lr=lr)
