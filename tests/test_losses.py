@@ -15,6 +15,7 @@ from selfsup.losses import (
     infonce_loss,
     isd_loss,
     nt_xent_loss,
+    vicreg_loss,
 )
 
 Rows = list[list[float]]
@@ -244,3 +245,41 @@ def test_losses_differentiable_float32_from_bfloat16(name: str) -> None:
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert a.grad is not None and torch.isfinite(a.grad.float()).all()
     assert all(not v.requires_grad for v in parts.values())
+
+
+def _all_losses(g: torch.Generator) -> dict:
+    z_a, z_b = torch.randn(64, 32, generator=g), torch.randn(64, 32, generator=g)
+    queue = torch.nn.functional.normalize(torch.randn(128, 32, generator=g), dim=1)
+    students = [torch.randn(16, 48, generator=g) for _ in range(4)]
+    teachers = students[:2]
+    center = torch.randn(1, 48, generator=g) * 0.1
+    return {
+        "vicreg": lambda: vicreg_loss(z_a, z_b),
+        "barlow_twins": lambda: barlow_twins_loss(z_a, z_b),
+        "nt_xent": lambda: nt_xent_loss(z_a, z_b),
+        "infonce": lambda: infonce_loss(z_a, z_b, queue),
+        "dino": lambda: dino_loss(students, teachers, center),
+        "isd": lambda: isd_loss(z_a, z_b, queue),
+    }
+
+
+def test_every_loss_is_float32_under_bf16_autocast() -> None:
+    """Under autocast, matmul runs in bf16 even on float32 inputs; each loss body turns it off
+    (losses/precision.py), so its value equals the fp32 one to float32 precision. Without that
+    the Barlow Twins / VICReg / ISD values move by 1e-3 relative or more."""
+    fp32 = {k: f()[0] for k, f in _all_losses(torch.Generator().manual_seed(0)).items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = {k: f()[0] for k, f in _all_losses(torch.Generator().manual_seed(0)).items()}
+    for name in fp32:
+        assert bf16[name].dtype == torch.float32, name
+        torch.testing.assert_close(bf16[name], fp32[name], rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_autocast_would_change_the_cross_correlation() -> None:
+    """The check above can fail: the same product under autocast, unprotected, is bf16."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, 32, generator=g), torch.randn(64, 32, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        unprotected = (a.float().T @ b.float()) / 64
+    assert unprotected.dtype == torch.bfloat16
+    assert (unprotected.float() - a.T @ b / 64).abs().max() > 1e-4

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from selfsup.distributed import gather_cat
+from selfsup.losses.precision import full_precision
 from selfsup.losses.vicreg import off_diagonal
 
 
@@ -40,16 +41,20 @@ def cross_correlation(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-5) -
     return batch_standardise(z_a, eps).T @ batch_standardise(z_b, eps) / n
 
 
+@full_precision
 def barlow_twins_loss(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
     *,
     lambd: float = 0.0051,
     eps: float = 1e-5,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Barlow Twins loss of two projector outputs (B, D) of the same images.
 
-    Returns ``on_diag + lambd * off_diag`` and the unweighted parts ``on_diag``
+    Returns ``scale * (on_diag + lambd * off_diag)`` (``scale`` is solo-learn's ``scale_loss``,
+    ``barlow_loss_func`` in solo/losses/barlow.py; 1 in the official code) and the unweighted
+    parts ``on_diag``
     (sum of ``(c_ii - 1)^2``) and ``off_diag`` (sum of ``c_ij^2``, i != j). Computed in float32
     whatever the input dtype; under torchrun the standardisation and ``c`` use the batch of
     every process (gathered with gradients).
@@ -59,5 +64,5 @@ def barlow_twins_loss(
     c = cross_correlation(x, y, eps)
     on_diag = (torch.diagonal(c) - 1.0).pow(2).sum()
     off_diag = off_diagonal(c).pow(2).sum()
-    loss = on_diag + lambd * off_diag
+    loss = scale * (on_diag + lambd * off_diag)
     return loss, {"on_diag": on_diag.detach(), "off_diag": off_diag.detach()}

@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.distributed import gather_cat
+from selfsup.losses.precision import full_precision
 
 
+@full_precision
 def nt_xent_loss(
     z_a: torch.Tensor, z_b: torch.Tensor, *, temperature: float = 0.1
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -45,6 +47,7 @@ def nt_xent_loss(
     return loss, {"pos_sim": pos.mean(), "neg_sim": neg_sim}
 
 
+@full_precision
 def infonce_loss(
     q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, *, temperature: float = 0.2
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -13,8 +13,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from selfsup.distributed import is_distributed, world_size
+from selfsup.losses.precision import full_precision
 
 
+@full_precision
 def dino_loss(
     student_logits: Sequence[torch.Tensor],
     teacher_logits: Sequence[torch.Tensor],

@@ -18,7 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from selfsup.losses.precision import full_precision
 
+
+@full_precision
 def isd_loss(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.distributed import gather_cat
+from selfsup.losses.precision import full_precision
 
 
 def off_diagonal(m: torch.Tensor) -> torch.Tensor:
@@ -45,6 +46,7 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal(cov).pow(2).sum() / d
 
 
+@full_precision
 def vicreg_loss(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
