@@ -51,6 +51,9 @@ class BarlowTwinsConfig(MethodConfig):
     name: str = "barlow_twins"
     projector: str = "8192-8192-8192"  # --projector; every Linear bias-free
     lambd: float = 0.0051  # --lambd, weight of the off-diagonal term
+    # the loss is multiplied by this: solo-learn's scale_loss (0.1 in its CIFAR recipe); the
+    # official code keeps 1 and gives biases a 0.024x lr instead (train.bias_lr_scale)
+    scale_loss: float = 1.0
 
 
 @METHOD_CONFIGS.register("simclr")
@@ -99,7 +102,8 @@ class DINOConfig(MethodConfig):
     freeze_last_layer: float = 1.0  # --freeze_last_layer: epochs with a frozen last layer
     local_crops: int = 6  # --local_crops_number (the paper's 2 x 224 + 6 x 96 setting)
     local_size: int | None = None  # local crop side; None: about half the global size (x4)
-    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])  # --local_crops_scale
+    # --local_crops_scale; None: (0.05, 0.4) for ViTs, (0.05, 0.14) for ResNets (see recipes)
+    local_scale: list[float] | None = None
     center: bool = True  # False: no centring of the teacher output (collapse ablation)
     sharpen: bool = True  # False: teacher temperature = student temperature (ablation)
 
@@ -119,12 +123,19 @@ class DINOTwinsConfig(DINOConfig):
 @METHOD_CONFIGS.register("isd")
 @dataclass
 class ISDConfig(MethodConfig):
-    """ISD (Tejankar et al., ICCV 2021), defaults of UMBCvision/ISD train_isd.py (ISD-plus)."""
+    """ISD (Tejankar et al., ICCV 2021) as UMBCvision/ISD train_isd_plus.py runs it (its README's
+    ResNet-50 command, with ``--weak_strong``): an MLP projector on student and teacher, an MLP
+    predictor on the student only, two temperatures; defaults are that file's. The older
+    train_isd.py (the README's ResNet-18 command) is not followed: it has no projector, a
+    feature-width Linear-BN-ReLU-Linear predictor, one ``--temp`` 0.02 for both sides, momentum
+    0.999 and the same strong augmentation for both views."""
 
     name: str = "isd"
-    projector: str = "auto"  # auto: Linear(F, 2F)-BN-ReLU-Linear(2F, F // 4), the official get_mlp
-    predictor: str = "auto"  # auto: the same shape on the projection (F // 4 -> 2F -> F // 4)
-    queue_size: int = 128000  # --queue_size; 16384 or less for CIFAR-size data
+    # auto: get_mlp(F, 2F, F // 4) = Linear-BN-ReLU-Linear, train_isd_plus.py's encoder fc (so the
+    # teacher, an EMA of the student encoder, has it too)
+    projector: str = "auto"
+    predictor: str = "auto"  # auto: get_mlp(F // 4, 2F, F // 4), train_isd_plus.py's predict_q
+    queue_size: int = 128000  # --queue_size (our CIFAR / STL-10 configs use 16384)
     momentum: float = 0.99  # --momentum of the EMA teacher
     student_temp: float = 0.1  # --temp_s
     teacher_temp: float = 0.01  # --temp_t
@@ -158,6 +169,10 @@ class BackboneConfig:
     stem: str = "auto"  # auto (small stem for <= 64 px) | small | imagenet
     depths: list[int] = field(default_factory=lambda: [2, 1, 1, 1])  # small_resnet only
     widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])  # small_resnet only
+    # ResNets: the last BN of each residual block starts at 0 (each block starts as the
+    # identity), as facebookresearch/vicreg main_vicreg.py and barlowtwins main.py build theirs
+    # (zero_init_residual=True); torchvision's and DINO's default is False
+    zero_init_residual: bool = False
 
 
 @dataclass
@@ -190,12 +205,20 @@ class TrainConfig:
     weight_decay: float = 1e-6
     weight_decay_end: float | None = None  # cosine from weight_decay to this (DINO); None: fixed
     momentum: float = 0.9  # lars / sgd
+    # LARS trust ratio: eta 0.001 unclipped is facebookresearch/vicreg and barlowtwins (a step of
+    # ~lr * 0.1% of each tensor's norm); solo-learn's recipes use eta 0.02 with lars_clip=true
+    # (a step of ~min(2% of the norm, lr * the gradient)). See train/optim.py.
+    lars_eta: float = 0.001
+    lars_clip: bool = False
+    # lr of biases and norm parameters relative to the weights' (official Barlow Twins:
+    # --learning-rate-biases 0.0048 / --learning-rate-weights 0.2 = 0.024)
+    bias_lr_scale: float = 1.0
     warmup_epochs: float = 10.0
     final_lr_ratio: float = 0.001  # cosine ends at lr * final_lr_ratio
     grad_clip: float | None = None  # max global grad norm; None: off
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
-    channels_last: bool = True  # on CUDA only
+    precision: str = "auto"  # auto: bf16 where native (CUDA >= sm80, CPU with AVX-512 BF16)
+    channels_last: bool = True
     compile: bool = False  # torch.compile the method
     log_every: int = 10  # steps between metric flushes (one host sync per flush)
     progress: bool = True  # show a progress bar
@@ -215,6 +238,7 @@ class EvalConfig:
     train_limit: int | None = None  # at most this many train images for kNN bank / probe fit
     test_limit: int | None = None  # at most this many test images (reported as n_test)
     compare_random: bool = True  # also evaluate a randomly initialised backbone
+    compare_pixels: bool = True  # also kNN / linear on the flattened normalised pixels
     monitor_every: int = 0  # online kNN every N epochs during pretraining (0: off)
     monitor_limit: int = 2000  # images used by the online kNN monitor
     batch_size: int = 512  # feature extraction batch
@@ -296,6 +320,11 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

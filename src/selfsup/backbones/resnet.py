@@ -31,9 +31,11 @@ def use_small_stem(stem: str, image_size: int) -> bool:
 class TorchvisionResNet(nn.Module):
     """torchvision ResNet without its classifier: ``forward(x) -> (B, num_features)``."""
 
-    def __init__(self, arch: str, *, in_channels: int, small_stem: bool) -> None:
+    def __init__(
+        self, arch: str, *, in_channels: int, small_stem: bool, zero_init_residual: bool = False
+    ) -> None:
         super().__init__()
-        net = getattr(torchvision.models, arch)(weights=None)
+        net = getattr(torchvision.models, arch)(weights=None, zero_init_residual=zero_init_residual)
         if small_stem:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
             net.maxpool = nn.Identity()
@@ -55,7 +57,13 @@ class SmallResNet(nn.Module):
     """
 
     def __init__(
-        self, depths: list[int], widths: list[int], *, in_channels: int, small_stem: bool
+        self,
+        depths: list[int],
+        widths: list[int],
+        *,
+        in_channels: int,
+        small_stem: bool,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if len(depths) != len(widths) or not depths or min(depths) < 1 or min(widths) < 1:
@@ -91,6 +99,10 @@ class SmallResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_residual:  # torchvision's rule: each block's last BN weight starts at 0
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.features(x)).flatten(1)
@@ -99,7 +111,12 @@ class SmallResNet(nn.Module):
 def _torchvision_builder(arch: str) -> Callable[..., nn.Module]:
     def build(cfg: BackboneConfig, *, in_channels: int, image_size: int) -> nn.Module:
         small = use_small_stem(cfg.stem, image_size)
-        return TorchvisionResNet(arch, in_channels=in_channels, small_stem=small)
+        return TorchvisionResNet(
+            arch,
+            in_channels=in_channels,
+            small_stem=small,
+            zero_init_residual=cfg.zero_init_residual,
+        )
 
     build.__doc__ = f"torchvision {arch} with the stem chosen by backbone.stem."
     return build
@@ -112,4 +129,10 @@ for _arch in ("resnet18", "resnet34", "resnet50"):
 @BACKBONES.register("small_resnet")
 def build_small_resnet(cfg: BackboneConfig, *, in_channels: int, image_size: int) -> nn.Module:
     small = use_small_stem(cfg.stem, image_size)
-    return SmallResNet(cfg.depths, cfg.widths, in_channels=in_channels, small_stem=small)
+    return SmallResNet(
+        cfg.depths,
+        cfg.widths,
+        in_channels=in_channels,
+        small_stem=small,
+        zero_init_residual=cfg.zero_init_residual,
+    )

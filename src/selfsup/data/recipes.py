@@ -40,9 +40,11 @@ def crop_flip_view(
 
 
 def isd_views(size: int, mean: Stats, std: Stats, scale: Sequence[float]) -> list[ViewSpec]:
-    """ISD (UMBCvision/ISD train_isd.py ``--weak_strong``): the student's strong view is MoCo
-    v2's; the teacher's weak view is :func:`crop_flip_view` of the same scale.
-    Returns [strong (student), weak (teacher)]."""
+    """ISD (UMBCvision/ISD train_isd_plus.py ``--weak_strong``; train_isd.py has no such option
+    and gives both sides the strong view): the student's strong view is MoCo v2's
+    (``augmentation_strong``), the teacher's weak view is :func:`crop_flip_view`
+    (``augmentation_weak``: crop + flip), both at the same crop scale (official 0.2-1).
+    Returns [strong (student), weak (teacher)], as its ``TwoCropsTransform`` returns [q, k]."""
     return [moco_views(size, mean, std, scale)[0], crop_flip_view(size, mean, std, scale)]
 
 
@@ -70,7 +72,24 @@ DEFAULT_SCALE = {
     "simclr": (0.08, 1.0),  # SimCLR appendix A
     "moco": (0.2, 1.0),  # facebookresearch/moco --aug-plus
     "isd": (0.2, 1.0),  # UMBCvision/ISD
-    "dino": (0.4, 1.0),  # facebookresearch/dino --global_crops_scale
+    "dino": (0.4, 1.0),  # facebookresearch/dino --global_crops_scale (ViTs)
     "dino_twins": (0.4, 1.0),
     "supervised": (0.08, 1.0),  # torchvision's RandomResizedCrop default (reference recipes)
 }
+DINO_LOCAL_SCALE = (0.05, 0.4)  # facebookresearch/dino --local_crops_scale default (ViTs)
+# facebookresearch/dino README.md, "ResNet-50 and other convnets trainings": a ResNet trains
+# with --global_crops_scale 0.14 1 --local_crops_scale 0.05 0.14
+DINO_RESNET_SCALES = ((0.14, 1.0), (0.05, 0.14))
+
+
+def default_scales(
+    method: str, backbone: str
+) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """The method's own (global, local) crop scales for ``backbone`` when the config leaves
+    them unset; local is None for methods without local crops. DINO and DINO-Twins on a
+    convnet take the official README's ResNet scales, on a ViT the ``main_dino.py`` defaults."""
+    if method in ("dino", "dino_twins"):
+        if not backbone.startswith("vit"):
+            return DINO_RESNET_SCALES
+        return DEFAULT_SCALE[method], DINO_LOCAL_SCALE
+    return DEFAULT_SCALE[method], None

@@ -54,7 +54,8 @@ def _method(name: str):
         ) -> Method:
             size = cfg.views.size or image_size
             backbone = build_backbone(cfg.backbone, in_channels=in_channels, image_size=size)
-            scale = tuple(cfg.views.crop_scale or recipes.DEFAULT_SCALE[name])
+            own_scale, own_local = recipes.default_scales(name, cfg.backbone.name)
+            scale = tuple(cfg.views.crop_scale or own_scale)
             if name in RECIPES:
                 specs = RECIPES[name](size, mean, std, scale)
             else:  # multi-crop
@@ -66,7 +67,7 @@ def _method(name: str):
                     scale,
                     local_crops=m.local_crops,
                     local_size=m.local_size or 4 * max(2, size // 8),  # ~half, ViT-p4-able
-                    local_scale=m.local_scale,
+                    local_scale=m.local_scale or own_local,
                 )
             return build(cfg, backbone, specs)
 
@@ -87,7 +88,7 @@ def build_vicreg(cfg: Config, backbone, specs) -> Method:
 def build_barlow_twins(cfg: Config, backbone, specs) -> Method:
     m = cfg.method
     projector = mlp(backbone.num_features, m.projector, hidden_bias=False, last_bias=False)
-    return Siamese(backbone, specs, projector, barlow_twins_loss, lambd=m.lambd)
+    return Siamese(backbone, specs, projector, barlow_twins_loss, lambd=m.lambd, scale=m.scale_loss)
 
 
 @_method("simclr")

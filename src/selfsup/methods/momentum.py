@@ -95,9 +95,13 @@ class MoCo(_Momentum):
 
 
 class ISD(_Momentum):
-    """ISD (UMBCvision/ISD train_isd.py): the student embeds the strong view 0 through projector
-    and predictor, the teacher the weak view 1; the loss is the KL divergence between their
-    similarity distributions over the queue (:func:`selfsup.losses.isd_loss`)."""
+    """ISD as UMBCvision/ISD train_isd_plus.py runs it with ``--weak_strong`` (not the older
+    train_isd.py, which has no projector, one temperature and strong views on both sides): the
+    student embeds the strong view 0 through projector and predictor (``get_mlp``), the teacher
+    (EMA of backbone + projector, constant ``momentum``) the weak crop + flip view 1; the loss is
+    KL(teacher || student) between their similarity distributions over the queue of teacher keys,
+    at ``--temp_t`` / ``--temp_s`` (:func:`selfsup.losses.isd_loss`). As in the official code, the
+    predictor is not part of the EMA."""
 
     def __init__(self, backbone: nn.Module, view_specs: list[ViewSpec], cfg: ISDConfig) -> None:
         feat = backbone.num_features
