@@ -41,13 +41,14 @@ def test_pretrain_synthetic_writes_run_directory(tmp_path, capsys) -> None:
     assert kinds == {
         (p, k, i)
         for p, k in (("knn", 20), ("knn", 200), ("linear", None))
-        for i in ("pretrained", "random")
+        for i in ("pretrained", "random", "pixels")
     }
     for r in results["evals"]:
         assert r["dataset"] == "synthetic" and 0 <= r["top1"] <= 1 and 0 <= r["f1_macro"] <= 1
         assert r["n_train"] == 256 and r["n_test"] == 128
     printed = capsys.readouterr().out
     assert "pretrained top-1 / F1" in printed and "random top-1 / F1" in printed
+    assert "pixels top-1 / F1" in printed  # the trivial baseline, next to the others
     assert str(out) in printed
 
 

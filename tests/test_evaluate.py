@@ -115,3 +115,16 @@ def test_small_training_sets_get_at_least_min_steps() -> None:
     finally:
         torch.optim.AdamW.step = real_step
     assert len(steps) == 25
+
+
+def test_pixels_baseline_features_are_the_normalised_image() -> None:
+    from selfsup.backbones.pixels import Pixels
+    from selfsup.evaluate.features import extract_features, input_channels
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8, generator=g)
+    net = Pixels(1, 8)
+    assert input_channels(net) == 1 and net.num_features == 64
+    feats = extract_features(net, images, size=8, mean=[0.3], std=[0.2])
+    want = ((images.float() / 255 - 0.3) / 0.2).flatten(1)
+    torch.testing.assert_close(feats, want, rtol=1e-5, atol=1e-5)

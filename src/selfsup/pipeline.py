@@ -12,6 +12,7 @@ from torch import nn
 
 from selfsup.analysis.plots import save_run_plots
 from selfsup.backbones import BACKBONES, build_backbone
+from selfsup.backbones.pixels import Pixels
 from selfsup.config import (
     Config,
     apply_overrides,
@@ -39,6 +40,8 @@ from selfsup.methods import METHODS, Method, build_method
 from selfsup.rundir import environment, merge_records, read_results, write_json_atomic
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.loop import fit, resolve_device
+
+PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
 
 
 def check_names(cfg: Config) -> None:
@@ -95,7 +98,7 @@ def make_method(cfg: Config, channels: int) -> Method:
     )
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+def check_run_dir(run_dir: Path, resume: bool) -> None:
     if resume:
         if not (run_dir / "config.yaml").is_file():
             raise SelfsupError(f"cannot resume: {run_dir} holds no run (no config.yaml)")
@@ -105,7 +108,6 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
             f"{run_dir} already holds files; pass --resume to continue that run, "
             "or choose another --out"
         )
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
 
 def knn_monitor(cfg: Config, data: ImageArray, device: torch.device):
@@ -135,10 +137,11 @@ def pretrain(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[
     """Pretrain ``cfg`` into ``run_dir`` (or continue it), evaluate, return ``results.json``."""
     run_dir = Path(run_dir)
     check_names(cfg)
-    prepare_run_dir(run_dir, resume)
+    check_run_dir(run_dir, resume)
     data = load_pretrain_data(cfg)
     cfg = resolve(cfg, data)
     data, labels = training_labels(cfg, data)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # only once the data loaded
     save_config(cfg, run_dir / "config.yaml")
     write_json_atomic(run_dir / "env.json", environment())
     device = resolve_device(cfg.train.device)
@@ -250,6 +253,12 @@ def evaluate_run(
             cfg.backbone, in_channels=len(cfg.data.mean), image_size=cfg.views.size
         )
         records += evaluate_backbone(random_backbone, cfg.eval, init="random", **common)
+    pixel_protocols = [p for p in protocols if p in PIXEL_PROTOCOLS]
+    if cfg.eval.compare_pixels and pixel_protocols:
+        pixels = Pixels(len(cfg.data.mean), cfg.views.size)
+        records += evaluate_backbone(
+            pixels, cfg.eval, init="pixels", **{**common, "protocols": pixel_protocols}
+        )
     old = read_results(run_dir) or {}
     classes = {name: train.classes for name, (train, _) in common["splits"].items()}
     results = {

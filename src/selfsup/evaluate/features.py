@@ -11,7 +11,10 @@ from selfsup.data.views import eval_view, make_views
 
 
 def input_channels(backbone: nn.Module) -> int:
-    """The channel count the backbone's first convolution / patch embedding expects."""
+    """The channel count the backbone's first convolution / patch embedding expects (or its
+    ``in_channels`` attribute, for backbones without a convolution such as ``Pixels``)."""
+    if isinstance(getattr(backbone, "in_channels", None), int):
+        return backbone.in_channels
     for m in backbone.modules():
         if isinstance(m, nn.Conv2d):
             return m.in_channels

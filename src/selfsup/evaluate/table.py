@@ -18,7 +18,7 @@ from typing import Any
 IDENTITY = ("protocol", "dataset", "init", "k", "fraction", "ratio", "threshold")
 METRICS = ("top1", "top5", "f1_macro")
 PROTOCOL_ORDER = ("knn", "linear", "linear-aug", "finetune", "pseudo-label", "supervised", "joint")
-INIT_ORDER = ("pretrained", "trained", "random")
+INIT_ORDER = ("pretrained", "trained", "random", "pixels")
 
 
 def measurement_key(rec: dict[str, Any]) -> tuple[Any, ...]:
