@@ -1,0 +1,210 @@
+"""Fashion-MNIST accuracy benchmark: each method's shipped recipe on the full training split.
+
+Every cell pretrains ``configs/fashion-mnist/<method>.yaml`` (a CPU-budget recipe; its epochs
+set the budget) on all 60,000 training images, logs the online kNN monitor every epoch (kNN-20
+on held-out *training* images: the curve, against training seconds) and then reports kNN-20
+and the linear probe on the full 10,000-image test split with all 60,000 training images as
+the bank / probe set. Baselines in the same table: the same architecture at random init, the
+raw pixels (flattened, normalised), and a supervised network (``selfsup supervised``, all
+labels) given about the same training time.
+
+Each cell is a run directory under ``--out``; a finished cell (``results.json``) is skipped and
+an interrupted one resumes from its last epoch, so the study can be run in pieces::
+
+    python benchmarks/accuracy.py --out runs/accuracy --cells vicreg          # one cell
+    python benchmarks/accuracy.py --out runs/accuracy                          # every cell
+    python benchmarks/accuracy.py --out runs/accuracy --report                 # table + plot
+
+``--report`` writes ``table.md`` and ``curves.png`` (kNN monitor against training minutes) from
+whatever cells have finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from selfsup.config import load_config
+from selfsup.errors import SelfsupError
+from selfsup.pipeline import pretrain
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "fashion-mnist"
+EVAL = [
+    "eval.protocols=[knn,linear]",
+    "eval.knn_k=[20]",
+    "eval.monitor_every=1",
+    "eval.monitor_limit=10000",  # curve: 8,000-image bank, 2,000 held-out training queries
+    "eval.train_limit=null",
+    "eval.test_limit=null",
+    "train.progress=false",
+]
+
+
+@dataclass
+class Cell:
+    """One run: a config file, its overrides, and whether it also carries the baselines."""
+
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    random: bool = False  # evaluate the random-init twin (once per architecture)
+    pixels: bool = False  # evaluate raw pixels (once)
+
+
+SHORT = ["train.epochs=8", "train.warmup_epochs=1"]  # VICReg at the other methods' budget
+CELLS: dict[str, Cell] = {
+    # every method's shipped recipe, about 15 minutes of one core each ...
+    "vicreg-15min": Cell("vicreg.yaml", SHORT, random=True, pixels=True),
+    # ... VICReg also with the official (facebookresearch/vicreg) LARS rule at the same lr
+    "vicreg-15min-lars-official": Cell(
+        "vicreg.yaml", [*SHORT, "train.lars_eta=0.001", "train.lars_clip=false"]
+    ),
+    "barlow_twins": Cell("barlow_twins.yaml"),
+    "simclr": Cell("simclr.yaml"),
+    "moco": Cell("moco.yaml"),
+    "isd": Cell("isd.yaml"),
+    "dino": Cell("dino.yaml"),
+    "dino_twins": Cell("dino_twins.yaml"),
+    "supervised": Cell("supervised.yaml"),
+    # ... and VICReg's full shipped recipe, about an hour of one core
+    "vicreg": Cell("vicreg.yaml"),
+}
+
+
+def run_cell(name: str, cell: Cell, out: Path) -> dict:
+    run_dir = out / name
+    if (run_dir / "results.json").is_file():
+        print(f"{name}: finished, skipped", flush=True)
+        return json.loads((run_dir / "results.json").read_text())
+    flags = [f"eval.compare_random={str(cell.random).lower()}"]
+    flags.append(f"eval.compare_pixels={str(cell.pixels).lower()}")
+    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    if resume:
+        cfg = load_config(run_dir / "config.yaml")
+    else:
+        cfg = load_config(CONFIGS / cell.config, [*cell.overrides, *EVAL, *flags])
+    print(f"{name}: {'resuming' if resume else 'starting'} ({cfg.train.epochs} epochs)", flush=True)
+    t0 = time.perf_counter()
+    results = pretrain(cfg, run_dir, resume=resume)
+    print(f"{name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return results
+
+
+def curve(run_dir: Path) -> list[tuple[float, float]]:
+    """(training seconds, monitor kNN top-1) per epoch from ``metrics.jsonl``."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["train_seconds"], r["monitor_knn_top1"]) for r in recs if "monitor_knn_top1" in r]
+
+
+def _find(evals: list[dict], protocol: str, init: str) -> dict | None:
+    return next((r for r in evals if r["protocol"] == protocol and r["init"] == init), None)
+
+
+def report(out: Path) -> str:
+    """The markdown table of finished cells and ``curves.png``."""
+    rows = [
+        "| run | kNN-20 top-1 (test) | linear top-1 (test) | training time | epochs | "
+        "backbone params |",
+        "|---|---|---|---|---|---|",
+    ]
+    baselines: list[str] = []
+    curves = {}
+    for name in CELLS:
+        run_dir = out / name
+        if not (run_dir / "results.json").is_file():
+            continue
+        res = json.loads((run_dir / "results.json").read_text())
+        cfg = load_config(run_dir / "config.yaml")
+        points = curve(run_dir)
+        curves[name] = points
+        minutes = points[-1][0] / 60 if points else float("nan")
+        params = _backbone_params(run_dir)
+        evals = res["evals"]
+        init = "trained" if cfg.method.name == "supervised" else "pretrained"
+        knn, lin = _find(evals, "knn", "pretrained"), _find(evals, "linear", "pretrained")
+        head = _find(evals, "supervised", "trained")
+        lin_txt = _pct(lin) if init == "pretrained" else f"{_pct(head)} (its own head)"
+        rows.append(
+            f"| {name} | {_pct(knn)} | {lin_txt} | {minutes:.1f} min | {cfg.train.epochs} | "
+            f"{params / 1e6:.2f}M |"
+        )
+        for base in ("random", "pixels"):
+            k, lin_b = _find(evals, "knn", base), _find(evals, "linear", base)
+            if k is not None:
+                what = (
+                    f"random init ({cfg.backbone.name} {cfg.backbone.widths})"
+                    if base == "random"
+                    else "raw pixels (flattened, normalised)"
+                )
+                baselines.append(f"| {what} | {_pct(k)} | {_pct(lin_b)} | - | - | - |")
+    table = "\n".join(rows + baselines)
+    (out / "table.md").write_text(table + "\n")
+    _plot(curves, out / "curves.png")
+    return table
+
+
+def _pct(rec: dict | None) -> str:
+    return "-" if rec is None else f"{100 * rec['top1']:.1f}%"
+
+
+def _backbone_params(run_dir: Path) -> int:
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    return sum(v.numel() for k, v in ckpt["model"].items() if k.startswith("backbone."))
+
+
+def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        if points:
+            ax.plot([t / 60 for t, _ in points], [100 * a for _, a in points], label=name)
+    ax.set_xlabel("training time on this machine (minutes)")
+    ax.set_ylabel("kNN-20 top-1, held-out training images (%)")
+    ax.set_title("Fashion-MNIST: online kNN monitor per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/accuracy")
+    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cell names")
+    parser.add_argument("--report", action="store_true", help="only write table.md, curves.png")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [n for n in args.cells.split(",") if n]
+    unknown = [n for n in names if n not in CELLS]
+    if unknown:
+        raise SystemExit(f"unknown cell {unknown[0]!r}; valid: {', '.join(CELLS)}")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
+    if not args.report:
+        for name in names:
+            try:
+                run_cell(name, CELLS[name], out)
+            except SelfsupError as err:
+                print(f"{name}: failed: {err}", flush=True)
+    print(report(out))
+
+
+if __name__ == "__main__":
+    main()
