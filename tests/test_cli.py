@@ -49,6 +49,7 @@ def test_pretrain_synthetic_writes_run_directory(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "pretrained top-1 / F1" in printed and "random top-1 / F1" in printed
     assert "pixels top-1 / F1" in printed  # the trivial baseline, next to the others
+    assert "against the baselines" in printed and "raw pixels" in printed
     assert str(out) in printed
 
 

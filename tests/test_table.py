@@ -259,3 +259,18 @@ def test_save_run_plots_names_and_class_names(tmp_path):
     assert confusion_file_name({"protocol": "knn", "dataset": "a/b", "seed": 2}) == (
         "confusion-knn-a_b-pretrained-s2.png"
     )
+
+
+def test_baseline_verdict_says_when_pretraining_did_not_beat_pixels() -> None:
+    from selfsup.evaluate.table import baseline_verdict
+
+    def rec(init: str, top1: float, protocol: str = "knn") -> dict:
+        return {"protocol": protocol, "dataset": "fashion-mnist", "init": init, "k": 20,
+                "top1": top1, "top5": 1.0, "f1_macro": top1, "seed": 0}  # fmt: skip
+
+    lines = baseline_verdict([rec("pretrained", 0.83), rec("random", 0.75), rec("pixels", 0.85)])
+    assert len(lines) == 1
+    assert "+8.0" in lines[0] and "-2.0" in lines[0] and "does NOT beat raw pixels" in lines[0]
+    ahead = baseline_verdict([rec("pretrained", 0.9), rec("random", 0.75), rec("pixels", 0.85)])
+    assert "NOT" not in ahead[0] and "+5.0" in ahead[0]
+    assert baseline_verdict([rec("pretrained", 0.9)]) == []  # nothing to compare with

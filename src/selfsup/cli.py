@@ -133,6 +133,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     results = pretrain(cfg, out, resume=args.resume)
     print()
     print(init_table(results["evals"]))
+    _print_verdict(results["evals"])
     print(f"\nrun directory: {out}")
     return 0
 
@@ -159,7 +160,17 @@ def _eval(args: argparse.Namespace) -> int:
         overrides=overrides,
     )
     print(init_table(results["evals"]))
+    _print_verdict(results["evals"])
     return 0
+
+
+def _print_verdict(records: list[dict]) -> None:
+    from selfsup.evaluate.table import baseline_verdict
+
+    lines = baseline_verdict(records)
+    if lines:
+        print("\nagainst the baselines (top-1, points):")
+        print("\n".join(f"  {line}" for line in lines))
 
 
 def _table(args: argparse.Namespace) -> int:

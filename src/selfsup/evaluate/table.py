@@ -160,6 +160,38 @@ def init_table(records: list[dict[str, Any]]) -> str:
     return markdown(lines)
 
 
+BASELINE_NAMES = {"random": "random init", "pixels": "raw pixels"}
+
+
+def baseline_verdict(records: list[dict[str, Any]]) -> list[str]:
+    """One line per measurement that has baselines: the pretrained top-1 against random init
+    and raw pixels, in points, and a plain warning where it does not beat a baseline."""
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for a in aggregate(records):
+        rows.setdefault(record_label(a), {})[a["init"]] = a
+    lines = []
+    for label, by_init in rows.items():
+        mine = by_init.get("pretrained")
+        bases = [(i, by_init[i]) for i in BASELINE_NAMES if i in by_init]
+        if mine is None or not bases or mine["top1"] is None:
+            continue
+        parts = [f"{label}: pretrained {100 * mine['top1']:.1f}%"]
+        behind = []
+        for init, base in bases:
+            diff = 100 * (mine["top1"] - base["top1"])
+            parts.append(f"{BASELINE_NAMES[init]} {100 * base['top1']:.1f}% ({diff:+.1f})")
+            if diff <= 0:
+                behind.append(BASELINE_NAMES[init])
+        line = ", ".join(parts)
+        if behind:
+            line += (
+                f" -- does NOT beat {' or '.join(behind)} at this budget; longer pretraining "
+                "does (see benchmarks/RESULTS.md for full-length Fashion-MNIST results)"
+            )
+        lines.append(line)
+    return lines
+
+
 def run_labels(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     """The method name of each run; "method (dir)" where two runs share a method, and a
     trailing "#i" if even that repeats."""
