@@ -33,6 +33,7 @@ import torch
 from selfsup.config import load_config
 from selfsup.errors import SelfsupError
 from selfsup.pipeline import pretrain
+from selfsup.train.checkpoint import load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "fashion-mnist"
 EVAL = [
@@ -156,7 +157,7 @@ def _pct(rec: dict | None) -> str:
 
 
 def _backbone_params(run_dir: Path) -> int:
-    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     return sum(v.numel() for k, v in ckpt["model"].items() if k.startswith("backbone."))
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,3 +114,23 @@ def test_batch_stream_is_seeded_sharded_and_drops_last() -> None:
     r1 = list(BatchStream(10, 4, seed=0, rank=1, world=2).epoch(0))
     for full, a, b in zip(batches, r0, r1, strict=True):
         assert sorted(torch.cat([a, b]).tolist()) == sorted(full.tolist())
+
+
+class _RunsCode:
+    """A pickle that would run code when loaded (what a crafted last.pt could hold)."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(_MARKER["path"]),))
+
+
+_MARKER: dict[str, str] = {}
+
+
+def test_checkpoint_that_would_run_code_is_refused_not_executed(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    _MARKER["path"] = str(marker)
+    path = tmp_path / "last.pt"
+    torch.save({"format": "selfsup-checkpoint-v1", "model": {}, "payload": _RunsCode()}, path)
+    with pytest.raises(CheckpointError, match="could run code"):
+        load_checkpoint(path)
+    assert not marker.exists()

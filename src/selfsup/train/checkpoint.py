@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: the run has not finished an epoch yet")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: tensors, numbers, strings, lists and dicts only; a pickle that would run
+        # code (a crafted or foreign file) is refused instead of executed
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} holds Python objects beyond tensors and plain data, which "
+            f"selfsup does not load (it could run code on this machine): {err}. Only load "
+            "checkpoints written by selfsup, or export the weights as a plain state dict"
+        ) from None
     except Exception as err:  # torch raises many types for a damaged file
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is damaged or "
