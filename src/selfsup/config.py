@@ -18,6 +18,7 @@ from typing import Any, Union
 
 import yaml
 
+from selfsup.atomic import write_text_atomic
 from selfsup.errors import ConfigError
 from selfsup.registry import Registry
 
@@ -221,6 +222,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False  # torch.compile the method
     log_every: int = 10  # steps between metric flushes (one host sync per flush)
+    checkpoint_every: int = 0  # also checkpoint every N steps mid-epoch (0: at epoch ends only)
     progress: bool = True  # show a progress bar
 
 
@@ -462,4 +464,4 @@ def load_config(
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -22,3 +22,7 @@ class DataError(SelfsupError):
 
 class CheckpointError(SelfsupError):
     """A checkpoint is missing, corrupt, or belongs to another run."""
+
+
+class WriteError(SelfsupError):
+    """A run file could not be written (disk full, permissions); the previous file is intact."""

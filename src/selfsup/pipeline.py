@@ -11,6 +11,7 @@ import yaml
 from torch import nn
 
 from selfsup.analysis.plots import save_run_plots
+from selfsup.atomic import write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.backbones.pixels import Pixels
 from selfsup.config import (
@@ -37,7 +38,7 @@ from selfsup.evaluate.protocols import (
 )
 from selfsup.evaluate.sampling import class_balanced_indices
 from selfsup.methods import METHODS, Method, build_method
-from selfsup.rundir import environment, merge_records, read_results, write_json_atomic
+from selfsup.rundir import environment, merge_records, read_results
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.loop import fit, resolve_device
 

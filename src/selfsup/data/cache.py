@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from selfsup.atomic import atomic_path
 
 
 def cache_key(parts: object) -> str:
@@ -41,20 +41,6 @@ def file_signature(path: Path) -> list[object]:
     return [str(path.absolute()), stat.st_size, stat.st_mtime_ns]
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, moved onto ``path`` if the block completes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_npy_atomic(
     path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], None]
 ) -> None:
@@ -63,17 +49,11 @@ def write_npy_atomic(
     ``fill`` gets a writable memmap of the temporary file, so the array is never held in RAM
     whole; if ``fill`` raises, no file appears at ``path``.
     """
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         fill(out)
         out.flush()
         del out
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically."""
-    with _atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj))
 
 
 def open_npy(path: Path, shape: tuple[int, ...] | None = None) -> torch.Tensor | None:

@@ -29,12 +29,12 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from selfsup.atomic import write_json_atomic
 from selfsup.data.array import ImageArray
 from selfsup.data.cache import (
     cache_key,
     open_npy,
     remove_stale,
-    write_json_atomic,
     write_npy_atomic,
 )
 from selfsup.errors import DataError

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from selfsup.atomic import write_text_atomic
 from selfsup.config import Config, TrainConfig, config_to_dict
 from selfsup.data.views import make_views
 from selfsup.distributed import is_distributed, rank, world_size
@@ -132,9 +135,7 @@ class MetricsLog:
             for line in self.path.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", -1) < step
         ]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in keep))
 
 
 @dataclass
@@ -149,11 +150,54 @@ class _Pending:
     images: int = 0
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """The CPU generator, and the training GPU's only: a checkpoint must resume on a machine
+    with fewer visible GPUs (``get_rng_state_all`` would store one state per visible GPU)."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if device.type == "cuda" and cuda is not None:
+        if isinstance(cuda, (list, tuple)):  # older checkpoints: one state per visible GPU
+            cuda = cuda[0] if cuda else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+
+
+class TrainingStopped(SelfsupError):
+    """SIGINT or SIGTERM arrived: a checkpoint was written and the run can be resumed."""
+
+
+class _StopSignals:
+    """Turn SIGINT / SIGTERM (Ctrl-C, a scheduler's preemption) into a flag the loop reads
+    after each step, so the run stops at a step boundary with a checkpoint. Installed only in
+    the main thread; the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def fit(
@@ -197,17 +241,34 @@ def fit(
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
 
     start_epoch, step, train_seconds = 0, 0, 0.0
+    skip, view_state = 0, None  # a mid-epoch checkpoint: batches of its epoch already done
     if resume:
         ckpt = load_checkpoint(ckpt_path)
         _check_compatible(ckpt, cfg, ckpt_path)
         method.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        _set_rng_state(ckpt["rng"], device)
         start_epoch, step = ckpt["epoch"], ckpt["step"]
+        skip, view_state = int(ckpt.get("epoch_step", 0)), ckpt.get("view_generator")
         train_seconds = float(ckpt.get("train_seconds", 0.0))
         log.truncate_after(step)
+        _remove_stale_temporaries(ckpt_path)
+
+    def save(epoch: int, epoch_step: int, view_gen: torch.Generator | None) -> None:
+        """``epoch`` is the one to continue from, ``epoch_step`` the batches of it done."""
+        if main:
+            save_checkpoint(
+                ckpt_path,
+                model=method.state_dict(),
+                optimizer=optimizer.state_dict(),
+                epoch=epoch,
+                epoch_step=epoch_step,
+                view_generator=None if view_gen is None else view_gen.get_state(),
+                step=step,
+                train_seconds=train_seconds,
+                rng=_rng_state(device),
+                config=config_to_dict(cfg),
+            )
 
     model: nn.Module = method
     if is_distributed():
@@ -224,69 +285,98 @@ def fit(
         dynamic_ncols=True,
     )
     method.train()
-    for epoch in range(start_epoch, tc.epochs):
-        view_gen = torch.Generator(device=device).manual_seed(
-            (cfg.seed * 100_003 + epoch) * 1_009 + rank()
-        )
-        epoch_start = time.perf_counter()
-        pending = _Pending([], [], [], [], time.perf_counter())
-        for idx in stream.epoch(epoch):
-            batch = images[idx.to(images.device)].to(device, non_blocking=True)
-            with torch.no_grad():
-                views = make_views(batch, method.view_specs, view_gen, compile=cfg.views.compile)
-            if tc.channels_last:
-                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-            lr = warmup_cosine(
-                step, total, base=base_lr, warmup_steps=warmup, final=base_lr * tc.final_lr_ratio
+    with _StopSignals() as stop:
+        for epoch in range(start_epoch, tc.epochs):
+            view_gen = torch.Generator(device=device).manual_seed(
+                (cfg.seed * 100_003 + epoch) * 1_009 + rank()
             )
-            wd = _weight_decay(tc, step, total)
-            for group, decayed, scale in zip(
-                optimizer.param_groups, decays, lr_scales, strict=True
-            ):
-                group["lr"] = lr * scale
-                group["weight_decay"] = wd if decayed else 0.0
-            method.before_step(step, total, stream.steps_per_epoch)
-            extra = () if labels is None else (labels[idx.to(labels.device)].to(device),)
-            with autocast:
-                out = model(views, *extra)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            method.after_backward()
-            if tc.grad_clip is not None:
-                nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
-            optimizer.step()
-            method.on_step_end(step, total)
-            pending.steps.append(step)
-            pending.losses.append(out.loss.detach())
-            pending.parts.append(out.parts)
-            pending.lrs.append(lr)
-            pending.images += len(batch) * world_size()
-            step += 1
-            bar.update(1)
-            if len(pending.steps) >= tc.log_every:
-                _flush(pending, epoch, log, bar, ckpt_path)
-                pending = _Pending([], [], [], [], time.perf_counter())
-        _flush(pending, epoch, log, bar, ckpt_path)
-        train_seconds += time.perf_counter() - epoch_start  # training time, monitor excluded
-        if monitor is not None and monitor_every and (epoch + 1) % monitor_every == 0 and main:
-            method.eval()
-            scores = monitor(method.backbone, epoch + 1)
-            at = {"epoch": epoch + 1, "step": step, "train_seconds": train_seconds}
-            log.write([{**at, **scores}])
-            method.train()
-        if main:
-            save_checkpoint(
-                ckpt_path,
-                model=method.state_dict(),
-                optimizer=optimizer.state_dict(),
-                epoch=epoch + 1,
-                step=step,
-                train_seconds=train_seconds,
-                rng=_rng_state(),
-                config=config_to_dict(cfg),
-            )
+            if epoch == start_epoch and view_state is not None:
+                view_gen.set_state(view_state)
+            epoch_start = time.perf_counter()
+            pending = _Pending([], [], [], [], time.perf_counter())
+            batches = list(stream.epoch(epoch))
+            first = skip if epoch == start_epoch else 0
+            for i in range(first, len(batches)):
+                idx = batches[i]
+                batch = images[idx.to(images.device)].to(device, non_blocking=True)
+                with torch.no_grad():
+                    views = make_views(
+                        batch, method.view_specs, view_gen, compile=cfg.views.compile
+                    )
+                if tc.channels_last:
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                lr = warmup_cosine(
+                    step,
+                    total,
+                    base=base_lr,
+                    warmup_steps=warmup,
+                    final=base_lr * tc.final_lr_ratio,
+                )
+                wd = _weight_decay(tc, step, total)
+                for group, decayed, scale in zip(
+                    optimizer.param_groups, decays, lr_scales, strict=True
+                ):
+                    group["lr"] = lr * scale
+                    group["weight_decay"] = wd if decayed else 0.0
+                method.before_step(step, total, stream.steps_per_epoch)
+                extra = () if labels is None else (labels[idx.to(labels.device)].to(device),)
+                with autocast:
+                    out = model(views, *extra)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                method.after_backward()
+                if tc.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
+                optimizer.step()
+                method.on_step_end(step, total)
+                pending.steps.append(step)
+                pending.losses.append(out.loss.detach())
+                pending.parts.append(out.parts)
+                pending.lrs.append(lr)
+                pending.images += len(batch) * world_size()
+                step += 1
+                bar.update(1)
+                if len(pending.steps) >= tc.log_every:
+                    _flush(pending, epoch, log, bar, ckpt_path)
+                    pending = _Pending([], [], [], [], time.perf_counter())
+                done = i + 1
+                periodic = tc.checkpoint_every and step % tc.checkpoint_every == 0
+                if (stop.received or periodic) and done < len(batches):
+                    _flush(pending, epoch, log, bar, ckpt_path)
+                    pending = _Pending([], [], [], [], time.perf_counter())
+                    save(epoch, done, view_gen)
+                    if stop.received:
+                        bar.close()
+                        raise TrainingStopped(
+                            f"stopped by {stop.received} at step {step} (epoch {epoch}, batch "
+                            f"{done} of {len(batches)}); checkpoint written to {ckpt_path}. "
+                            f"Continue with: selfsup pretrain --out {run_dir} --resume"
+                        )
+            _flush(pending, epoch, log, bar, ckpt_path)
+            train_seconds += time.perf_counter() - epoch_start  # training time, monitor excluded
+            if monitor is not None and monitor_every and (epoch + 1) % monitor_every == 0 and main:
+                method.eval()
+                scores = monitor(method.backbone, epoch + 1)
+                at = {"epoch": epoch + 1, "step": step, "train_seconds": train_seconds}
+                log.write([{**at, **scores}])
+                method.train()
+            save(epoch + 1, 0, None)
+            if stop.received and epoch + 1 < tc.epochs:
+                bar.close()
+                raise TrainingStopped(
+                    f"stopped by {stop.received} at the end of epoch {epoch + 1}; checkpoint "
+                    f"written to {ckpt_path}. Continue with: selfsup pretrain --out {run_dir} "
+                    "--resume"
+                )
     bar.close()
     return method
+
+
+def _remove_stale_temporaries(ckpt_path: Path) -> None:
+    """Temporary files of a checkpoint write that a kill interrupted (never renamed over
+    ``last.pt``, so never read): removed when the run resumes."""
+    for tmp in ckpt_path.parent.glob(f".{ckpt_path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def _weight_decay(tc: TrainConfig, step: int, total: int) -> float:

@@ -1,0 +1,212 @@
+"""Runs that survive: mid-epoch checkpoints, kills, SIGTERM, failed writes, file permissions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.atomic import write_json_atomic
+from selfsup.errors import WriteError
+from selfsup.train import checkpoint, loop
+from selfsup.train.checkpoint import load_checkpoint
+from selfsup.train.loop import fit
+from test_train import records, setup
+from tiny import TINY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch) -> None:
+    cfg, data = setup(["train.epochs=3", "train.checkpoint_every=3"])
+    full = fit(loop_method(cfg, data), data.images, cfg, tmp_path / "full")
+    calls = {"n": 0}
+    real = loop.make_views
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:  # the 4th step of epoch 1, after the step-6 checkpoint
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "make_views", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        fit(loop_method(cfg, data), data.images, cfg, tmp_path / "cut")
+    monkeypatch.setattr(loop, "make_views", real)
+    ckpt = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["epoch_step"], ckpt["step"]) == (1, 2, 6)  # mid-epoch
+    resumed = fit(loop_method(cfg, data), data.images, cfg, tmp_path / "cut", resume=True)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert [r["loss"] for r in records(tmp_path / "cut") if "loss" in r] == [
+        r["loss"] for r in records(tmp_path / "full") if "loss" in r
+    ]
+
+
+def loop_method(cfg, data):
+    from selfsup.pipeline import make_method
+
+    return make_method(cfg, data.channels)
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch) -> None:
+    cfg, data = setup(["train.epochs=1"])
+    fit(loop_method(cfg, data), data.images, cfg, tmp_path)
+    path = tmp_path / "checkpoints" / "last.pt"
+    saved = path.read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    cfg2, _ = setup(["train.epochs=2"])
+    with pytest.raises(WriteError, match=r"No space left.*intact"):
+        fit(loop_method(cfg2, data), data.images, cfg2, tmp_path, resume=True)
+    monkeypatch.undo()
+    assert path.read_bytes() == saved  # the previous checkpoint, whole
+    assert not list(path.parent.glob("*.tmp"))  # no temporary left behind
+    fit(loop_method(cfg2, data), data.images, cfg2, tmp_path, resume=True)  # and it resumes
+    assert load_checkpoint(path)["epoch"] == 2
+
+
+def test_failed_results_write_keeps_the_previous_file(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"evals": [1]})
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(WriteError, match=r"results\.json"):
+        write_json_atomic(path, {"evals": [2]})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"evals": [1]}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_run_files_get_the_umask_permissions(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        cfg, data = setup(["train.epochs=1"])
+        fit(loop_method(cfg, data), data.images, cfg, tmp_path)
+        write_json_atomic(tmp_path / "results.json", {})
+    finally:
+        os.umask(old)
+    for name in ("checkpoints/last.pt", "results.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# --- real processes: SIGTERM and SIGKILL ----------------------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    import torch
+    torch.set_num_threads(1)
+    from pathlib import Path
+    from selfsup.train import checkpoint, loop
+    mode, marker = sys.argv[1], Path(sys.argv[2])
+    real_views, real_save = loop.make_views, checkpoint.torch.save
+    def slow_views(*a, **k):  # time to be killed between steps
+        time.sleep(0.02)
+        return real_views(*a, **k)
+    loop.make_views = slow_views
+    if mode == "hang-in-save":  # write half a checkpoint, then wait to be killed
+        saves = {"n": 0}
+        def hanging_save(obj, f):
+            saves["n"] += 1
+            if saves["n"] == 3:
+                f.write(b"half a checkpoint")
+                marker.touch()
+                time.sleep(60)
+            return real_save(obj, f)
+        checkpoint.torch.save = hanging_save
+    from selfsup.cli import main
+    sys.exit(main(sys.argv[3:]))
+    """
+)
+ARGS = [*TINY, "data.limit=256", "train.epochs=4", "train.checkpoint_every=3",
+        "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false",
+        "eval.compare_pixels=false"]  # fmt: skip
+
+
+def _child(tmp_path: Path, out: Path, mode: str, *extra: str) -> subprocess.Popen:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, str(script), mode, str(tmp_path / f"{out.name}.marker"), "pretrain",
+           "--out", str(out), *ARGS, *extra]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(cond, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while not cond():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < end, "timed out"
+        time.sleep(0.01)
+
+
+def _steps(run: Path) -> int:
+    path = run / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def _finish(tmp_path: Path, run: Path) -> None:
+    proc = _child(tmp_path, run, "plain", "--resume")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+
+
+def test_sigkill_at_three_points_then_resume_equals_an_uninterrupted_run(tmp_path) -> None:
+    reference = tmp_path / "reference"
+    proc = _child(tmp_path, reference, "plain")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    want = _final_weights(reference)
+
+    kills = {
+        "mid-epoch-1": lambda run: _steps(run) >= 11,  # 8 steps per epoch: inside epoch 1
+        "mid-epoch-3": lambda run: _steps(run) >= 29,
+        "in-checkpoint-write": lambda run: (tmp_path / f"{run.name}.marker").exists(),
+    }
+    for name, when in kills.items():
+        run = tmp_path / name
+        mode = "hang-in-save" if name == "in-checkpoint-write" else "plain"
+        proc = _child(tmp_path, run, mode)
+        _wait(lambda run=run, when=when: when(run), proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        load_checkpoint(run / "checkpoints" / "last.pt")  # readable after the kill
+        _finish(tmp_path, run)
+        got = _final_weights(run)
+        for key, value in want.items():
+            assert torch.equal(got[key], value), (name, key)
+        assert not list((run / "checkpoints").glob("*.tmp")), name
+        steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert sorted(s for s in steps if s is not None) == sorted(
+            json.loads(x)["step"] for x in (reference / "metrics.jsonl").read_text().splitlines()
+        ), name  # no step lost or repeated in the log
+
+
+def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path) -> None:
+    run = tmp_path / "run"
+    proc = _child(tmp_path, run, "plain")
+    _wait(lambda: _steps(run) >= 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "stopped by SIGTERM" in err and "--resume" in err
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] >= 5
+    _finish(tmp_path, run)
+    assert (run / "results.json").is_file()
