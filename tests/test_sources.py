@@ -470,7 +470,9 @@ def test_imagefolder_corrupt_image_is_named(tmp_path: Path, content: bytes | str
     bad = written["paths"][2]
     bad.write_bytes(bad.read_bytes()[:200] if content == "truncated" else content)
     with pytest.raises(DataError, match="remove or replace") as err:
-        load_dataset(f"imagefolder:{tmp_path / 'f'}", root=tmp_path, image_size=16)
+        load_dataset(
+            f"imagefolder:{tmp_path / 'f'}", root=tmp_path, image_size=16, on_bad_image="fail"
+        )
     assert str(bad) in str(err.value)
     assert not list((tmp_path / "cache").glob("*.npy"))  # no half-written cache
 

@@ -8,6 +8,7 @@ without torchvision. Every malformed file raises a :class:`DataError` naming tha
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import struct
 import zlib
@@ -26,6 +27,7 @@ IDX_LABELS_MAGIC = 0x00000801
 """IDX magic of a uint8 1-d array (N,)."""
 
 _FIX = "re-download it or replace the file"
+_DELETE = "delete the file and re-download it (--download) or replace it"
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -45,7 +47,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(data) < 4:
-        raise DataError(f"{path} is truncated ({len(data)} bytes); {_FIX}")
+        what = "empty" if not data else f"truncated ({len(data)} bytes)"
+        raise DataError(f"{path} is {what}, not an IDX file; {_DELETE}")
     got = int.from_bytes(data[:4], "big")
     if got != magic:
         raise DataError(
@@ -55,7 +58,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{path} is truncated (header incomplete); {_FIX}")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python ints: garbage dimensions cannot overflow
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
         raise DataError(
@@ -94,19 +97,43 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
     plane row-major, so a plain reshape to (N, 3, 32, 32) gives channels-first RGB.
     """
     d = read_pickle_dict(path)
-    data = np.asarray(_field(d, "data", path))
-    labels = np.asarray(_field(d, label_key, path), dtype=np.int64)
+    data = _as_array(_field(d, "data", path), "data", path)
+    labels = _as_array(_field(d, label_key, path), label_key, path)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DataError(f"{path}: 'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
+        raise DataError(
+            f"{path}: 'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072); {_DELETE}"
+        )
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise DataError(
+            f"{path}: {label_key!r} is {labels.dtype} {labels.shape}, expected a list of "
+            f"integer class indices; {_DELETE}"
+        )
     if labels.shape != (data.shape[0],):
-        raise DataError(f"{path}: {labels.shape[0]} labels for {data.shape[0]} images; {_FIX}")
-    return data.reshape(-1, 3, 32, 32).copy(), labels
+        raise DataError(f"{path}: {labels.shape[0]} labels for {data.shape[0]} images; {_DELETE}")
+    return data.reshape(-1, 3, 32, 32).copy(), labels.astype(np.int64)
+
+
+def _as_array(value: object, key: str, path: Path) -> np.ndarray:
+    """``np.asarray(value)``, any failure (ragged lists, huge ints) a DataError naming ``key``."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise DataError(f"{path}: {key!r} is not an array ({e}); {_DELETE}") from e
+    # integers only (not str, object, float); an empty list loads as float64 and is let through
+    if array.dtype.kind not in "biu" and (array.size or array.ndim != 1):
+        raise DataError(f"{path}: {key!r} holds {array.dtype} values, not integers; {_DELETE}")
+    return array
 
 
 def read_cifar_names(path: Path, key: str) -> list[str]:
     """The class names stored under ``key`` in a CIFAR meta file (bytes or str)."""
     names = _field(read_pickle_dict(path), key, path)
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]  # type: ignore[union-attr]
+    if not isinstance(names, (list, tuple)) or not names:
+        raise DataError(f"{path}: {key!r} is not a non-empty list of class names; {_DELETE}")
+    try:
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: {key!r} holds a name that is not text ({e}); {_DELETE}") from e
 
 
 STL_SIZE = 96
@@ -115,7 +142,12 @@ _STL_IMAGE_BYTES = 3 * STL_SIZE * STL_SIZE
 
 def stl_count(path: Path) -> int:
     """The number of images in an STL-10 ``*_X.bin`` file (checked to be a whole number)."""
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}; {_FIX}") from e
+    if size == 0:
+        raise DataError(f"{path} is empty (0 bytes); {_DELETE}")
     if size % _STL_IMAGE_BYTES:
         raise DataError(
             f"{path} is truncated: {size} bytes is not a multiple of {_STL_IMAGE_BYTES} "
@@ -127,7 +159,10 @@ def stl_count(path: Path) -> int:
 def _stl_source(path: Path) -> np.ndarray:
     """The raw file as a read-only (N, 3, 96, 96) memmap, still column-major per image."""
     n = stl_count(path)
-    return np.memmap(path, dtype=np.uint8, mode="r", shape=(n, 3, STL_SIZE, STL_SIZE))
+    try:
+        return np.memmap(path, dtype=np.uint8, mode="r", shape=(n, 3, STL_SIZE, STL_SIZE))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}; {_FIX}") from e
 
 
 def read_stl_images(path: Path) -> np.ndarray:
@@ -141,7 +176,10 @@ def read_stl_images(path: Path) -> np.ndarray:
 
 def read_stl_labels(path: Path, n: int) -> np.ndarray:
     """The labels of an STL-10 ``*_y.bin`` file: one uint8 per image, 1..10, returned as 0..9."""
-    raw = np.fromfile(path, dtype=np.uint8)
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}; {_FIX}") from e
     if raw.shape != (n,):
         raise DataError(f"{path} has {raw.size} labels for {n} images; {_FIX}")
     if n and (raw.min() < 1 or raw.max() > 10):

@@ -16,17 +16,28 @@ Decoding is slow, so the result is cached under ``<data root>/cache/`` as a ``.n
 loads memory-map (see :mod:`selfsup.data.cache`), plus a JSON sidecar with labels and classes. The
 cache name hashes the folder's absolute path, ``image_size`` and every file's relative path, size
 and mtime: adding, removing or editing an image rebuilds it.
+
+Bad files never reach training: every image is decoded once, when the cache is built, and one
+that cannot be used (empty, truncated or corrupt, not an image despite its extension, unreadable,
+over PIL's decompression-bomb limit, a symbolic link leading outside the folder) is, with
+``on_bad_image="skip"`` (the default, config key ``data.on_bad_image``), left out and listed with
+its reason in the report ``<cache>.bad.json`` next to the cache (and named on stderr at every
+load); with ``on_bad_image="fail"`` the first one is a :class:`DataError` before any training.
+Symbolic links are only read when they lead to a file inside the split folder; linked folders
+are never descended into.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from selfsup.atomic import write_json_atomic
@@ -37,7 +48,10 @@ from selfsup.data.cache import (
     remove_stale,
     write_npy_atomic,
 )
-from selfsup.errors import DataError
+from selfsup.errors import ConfigError, DataError, WriteError
+
+BAD_IMAGE_CHOICES = ("skip", "fail")
+"""What ``on_bad_image`` may be: leave bad files out (and report them), or stop at the first."""
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 _SPLIT_DIRS = {"train": ("train",), "test": ("test", "val")}
@@ -47,12 +61,55 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _images_under(folder: Path) -> list[Path]:
-    """All image files below ``folder`` (recursively, hidden entries skipped), sorted."""
+Skipped = list[tuple[Path, str]]
+"""Files left out, with the reason, in the order they were met."""
+
+
+def _link_problem(path: Path, root: Path) -> str | None:
+    """Why the symbolic link ``path`` is not read (None: it leads to a file inside ``root``).
+
+    ``root`` is resolved. Links to folders are never followed (no loops, no images twice)."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop of links
+        return f"broken symbolic link (to {os.readlink(path)!s}): skipped"
+    if target.is_dir():
+        where = "inside" if target.is_relative_to(root) else "outside"
+        return f"symbolic link to the folder {target}, {where} the image folder: not followed"
+    if not target.is_relative_to(root):
+        return f"symbolic link to {target}, outside the image folder: not followed"
+    return None
+
+
+def _images_under(folder: Path, root: Path, skipped: Skipped) -> list[Path]:
+    """All image files below ``folder`` (recursively, hidden entries skipped), sorted.
+
+    Symbolic links that do not lead to a file inside ``root`` and folders that cannot be listed
+    are appended to ``skipped``."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath, f) for f in filenames if _is_image(Path(f))]
+
+    def unlistable(err: OSError) -> None:
+        skipped.append((Path(err.filename or folder), f"cannot list this folder: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlistable):
+        kept = []
+        for d in sorted(dirnames):
+            if d.startswith("."):
+                continue
+            if Path(dirpath, d).is_symlink():
+                skipped.append((Path(dirpath, d), _link_problem(Path(dirpath, d), root) or ""))
+            else:
+                kept.append(d)
+        dirnames[:] = kept
+        for name in filenames:
+            file = Path(dirpath, name)
+            if not _is_image(file):
+                continue
+            problem = _link_problem(file, root) if file.is_symlink() else None
+            if problem:
+                skipped.append((file, problem))
+            else:
+                found.append(file)
     return sorted(found)
 
 
@@ -72,11 +129,27 @@ def split_folder(path: Path, split: str) -> Path:
     )
 
 
-def scan(folder: Path) -> tuple[list[Path], list[int], list[str]]:
-    """Files, labels and classes of one split folder (labels -1 and no classes when flat)."""
-    loose = sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p))
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    per_class = [(d.name, _images_under(d)) for d in subdirs]
+def scan(folder: Path) -> tuple[list[Path], list[int], list[str], Skipped]:
+    """Files, labels and classes of one split folder (labels -1 and no classes when flat), and
+    the entries skipped while looking (symbolic links not followed, unlistable folders)."""
+    root = folder.resolve()
+    skipped: Skipped = []
+    try:
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"cannot list the image folder {folder}: {e.strerror or e}") from e
+    loose, subdirs = [], []
+    for p in entries:
+        if p.is_symlink() and (p.is_dir() or _is_image(p)):
+            problem = _link_problem(p, root)  # always one for a linked folder
+            if problem:
+                skipped.append((p, problem))
+                continue
+        if p.is_dir():
+            subdirs.append(p)
+        elif _is_image(p):
+            loose.append(p)
+    per_class = [(d.name, _images_under(d, root, skipped)) for d in subdirs]
     per_class = [(name, files) for name, files in per_class if files]
     if per_class and loose:
         raise DataError(
@@ -85,15 +158,18 @@ def scan(folder: Path) -> tuple[list[Path], list[int], list[str]]:
             "or into a folder of their own"
         )
     if not per_class and not loose:
+        also = ""
+        if skipped:
+            also = f"; skipped {len(skipped)} entries, the first {skipped[0][0]}: {skipped[0][1]}"
         raise DataError(
             f"{folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}), neither loose "
-            "nor in class sub-folders"
+            f"nor in class sub-folders{also}"
         )
     if loose:
-        return loose, [-1] * len(loose), []
+        return loose, [-1] * len(loose), [], skipped
     files = [f for _, fs in per_class for f in fs]
     labels = [i for i, (_, fs) in enumerate(per_class) for _ in fs]
-    return files, labels, [name for name, _ in per_class]
+    return files, labels, [name for name, _ in per_class], skipped
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -119,10 +195,14 @@ def decode(path: Path, size: int) -> np.ndarray:
     """One image file as uint8 (3, size, size): RGB, shorter side resized, centre-cropped.
 
     Resizing uses PIL's bilinear filter, which antialiases when shrinking. EXIF orientation is
-    applied first so photos come out the way viewers show them.
+    applied first so photos come out the way viewers show them. An image over PIL's
+    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) raises, whether PIL would raise or
+    only warn.
     """
-    with Image.open(path) as opened:
-        image = _to_rgb(ImageOps.exif_transpose(opened))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as opened:
+            image = _to_rgb(ImageOps.exif_transpose(opened))
     w, h = image.size
     scale = size / min(w, h)
     new = (max(size, round(w * scale)), max(size, round(h * scale)))
@@ -133,47 +213,192 @@ def decode(path: Path, size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def load_image_folder(path: Path, split: str, image_size: int, cache_dir: Path) -> ImageArray:
-    """Load ``split`` of the image folder at ``path`` (see the module docstring)."""
+def _why_bad(error: BaseException) -> str:
+    """A short reason why decoding an image failed, for the report and the error message."""
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"too large (over PIL.Image.MAX_IMAGE_PIXELS, the decompression-bomb limit): {error}"
+    if isinstance(error, PermissionError):
+        return "permission denied: cannot open the file"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image PIL can read (corrupt, or another kind of file with an image name)"
+    if isinstance(error, OSError) and "truncated" in str(error).lower():
+        return f"truncated or corrupt: {error}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"cannot read the file: {error.strerror}"
+    return f"corrupt or unsupported image: {type(error).__name__}: {error}"
+
+
+def _bad_error(path: Path | str, reason: str) -> DataError:
+    return DataError(
+        f"bad image {path}: {reason}. With data.on_bad_image=fail the first bad image stops "
+        "the run: remove or replace this file, or set data.on_bad_image=skip to leave bad "
+        "images out (they are then listed in a .bad.json report next to the cache)"
+    )
+
+
+def load_image_folder(
+    path: Path, split: str, image_size: int, cache_dir: Path, on_bad_image: str = "skip"
+) -> ImageArray:
+    """Load ``split`` of the image folder at ``path`` (see the module docstring).
+
+    ``on_bad_image``: ``"skip"`` leaves unusable files out and lists them in the cache's
+    ``.bad.json`` report; ``"fail"`` raises a :class:`DataError` naming the first one.
+    """
+    if on_bad_image not in BAD_IMAGE_CHOICES:
+        raise ConfigError(
+            f"on_bad_image={on_bad_image!r} is not valid; valid choices: "
+            f"{', '.join(BAD_IMAGE_CHOICES)}"
+        )
+    fail = on_bad_image == "fail"
     folder = split_folder(path.expanduser().absolute(), split)
-    files, labels, classes = scan(folder)
-    listing = []
-    for f in files:
-        stat = f.stat()
+    candidates, candidate_labels, classes, skipped = scan(folder)
+    if fail and skipped:
+        raise _bad_error(*skipped[0])
+    files, labels, listing = [], [], []
+    for f, label in zip(candidates, candidate_labels, strict=True):
+        try:
+            stat = f.stat()
+        except OSError as e:
+            if fail:
+                raise _bad_error(f, f"cannot read the file: {e.strerror or e}") from e
+            skipped.append((f, f"cannot read the file: {e.strerror or e}"))
+            continue
+        files.append(f)
+        labels.append(label)
         listing.append([f.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
+    skipped_key = [[str(p), reason] for p, reason in skipped]
     folder_key = cache_key(["imagefolder", str(folder), image_size])
-    key = cache_key(["imagefolder", 1, str(folder), image_size, listing])
+    key = cache_key(["imagefolder", 2, str(folder), image_size, listing, skipped_key])
     npy = cache_dir / f"imagefolder-{folder_key}-{key}.npy"
     sidecar = npy.with_suffix(".json")
-    shape = (len(files), 3, image_size, image_size)
+    report = npy.with_suffix(".bad.json")
 
-    images = _open_cached(npy, sidecar, shape)
-    if images is None:
-
-        def fill(out: np.ndarray) -> None:
-            for i, f in enumerate(tqdm(files, desc=f"decoding {folder.name}", unit="img")):
-                try:
-                    out[i] = decode(f, image_size)
-                except Exception as e:  # any decoder failure means this file is unusable
-                    raise DataError(
-                        f"cannot read image {f}: {e}; remove or replace this file"
-                    ) from e
-
-        write_npy_atomic(npy, shape, fill)
-        write_json_atomic(sidecar, {"folder": str(folder), "labels": labels, "classes": classes})
-        remove_stale(cache_dir, f"imagefolder-{folder_key}-*", {npy, sidecar})
-        images = _open_cached(npy, sidecar, shape)
-        if images is None:
+    cached = _open_cached(npy, sidecar, image_size)
+    if cached is None:
+        good, bad = _build(npy, files, listing, image_size, folder, fail, skipped, report)
+        meta = {
+            "folder": str(folder),
+            "labels": [labels[i] for i in good],
+            "classes": classes,
+            "bad": [{"path": str(p), "reason": r} for p, r in bad],
+        }
+        write_json_atomic(sidecar, meta)
+        keep = {npy, sidecar}
+        if bad:
+            write_json_atomic(report, _report(folder, len(good), bad))
+            keep.add(report)
+        remove_stale(cache_dir, f"imagefolder-{folder_key}-*", keep)
+        cached = _open_cached(npy, sidecar, image_size)
+        if cached is None:
             raise DataError(f"cannot read back the cache {npy} just written; delete it and retry")
-    return ImageArray(images, torch.tensor(labels, dtype=torch.int64), classes)
+    images, good_labels, bad_list = cached
+    if bad_list:
+        first = bad_list[0]
+        if fail:
+            raise _bad_error(first["path"], first["reason"])
+        print(
+            f"selfsup: {folder}: skipped {len(bad_list)} bad image file(s) of "
+            f"{len(bad_list) + images.shape[0]} (the first {first['path']}: {first['reason']}); "
+            f"all are listed in {report}",
+            file=sys.stderr,
+        )
+    return ImageArray(images, torch.tensor(good_labels, dtype=torch.int64), classes)
 
 
-def _open_cached(npy: Path, sidecar: Path, shape: tuple[int, ...]) -> torch.Tensor | None:
-    """The cached images when both files are present and agree with ``shape``."""
+def _report(folder: Path, loaded: int, bad: Skipped) -> dict[str, object]:
+    return {
+        "folder": str(folder),
+        "loaded": loaded,
+        "skipped": [{"path": str(p), "reason": r} for p, r in bad],
+        "note": "these files were left out (data.on_bad_image=skip); fix or remove them, or "
+        "set data.on_bad_image=fail to stop at the first",
+    }
+
+
+def _build(
+    npy: Path,
+    files: list[Path],
+    listing: list[list[object]],
+    image_size: int,
+    folder: Path,
+    fail: bool,
+    skipped: Skipped,
+    report: Path,
+) -> tuple[list[int], Skipped]:
+    """Decode ``files`` into the cache ``npy``: the indices of the good ones, and all the files
+    left out (``skipped`` from the scan, then the ones that do not decode)."""
+    shape = (len(files), 3, image_size, image_size)
+    good: list[int] = []
+    bad: Skipped = list(skipped)
+
+    def fill(out: np.ndarray) -> None:
+        for i, f in enumerate(tqdm(files, desc=f"decoding {folder.name}", unit="img")):
+            try:
+                if listing[i][1] == 0:
+                    raise _EmptyFile
+                out[len(good)] = decode(f, image_size)
+            except Exception as e:  # any failure to decode means this file is unusable
+                reason = "empty file (0 bytes)" if isinstance(e, _EmptyFile) else _why_bad(e)
+                if fail:
+                    raise _bad_error(f, reason) from e
+                bad.append((f, reason))
+                continue
+            good.append(i)
+        if not good:
+            write_json_atomic(report, _report(folder, 0, bad))
+            raise DataError(
+                f"none of the {len(files)} image files in {folder} could be used (the first, "
+                f"{bad[0][0]}: {bad[0][1]}); every file and its reason is listed in {report}"
+            )
+
+    # decoded into a scratch cache first: only once every file is decoded is it known how many
+    # images the cache holds (a left-out file means copying the good ones into a smaller one)
+    scratch = npy.with_name(f"{npy.stem}.decoding.npy")
+    try:
+        write_npy_atomic(scratch, shape, fill)
+        if len(good) == len(files):
+            try:
+                os.replace(scratch, npy)
+            except OSError as e:
+                raise WriteError(f"could not write {npy} ({e.strerror or e})") from e
+        else:
+            decoded = np.load(scratch, mmap_mode="r")
+            n = len(good)
+
+            def compact(out: np.ndarray) -> None:
+                for start in range(0, n, 1024):
+                    out[start : start + 1024] = decoded[start : min(start + 1024, n)]
+
+            write_npy_atomic(npy, (n, *shape[1:]), compact)
+            del decoded
+    finally:
+        scratch.unlink(missing_ok=True)
+    return good, bad
+
+
+class _EmptyFile(Exception):
+    """A zero-byte file (checked before PIL, which would only say it cannot identify it)."""
+
+
+def _open_cached(
+    npy: Path, sidecar: Path, image_size: int
+) -> tuple[torch.Tensor, list[int], list[dict[str, str]]] | None:
+    """The cached images, their labels and the bad-file list, when both files are present and
+    agree; None means rebuild."""
     try:
         meta = json.loads(sidecar.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or len(meta.get("labels", ())) != shape[0]:
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), list):
         return None
-    return open_npy(npy, shape)
+    if not all(isinstance(label, int) for label in meta["labels"]):
+        return None
+    bad = meta.get("bad", [])
+    if not isinstance(bad, list) or not all(
+        isinstance(b, dict) and {"path", "reason"} <= set(b) for b in bad
+    ):
+        return None
+    images = open_npy(npy, (len(meta["labels"]), 3, image_size, image_size))
+    if images is None:
+        return None
+    return images, meta["labels"], bad

@@ -30,7 +30,7 @@ import torch
 
 from selfsup.data import formats
 from selfsup.data.array import ImageArray
-from selfsup.data.imagefolder import load_image_folder
+from selfsup.data.imagefolder import BAD_IMAGE_CHOICES, load_image_folder
 from selfsup.data.synthetic import make_synthetic
 from selfsup.errors import ConfigError, DataError
 from selfsup.registry import Registry
@@ -69,6 +69,7 @@ class _Request:
     download: bool
     image_size: int | None
     path: str | None  # the PATH of imagefolder:PATH
+    on_bad_image: str = "skip"  # imagefolder: skip (and report) or fail on unusable files
 
 
 _DATASETS: Registry[Callable[[_Request], ImageArray]] = Registry("dataset")
@@ -92,6 +93,7 @@ def load_dataset(
     root: str | Path | None = None,
     download: bool = False,
     image_size: int | None = None,
+    on_bad_image: str = "skip",
 ) -> ImageArray:
     """Load ``split`` of dataset ``name`` as uint8 (N, C, H, W) images and int64 labels.
 
@@ -102,6 +104,9 @@ def load_dataset(
         download: fetch a missing dataset through torchvision (needs internet).
         image_size: side of the square images of ``imagefolder`` (default 64) and ``synthetic``
             (default 32); the other datasets keep their native size.
+        on_bad_image: ``imagefolder`` only: ``"skip"`` leaves files that cannot be used out and
+            lists them in a report next to the cache; ``"fail"`` raises a :class:`DataError`
+            naming the first (see :mod:`selfsup.data.imagefolder`).
 
     Raises:
         ConfigError: unknown name or split, or a bad ``image_size``.
@@ -123,8 +128,13 @@ def load_dataset(
         not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1
     ):
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
+    if on_bad_image not in BAD_IMAGE_CHOICES:
+        raise ConfigError(
+            f"on_bad_image={on_bad_image!r} is not valid; valid choices: "
+            f"{', '.join(BAD_IMAGE_CHOICES)}"
+        )
     data_root = default_data_root() if root is None else Path(root).expanduser()
-    array = loader(_Request(split, data_root, download, image_size, path))
+    array = loader(_Request(split, data_root, download, image_size, path, on_bad_image))
     array.name, array.split = name, split
     return array
 
@@ -254,9 +264,13 @@ def _cifar(req: _Request, *, hundred: bool) -> ImageArray:
     found = _find(dataset, req, [req.root / folder], needed, fetch, _GET_IT.format(root=req.root))
     parts = [formats.read_cifar_batch(found[b], label_key) for b in batches]
     classes = formats.read_cifar_names(found[meta], names_key)
+    for b, (_, lab) in zip(batches, parts, strict=True):
+        if lab.size and (lab.min() < 0 or lab.max() >= len(classes)):
+            raise DataError(
+                f"{found[b]} has labels outside 0..{len(classes) - 1} (the classes of "
+                f"{found[meta].name}); re-download the dataset or replace the files"
+            )
     labels = np.concatenate([lab for _, lab in parts])
-    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise DataError(f"{req.root / folder} has labels outside 0..{len(classes) - 1}")
     return _array(np.concatenate([im for im, _ in parts]), labels, classes)
 
 
@@ -287,7 +301,19 @@ def _stl10(req: _Request) -> ImageArray:
     names_file = folder / "class_names.txt"
     classes = list(STL10_CLASSES)
     if names_file.is_file():
-        classes = [s.strip() for s in names_file.read_text().splitlines() if s.strip()]
+        try:
+            classes = [s.strip() for s in names_file.read_text().splitlines() if s.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(
+                f"cannot read the class names in {names_file}: {e}; delete the file (the "
+                "standard STL-10 names are then used) or re-download the dataset"
+            ) from e
+        if len(classes) != len(STL10_CLASSES):
+            raise DataError(
+                f"{names_file} names {len(classes)} classes, STL-10 has "
+                f"{len(STL10_CLASSES)}; delete the file (the standard names are then used) "
+                "or re-download the dataset"
+            )
     labels = [
         np.full(formats.stl_count(found["unlabeled_X"]), -1, dtype=np.int64)
         if p == "unlabeled"
@@ -308,7 +334,9 @@ def _stl10(req: _Request) -> ImageArray:
 def _imagefolder(req: _Request) -> ImageArray:
     assert req.path is not None
     size = 64 if req.image_size is None else req.image_size
-    return load_image_folder(Path(req.path), req.split, size, req.root / "cache")
+    return load_image_folder(
+        Path(req.path), req.split, size, req.root / "cache", on_bad_image=req.on_bad_image
+    )
 
 
 @_DATASETS.register("synthetic")
