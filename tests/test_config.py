@@ -15,7 +15,9 @@ def test_defaults_are_vicreg_official() -> None:
 
 def test_yaml_then_overrides(tmp_path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("train:\n  epochs: 3\n  batch_size: 64\nmethod:\n  name: vicreg\n")
+    path.write_text(
+        "train:\n  epochs: 3\n  warmup_epochs: 1\n  batch_size: 64\nmethod:\n  name: vicreg\n"
+    )
     cfg = load_config(path, ["train.epochs=5", "data.limit=100", "method.sim_weight=10"])
     assert cfg.train.epochs == 5 and cfg.train.batch_size == 64
     assert cfg.data.limit == 100 and cfg.method.sim_weight == 10.0
@@ -63,7 +65,10 @@ def test_int_accepted_for_float_and_none_for_optional() -> None:
 
 
 def test_save_load_round_trip(tmp_path) -> None:
-    cfg = load_config(None, ["train.epochs=7", "backbone.widths=[8,16]", "data.mean=[0.5]"])
+    cfg = load_config(
+        None,
+        ["train.epochs=7", "train.warmup_epochs=2", "backbone.widths=[8,16]", "data.mean=[0.5]"],
+    )
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
     assert isinstance(cfg, Config)
@@ -87,3 +92,141 @@ def test_every_shipped_config_is_valid() -> None:
     assert len(paths) >= 6
     for path in paths:
         load_config(path)  # raises on an unknown key or a wrong type
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.lr=0", "train.lr"),
+        ("train.lr=-0.1", "train.lr"),
+        ("train.lr=.nan", "train.lr"),
+        ("train.lr=.inf", "train.lr"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.warmup_epochs=-1", "train.warmup_epochs"),
+        ("train.warmup_epochs=101", "train.warmup_epochs"),  # > train.epochs (100)
+        ("train.weight_decay=-1e-6", "train.weight_decay"),
+        ("train.weight_decay_end=-1", "train.weight_decay_end"),
+        ("train.momentum=1.0", "train.momentum"),
+        ("train.momentum=-0.1", "train.momentum"),
+        ("train.lars_eta=0", "train.lars_eta"),
+        ("train.checkpoint_every=-1", "train.checkpoint_every"),
+        ("train.log_every=0", "train.log_every"),
+        ("train.grad_clip=0", "train.grad_clip"),
+        ("train.final_lr_ratio=1.5", "train.final_lr_ratio"),
+        ("train.final_lr_ratio=-0.1", "train.final_lr_ratio"),
+        ("train.bias_lr_scale=-1", "train.bias_lr_scale"),
+        ("views.crop_scale=[0.5,0.2]", "views.crop_scale"),
+        ("views.crop_scale=[0,1]", "views.crop_scale"),
+        ("views.crop_scale=[0.2,1.5]", "views.crop_scale"),
+        ("views.crop_scale=[0.2]", "views.crop_scale"),
+        ("views.size=0", "views.size"),
+        ("eval.crop_scale=[0.2,0.1]", "eval.crop_scale"),
+        ("data.limit=0", "data.limit"),
+        ("data.image_size=0", "data.image_size"),
+        ("data.std=[0.2,0.0,0.2]", "data.std[1]"),
+        ("eval.train_limit=0", "eval.train_limit"),
+        ("eval.test_limit=-5", "eval.test_limit"),
+        ("eval.finetune_fractions=[0.1,0.0]", "eval.finetune_fractions[1]"),
+        ("eval.finetune_fractions=[1.5]", "eval.finetune_fractions[0]"),
+        ("eval.pseudo_fraction=0", "eval.pseudo_fraction"),
+        ("eval.val_fraction=0", "eval.val_fraction"),
+        ("eval.val_fraction=1", "eval.val_fraction"),
+        ("eval.knn_k=[20,0]", "eval.knn_k[1]"),
+        ("eval.knn_k=[]", "eval.knn_k"),
+        ("eval.knn_temperature=0", "eval.knn_temperature"),
+        ("eval.pseudo_threshold=1.01", "eval.pseudo_threshold"),
+        ("eval.pseudo_ratios=[0.0,-1.0]", "eval.pseudo_ratios[1]"),
+        ("eval.linear_weight_decays=[]", "eval.linear_weight_decays"),
+        ("eval.linear_lr=0", "eval.linear_lr"),
+        ("eval.monitor_limit=1", "eval.monitor_limit"),
+        ("joint.label_fraction=0", "joint.label_fraction"),
+        ("joint.label_fraction=1.1", "joint.label_fraction"),
+        ("backbone.widths=[8,0]", "backbone.widths[1]"),
+        ("backbone.name=small_resnet backbone.depths=[1,1,1]", "backbone.depths"),  # 4 widths
+        ("seed=-1", "seed"),
+        ("method.projector=2048-x", "method.projector"),
+        ("method.projector=2048-0", "method.projector"),
+        ("method.projector=auto", "method.projector"),  # ISD's only
+        ("method.sim_weight=-1", "method.sim_weight"),
+    ],
+)
+def test_out_of_range_values_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, override.split())
+    msg = str(err.value)
+    assert msg.startswith(key + "="), msg  # the key, then its value
+    assert any(fix in msg for fix in ("set it to", "give at least one", "lower", "e.g.")), msg
+
+
+@pytest.mark.parametrize(
+    ("method", "override", "key"),
+    [
+        ("simclr", "method.temperature=0", "method.temperature"),
+        ("moco", "method.temperature=-0.2", "method.temperature"),
+        ("moco", "method.momentum=1.5", "method.momentum"),
+        ("moco", "method.momentum_final=-0.1", "method.momentum_final"),
+        ("moco", "method.queue_size=0", "method.queue_size"),
+        ("moco", "method.projector=128-", "method.projector"),
+        ("dino", "method.student_temp=0", "method.student_temp"),
+        ("dino", "method.teacher_temp=-1", "method.teacher_temp"),
+        ("dino", "method.warmup_teacher_temp=0", "method.warmup_teacher_temp"),
+        ("dino", "method.momentum_teacher=1.1", "method.momentum_teacher"),
+        ("dino", "method.center_momentum=-0.5", "method.center_momentum"),
+        ("dino", "method.local_scale=[0.14,0.05]", "method.local_scale"),
+        ("dino", "method.local_size=0", "method.local_size"),
+        ("dino", "method.out_dim=0", "method.out_dim"),
+        ("dino_twins", "method.bt_projector=64-a", "method.bt_projector"),
+        ("isd", "method.student_temp=0", "method.student_temp"),
+        ("isd", "method.teacher_temp=-0.01", "method.teacher_temp"),
+        ("isd", "method.queue_size=0", "method.queue_size"),
+        ("isd", "method.predictor=x", "method.predictor"),
+        ("supervised", "method.label_fraction=0", "method.label_fraction"),
+        ("supervised", "method.label_fraction=2", "method.label_fraction"),
+        ("barlow_twins", "method.lambd=-0.1", "method.lambd"),
+    ],
+)
+def test_out_of_range_method_values_name_the_key(method: str, override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"method.name={method}", override])
+    assert str(err.value).startswith(key + "="), str(err.value)
+
+
+def test_range_messages_say_what_to_do() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["eval.finetune_fractions=[0.1,0.0]"])
+    assert str(err.value).endswith("set it to a value in (0, 1]")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.epochs=5", "train.warmup_epochs=10"])
+    assert "lower train.warmup_epochs or raise train.epochs" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["views.crop_scale=[0.5,0.2]"])
+    assert "0 < lo <= hi <= 1" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["train.lr=1e-9", "train.momentum=0", "train.final_lr_ratio=0", "train.final_lr_ratio=1"],
+        ["train.warmup_epochs=0", "train.checkpoint_every=0", "train.grad_clip=null"],
+        ["train.epochs=3", "train.warmup_epochs=3"],  # warm-up over the whole run
+        ["views.crop_scale=[1.0,1.0]", "eval.crop_scale=[0.01,0.01]", "data.limit=1"],
+        ["eval.finetune_fractions=[1.0]", "eval.pseudo_threshold=0", "eval.pseudo_ratios=[0]"],
+        ["eval.protocols=[linear]", "eval.knn_k=[]"],  # no kNN: no k needed
+        ["method.name=isd", "method.projector=auto", "method.momentum=1"],
+        ["method.name=moco", "method.momentum=0", "method.momentum_final=1"],
+        ["method.name=dino", "method.local_scale=null", "method.local_crops=0"],
+    ],
+)
+def test_edge_values_in_range_load(overrides: list[str]) -> None:
+    load_config(None, overrides)
+
+
+def test_range_check_runs_on_every_path() -> None:
+    """``config_from_dict`` (a run's saved config.yaml) checks ranges as the loader does."""
+    from selfsup.config import config_from_dict, config_to_dict
+
+    data = config_to_dict(load_config())
+    data["train"]["lr"] = -1.0
+    with pytest.raises(ConfigError, match=r"^train\.lr="):
+        config_from_dict(data)

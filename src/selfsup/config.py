@@ -9,7 +9,9 @@ valid keys, so a typo never silently trains the wrong thing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ import yaml
 
 from selfsup.atomic import write_text_atomic
 from selfsup.errors import ConfigError
+from selfsup.heads import parse_mlp_spec
 from selfsup.registry import Registry
 
 METHOD_CONFIGS: Registry[type] = Registry("method")
@@ -174,6 +177,9 @@ class BackboneConfig:
     # identity), as facebookresearch/vicreg main_vicreg.py and barlowtwins main.py build theirs
     # (zero_init_residual=True); torchvision's and DINO's default is False
     zero_init_residual: bool = False
+    # start from these weights: a .safetensors file (`selfsup export`), a plain state dict, a
+    # selfsup checkpoint or run directory; None: random init
+    weights: str | None = None
 
 
 @dataclass
@@ -188,6 +194,7 @@ class DataConfig:
     image_size: int | None = None  # decode size for imagefolder / synthetic
     mean: list[float] | None = None  # per-channel normalisation; None: measured on the data
     std: list[float] | None = None
+    on_bad_image: str = "skip"  # skip (listed in the cache's bad-image report) | fail
 
 
 @dataclass
@@ -223,6 +230,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the method
     log_every: int = 10  # steps between metric flushes (one host sync per flush)
     checkpoint_every: int = 0  # also checkpoint every N steps mid-epoch (0: at epoch ends only)
+    skip_nonfinite: int = 0  # skip up to N steps whose loss is NaN / inf (logged); 0: stop at once
     progress: bool = True  # show a progress bar
 
 
@@ -321,7 +329,10 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond the float range
+                raise ConfigError(f"{key}: {value} is too large for a number") from None
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
                 return float(value)
@@ -368,6 +379,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = _build(Config, data, "")
     cfg.method = _build(method_cls, method, "method.")
     check_choices(cfg)
+    check_ranges(cfg)
     return cfg
 
 
@@ -376,6 +388,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "precision"): ("auto", "bf16", "fp32"),
     ("backbone", "stem"): ("auto", "small", "imagenet"),
+    ("data", "on_bad_image"): ("skip", "fail"),
 }
 
 
@@ -387,6 +400,198 @@ def check_choices(cfg: Config) -> None:
         if value not in valid:
             raise ConfigError(
                 f"{section}.{key}={value!r} is not valid; valid choices: {', '.join(valid)}"
+            )
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval of valid numbers; ``str()`` reads like "> 0", ">= 1", "in (0, 1]"."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):  # an int is finite
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:.12g}"
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        return f"in {left}{self.lo:.12g}, {self.hi:.12g}{right}"
+
+
+POSITIVE = Range(0, lo_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_1 = Range(1)
+UNIT = Range(0, 1)  # [0, 1]
+FRACTION = Range(0, 1, lo_open=True)  # (0, 1]
+EMA = UNIT  # an EMA momentum: 0 copies the new value, 1 never changes
+_TEMP = "a softmax temperature; small values sharpen"
+
+# key -> (valid range, what the value is / how to fix it). A list value is checked entry by
+# entry, a null (optional) value not at all; a key its section lacks (a method's own
+# hyper-parameter under another method) is skipped.
+RANGES: dict[str, tuple[Range, str]] = {
+    "seed": (Range(0, 2**32 - 1), "a random seed"),
+    "backbone.depths": (AT_LEAST_1, "blocks per stage of small_resnet"),
+    "backbone.widths": (AT_LEAST_1, "channels per stage of small_resnet"),
+    "data.limit": (AT_LEAST_1, "images to train on; null uses them all"),
+    "data.image_size": (AT_LEAST_1, "decoded side in pixels; null: the dataset's own"),
+    "data.std": (POSITIVE, "per-channel std; null measures it on the data"),
+    "views.size": (AT_LEAST_1, "view side in pixels; null: the images' own size"),
+    "train.epochs": (AT_LEAST_1, "train for at least one epoch"),
+    "train.batch_size": (AT_LEAST_1, "the global batch (images per step)"),
+    "train.lr": (
+        POSITIVE,
+        "the base lr, used as lr * batch_size / 256; an lr of 0 trains nothing, and "
+        "eval.compare_random already evaluates an untrained backbone",
+    ),
+    "train.weight_decay": (NON_NEGATIVE, "0 turns weight decay off"),
+    "train.weight_decay_end": (NON_NEGATIVE, "null keeps train.weight_decay fixed"),
+    "train.momentum": (Range(0, 1, hi_open=True), "SGD / LARS momentum, e.g. 0.9"),
+    "train.lars_eta": (POSITIVE, "the LARS trust coefficient, e.g. 0.001 (0.02 with lars_clip)"),
+    "train.bias_lr_scale": (NON_NEGATIVE, "lr of biases and norms relative to the weights'"),
+    "train.warmup_epochs": (NON_NEGATIVE, "0 turns warm-up off"),
+    "train.final_lr_ratio": (UNIT, "the cosine ends at lr * final_lr_ratio"),
+    "train.grad_clip": (POSITIVE, "a max gradient norm, e.g. 1.0; null turns it off"),
+    "train.log_every": (AT_LEAST_1, "steps between metric flushes"),
+    "train.checkpoint_every": (NON_NEGATIVE, "steps; 0 checkpoints at epoch ends only"),
+    "train.skip_nonfinite": (NON_NEGATIVE, "steps; 0 stops at the first NaN / inf loss"),
+    "eval.knn_k": (AT_LEAST_1, "neighbours that vote"),
+    "eval.knn_temperature": (POSITIVE, _TEMP),
+    "eval.linear_epochs": (AT_LEAST_1, "probe epochs"),
+    "eval.linear_batch_size": (AT_LEAST_1, "probe batch size"),
+    "eval.linear_lr": (POSITIVE, "probe lr"),
+    "eval.linear_weight_decays": (NON_NEGATIVE, "probe weight decays to choose from"),
+    "eval.val_fraction": (Range(0, 1, True, True), "the share of training images held out"),
+    "eval.train_limit": (AT_LEAST_1, "training images to evaluate with; null uses them all"),
+    "eval.test_limit": (AT_LEAST_1, "test images to report on; null uses them all"),
+    "eval.monitor_every": (NON_NEGATIVE, "epochs between online kNN checks; 0 turns it off"),
+    "eval.monitor_limit": (Range(2), "images of the online kNN (a fifth queries the rest)"),
+    "eval.batch_size": (AT_LEAST_1, "feature-extraction batch"),
+    "eval.min_steps": (NON_NEGATIVE, "optimizer steps every trained evaluation gets at least"),
+    "eval.linear_aug_epochs": (AT_LEAST_1, "epochs"),
+    "eval.linear_aug_lr": (POSITIVE, "lr"),
+    "eval.linear_aug_weight_decay": (NON_NEGATIVE, "weight decay"),
+    "eval.finetune_fractions": (FRACTION, "shares of the training labels; 1 is all of them"),
+    "eval.finetune_epochs": (AT_LEAST_1, "epochs"),
+    "eval.finetune_lr": (POSITIVE, "lr"),
+    "eval.finetune_weight_decay": (NON_NEGATIVE, "weight decay"),
+    "eval.finetune_batch_size": (AT_LEAST_1, "batch size"),
+    "eval.pseudo_fraction": (FRACTION, "the labelled share of the training labels"),
+    "eval.pseudo_threshold": (UNIT, "the teacher confidence a pseudo-label needs"),
+    "eval.pseudo_ratios": (NON_NEGATIVE, "pseudo-labelled images per labelled image"),
+    "joint.label_fraction": (FRACTION, "the share of training images that keep labels"),
+    "joint.ssl_weight": (NON_NEGATIVE, "weight of the SSL loss"),
+    "joint.num_classes": (NON_NEGATIVE, "0 takes it from the data"),
+    "method.label_fraction": (FRACTION, "the share of training labels; 1 is all of them"),
+    "method.num_classes": (NON_NEGATIVE, "0 takes it from the data"),
+    "method.sim_weight": (NON_NEGATIVE, "a loss weight"),
+    "method.var_weight": (NON_NEGATIVE, "a loss weight"),
+    "method.cov_weight": (NON_NEGATIVE, "a loss weight"),
+    "method.lambd": (NON_NEGATIVE, "the off-diagonal weight"),
+    "method.scale_loss": (POSITIVE, "the loss multiplier"),
+    "method.temperature": (POSITIVE, _TEMP),
+    "method.student_temp": (POSITIVE, _TEMP),
+    "method.teacher_temp": (POSITIVE, _TEMP),
+    "method.warmup_teacher_temp": (POSITIVE, _TEMP),
+    "method.warmup_teacher_temp_epochs": (NON_NEGATIVE, "epochs; 0 turns the warm-up off"),
+    "method.momentum": (EMA, "an EMA momentum (0 copies the student, 1 freezes the teacher)"),
+    "method.momentum_final": (EMA, "an EMA momentum"),
+    "method.momentum_teacher": (EMA, "an EMA momentum"),
+    "method.center_momentum": (EMA, "an EMA momentum"),
+    "method.queue_size": (AT_LEAST_1, "keys in the queue, e.g. 4096 for CIFAR-size data"),
+    "method.out_dim": (AT_LEAST_1, "width"),
+    "method.hidden_dim": (AT_LEAST_1, "width"),
+    "method.bottleneck_dim": (AT_LEAST_1, "width"),
+    "method.local_crops": (NON_NEGATIVE, "local crops per image; 0 turns multi-crop off"),
+    "method.local_size": (AT_LEAST_1, "local crop side; null: about half the global size"),
+    "method.freeze_last_layer": (NON_NEGATIVE, "epochs"),
+    "method.bt_lambd": (NON_NEGATIVE, "the off-diagonal weight"),
+    "method.bt_weight": (NON_NEGATIVE, "null sets it at the first step"),
+}
+# crop scales: [lo, hi] shares of the image area, 0 < lo <= hi <= 1
+SCALES = {
+    "views.crop_scale": "null takes the method's own",
+    "eval.crop_scale": "e.g. [0.08, 1.0]",
+    "method.local_scale": "null takes the recipe's (0.05, 0.14) on a ResNet",
+}
+# MLP specs: widths joined by '-', parsed by selfsup.heads.parse_mlp_spec ("auto": ISD only)
+MLP_SPECS = ("method.projector", "method.predictor", "method.bt_projector")
+
+
+def _lookup(cfg: Config, key: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for part in key.split("."):
+        if not hasattr(node, part):
+            return False, None
+        node = getattr(node, part)
+    return True, node
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every number in its valid range (finite, positive where it must be, a fraction in
+    (0, 1], ...), crop scales ordered inside (0, 1], MLP specs parseable, lists a protocol
+    needs non-empty: a bad value fails here, before any data is read or anything trained,
+    with a message that names the key, the value and what it may be."""
+    for key, (valid, what) in RANGES.items():
+        found, value = _lookup(cfg, key)
+        if not found or value is None:
+            continue
+        for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if v not in valid:
+                name = key if i is None else f"{key}[{i}]"
+                raise ConfigError(
+                    f"{name}={v!r} is out of range ({what}); set it to a value {valid}"
+                )
+    for key, what in SCALES.items():
+        found, value = _lookup(cfg, key)
+        if not found or value is None:
+            continue
+        if len(value) != 2 or not 0 < value[0] <= value[1] <= 1:
+            raise ConfigError(
+                f"{key}={value!r} is not a crop scale ({what}): set it to two numbers [lo, hi] "
+                "with 0 < lo <= hi <= 1, shares of the image area"
+            )
+    for key in MLP_SPECS:
+        found, value = _lookup(cfg, key)
+        if not found or (value == "auto" and cfg.method.name == "isd"):
+            continue
+
+        try:
+            parse_mlp_spec(value)
+        except ConfigError as err:
+            raise ConfigError(f"{key}={value!r} is not valid: {err}") from None
+    t, b = cfg.train, cfg.backbone
+    if t.warmup_epochs > t.epochs:
+        raise ConfigError(
+            f"train.warmup_epochs={t.warmup_epochs:g} is out of range: it must be in "
+            f"[0, train.epochs={t.epochs}]; lower train.warmup_epochs or raise train.epochs"
+        )
+    if b.name == "small_resnet" and (len(b.depths) != len(b.widths) or not b.depths):
+        raise ConfigError(
+            f"backbone.depths={b.depths} and backbone.widths={b.widths} differ in length or are "
+            "empty: small_resnet takes one depth and one width per stage; set both, e.g. "
+            "backbone.depths=[2,1,1,1] backbone.widths=[64,128,256,512]"
+        )
+    e = cfg.eval
+    if not e.linear_weight_decays:
+        raise ConfigError("eval.linear_weight_decays=[] is empty; give at least one, e.g. [0.0]")
+    for protocol, key in (
+        ("knn", "knn_k"),
+        ("finetune", "finetune_fractions"),
+        ("pseudo-label", "pseudo_ratios"),
+    ):
+        if protocol in e.protocols and not getattr(e, key):
+            raise ConfigError(
+                f"eval.{key}=[] is empty but eval.protocols has {protocol!r}; give at least one "
+                f"value or remove {protocol!r} from eval.protocols"
             )
 
 
@@ -424,8 +629,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set each dotted key of ``overrides`` in a copy of nested ``data``."""
-    import copy
-
     out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)

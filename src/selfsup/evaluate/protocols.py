@@ -221,17 +221,28 @@ def train_classifier(
 
 @PROTOCOLS.register("knn")
 def knn_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
-    """Weighted kNN on frozen features (DINO eval_knn.py), one predictor per k."""
+    """Weighted kNN on frozen features (DINO eval_knn.py), one predictor per k.
+
+    A k larger than the bank (the training images, at most ``eval.train_limit``) cannot be
+    used: every bank image votes, which is kNN with k = the bank size, and the record says so:
+    ``k`` is the k used and ``k_requested`` lists the configured ks it stands for. Ks that come
+    to the same k are evaluated once."""
     bank = ctx.features(backbone, ctx.train)
-    fitted = []
+    requested: dict[int, list[int]] = {}  # k used -> the configured ks
     for k in ctx.cfg.knn_k:
+        requested.setdefault(min(k, len(bank)), []).append(k)
+    fitted = []
+    for k, asked in requested.items():
 
         def scores(test: ImageArray, k: int = k) -> torch.Tensor:
             query = ctx.features(backbone, test)
             t, c = ctx.cfg.knn_temperature, ctx.num_classes
             return knn_predict(bank, ctx.train.labels, query, k=k, temperature=t, num_classes=c)
 
-        fitted.append(Fitted({"k": k, "temperature": ctx.cfg.knn_temperature}, scores))
+        info: dict[str, Any] = {"k": k, "temperature": ctx.cfg.knn_temperature}
+        if set(asked) != {k}:
+            info["k_requested"] = sorted(set(asked))
+        fitted.append(Fitted(info, scores))
     return fitted
 
 
