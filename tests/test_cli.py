@@ -100,7 +100,9 @@ def test_eval_on_another_dataset(tmp_path, monkeypatch) -> None:
     assert main(["eval", str(out), "--protocol", "knn", "--dataset", "fashion-mnist"]) == 0
     results = json.loads((out / "results.json").read_text())
     fm = [r for r in results["evals"] if r["dataset"] == "fashion-mnist"]
-    assert {r["k"] for r in fm} == {20, 200} and all(r["protocol"] == "knn" for r in fm)
+    # the bank holds 100 images: k=200 is kNN with k=100, and the record says so
+    assert {r["k"] for r in fm} == {20, 100} and all(r["protocol"] == "knn" for r in fm)
+    assert {str(r.get("k_requested")) for r in fm} == {"None", "[200]"}
     assert any(r["dataset"] == "synthetic" for r in results["evals"])  # earlier records kept
 
 
@@ -198,3 +200,64 @@ def test_pseudo_label_with_a_supervised_run_as_teacher(tmp_path, capsys) -> None
     capsys.readouterr()
     assert main([*args, f"eval.pseudo_teacher={ssl}"]) == 2  # an SSL run has no classifier
     assert "must be a supervised or joint run" in capsys.readouterr().err
+
+
+QUICK = ["train.epochs=1", "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false",
+         "eval.compare_pixels=false"]  # fmt: skip
+
+
+def test_finished_run_is_refused_unless_overwritten(tmp_path, capsys) -> None:
+    """A finished run is kept unless --overwrite; --overwrite removes it only once the new
+    config and data are valid, and keeps files the run did not write."""
+    out = tmp_path / "run"
+    assert pretrain(out, *QUICK) == 0
+    (out / "notes.txt").write_text("mine")
+    old = (out / "results.json").read_text()
+    capsys.readouterr()
+    assert pretrain(out, *QUICK) == 2
+    err = capsys.readouterr().err
+    assert "finished run" in err and "--overwrite" in err and "--resume" in err
+    overwrite = ["pretrain", "--out", str(out), "--overwrite", *TINY, *QUICK]
+    for bad in ("train.lr=-1", "data.dataset=cifar11", "method.name=nope"):
+        assert main([*overwrite, bad]) == 2, bad
+        assert "Traceback" not in capsys.readouterr().err
+        assert (out / "results.json").read_text() == old  # nothing removed
+    assert main([*overwrite, "--resume"]) == 2
+    assert "pass one of them" in capsys.readouterr().err
+    assert main([*overwrite, "train.epochs=2"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 2
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(2 * 128 // 32))  # the new run's steps only
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_never_empties_a_directory_without_a_run(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    assert main(["pretrain", "--out", str(out), "--overwrite", *TINY, *QUICK]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "change", ["backbone.widths=[8,32]", "backbone.depths=[2,1]", "method.projector=32-16"]
+)
+def test_resume_with_another_architecture_is_refused(tmp_path, capsys, change) -> None:
+    out = tmp_path / "run"
+    assert pretrain(out, *QUICK) == 0
+    saved = (out / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["pretrain", "--out", str(out), "--resume", change]) == 2
+    err = capsys.readouterr().err
+    assert change.split("=")[0] in err and "Traceback" not in err
+    assert (out / "config.yaml").read_text() == saved  # the run is left as it was
+    from selfsup.config import load_config
+    from selfsup.errors import CheckpointError
+    from selfsup.train.checkpoint import load_checkpoint
+
+    ckpt_path = out / "checkpoints" / "last.pt"  # fit(resume=True) itself refuses it too
+    with pytest.raises(CheckpointError, match=change.split("=")[0].replace(".", r"\.")):
+        loop.check_compatible(
+            load_checkpoint(ckpt_path), load_config(out / "config.yaml", [change]), ckpt_path
+        )

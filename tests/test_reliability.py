@@ -210,3 +210,83 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path) -> None:
     assert ckpt["step"] >= 5
     _finish(tmp_path, run)
     assert (run / "results.json").is_file()
+
+
+def _nan_views_at(monkeypatch, calls_to_poison: set[int]) -> None:
+    real, calls = loop.make_views, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        views = real(*args, **kwargs)
+        return [v * float("nan") for v in views] if calls["n"] in calls_to_poison else views
+
+    monkeypatch.setattr(loop, "make_views", poisoned)
+
+
+def test_skip_nonfinite_skips_and_logs_bad_steps(tmp_path, monkeypatch) -> None:
+    cfg, data = setup(["train.skip_nonfinite=2"])
+    _nan_views_at(monkeypatch, {3})
+    method = fit(loop_method(cfg, data), data.images, cfg, tmp_path)
+    recs = records(tmp_path)
+    assert [r["step"] for r in recs if "skipped" in r] == [2]
+    assert sorted(r["step"] for r in recs) == list(range(8))  # every step accounted for
+    assert all(torch.isfinite(p).all() for p in method.parameters())
+
+
+def test_more_nonfinite_steps_than_allowed_stop_the_run(tmp_path, monkeypatch) -> None:
+    cfg, data = setup(["train.skip_nonfinite=1"])
+    _nan_views_at(monkeypatch, {2, 5})
+    with pytest.raises(loop.TrainingDiverged, match="skip_nonfinite=1"):
+        fit(loop_method(cfg, data), data.images, cfg, tmp_path)
+
+
+def test_export_safetensors_then_start_from_it(tmp_path, capsys) -> None:
+    from safetensors import safe_open
+
+    from selfsup.cli import main
+
+    run = tmp_path / "run"
+    quick = ["eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false",
+             "eval.compare_pixels=false"]  # fmt: skip
+    assert main(["pretrain", "--out", str(run), *TINY, *quick]) == 0
+    assert main(["export", str(run)]) == 0
+    path = run / "export" / "backbone.safetensors"
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["format"]) == "selfsup-backbone-v1"
+        exported = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    trained = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    for key, value in exported.items():
+        assert torch.equal(value, trained[f"backbone.{key}"]), key
+    # a new run starts from the exported weights; the random-init twin does not
+    from selfsup.config import load_config
+    from selfsup.methods import build_method
+
+    cfg = load_config(None, [*TINY, f"backbone.weights={path}"])
+    method = build_method(cfg, in_channels=3, image_size=16, mean=[0.5] * 3, std=[0.2] * 3)
+    for key, value in method.backbone.state_dict().items():
+        assert torch.equal(value, exported[key]), key
+
+
+def test_weights_of_another_architecture_name_the_keys(tmp_path) -> None:
+    from selfsup.backbones import build_backbone
+    from selfsup.backbones.weights import export_backbone, load_backbone_weights
+    from selfsup.config import load_config
+    from selfsup.errors import CheckpointError
+
+    wide = load_config(None, ["backbone.name=small_resnet", "backbone.depths=[1,1]",
+                              "backbone.widths=[8,16]"]).backbone  # fmt: skip
+    deep = load_config(None, ["backbone.name=small_resnet", "backbone.depths=[1,1,1]",
+                              "backbone.widths=[8,16,32]"]).backbone  # fmt: skip
+    path = export_backbone(build_backbone(deep, in_channels=3, image_size=16).state_dict(),
+                           tmp_path / "deep.safetensors", "safetensors", {})  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"unexpected features\.3\."):
+        load_backbone_weights(build_backbone(wide, in_channels=3, image_size=16), path)
+    torch.save({"net": _RunsCode()}, tmp_path / "evil.pt")  # a pickle with code is refused
+    with pytest.raises(CheckpointError, match="never pickled code"):
+        load_backbone_weights(build_backbone(wide, in_channels=3, image_size=16),
+                              tmp_path / "evil.pt")  # fmt: skip
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))

@@ -8,6 +8,7 @@ selfsup eval runs/vicreg --protocol knn,linear --dataset cifar10
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     pre.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (its files are removed once this run's config "
+        "and data are valid)",
+    )
+    pre.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
@@ -70,12 +77,21 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", type=Path, help="YAML config (see configs/)")
         sp.add_argument("--out", type=Path, help="run directory (default: runs/NAME-DATASET-TIME)")
         sp.add_argument("--resume", action="store_true", help="continue the run in --out")
+        sp.add_argument("--overwrite", action="store_true", help="replace the run in --out")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     tb = sub.add_parser("table", help="compare finished runs in one results table")
     tb.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     tb.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     tb.add_argument("--metric", choices=["top1", "top5", "f1_macro"], default="top1")
+
+    ex = sub.add_parser(
+        "export",
+        help="write a run's backbone weights for sharing (safetensors: no code can hide in it)",
+    )
+    ex.add_argument("run_dir", type=Path)
+    ex.add_argument("--format", choices=["safetensors", "torch"], default="safetensors")
+    ex.add_argument("--out", type=Path, help="file (default: RUN_DIR/export/backbone.FORMAT)")
 
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)
@@ -130,7 +146,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
     out = args.out or _default_out(cfg)
-    results = pretrain(cfg, out, resume=args.resume)
+    results = pretrain(cfg, out, resume=args.resume, overwrite=args.overwrite)
     print()
     print(init_table(results["evals"]))
     _print_verdict(results["evals"])
@@ -173,6 +189,28 @@ def _print_verdict(records: list[dict]) -> None:
         print("\n".join(f"  {line}" for line in lines))
 
 
+def _export(args: argparse.Namespace) -> int:
+    from selfsup.backbones.weights import backbone_state, export_backbone
+    from selfsup.pipeline import load_run_config
+    from selfsup.train.checkpoint import load_checkpoint
+
+    cfg = load_run_config(args.run_dir)
+    state = backbone_state(load_checkpoint(args.run_dir / "checkpoints" / "last.pt")["model"])
+    suffix = "safetensors" if args.format == "safetensors" else "pt"
+    out = args.out or args.run_dir / "export" / f"backbone.{suffix}"
+    meta = {
+        "format": "selfsup-backbone-v1",
+        "method": cfg.method.name,
+        "backbone": dataclasses.asdict(cfg.backbone),
+        "image_size": cfg.views.size,
+        "mean": cfg.data.mean,
+        "std": cfg.data.std,
+    }
+    export_backbone(state, out, args.format, meta)
+    print(f"wrote {out} ({len(state)} tensors); start a run from it with backbone.weights={out}")
+    return 0
+
+
 def _table(args: argparse.Namespace) -> int:
     from selfsup.evaluate.table import comparison_table
     from selfsup.rundir import read_results
@@ -202,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             return _pretrain(args)
         if args.command == "table":
             return _table(args)
+        if args.command == "export":
+            return _export(args)
         return _eval(args)
     except SelfsupError as err:
         print(f"selfsup: error: {err}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
+from tqdm.auto import tqdm
 
+from selfsup.analysis.collapse import collapse_stats, collapse_warning
 from selfsup.analysis.plots import save_run_plots
 from selfsup.atomic import write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
@@ -40,7 +43,7 @@ from selfsup.evaluate.sampling import class_balanced_indices
 from selfsup.methods import METHODS, Method, build_method
 from selfsup.rundir import environment, merge_records, read_results
 from selfsup.train.checkpoint import load_checkpoint
-from selfsup.train.loop import fit, resolve_device
+from selfsup.train.loop import check_compatible, fit, resolve_device
 
 PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
 
@@ -55,7 +58,12 @@ def check_names(cfg: Config) -> None:
 def load_pretrain_data(cfg: Config) -> ImageArray:
     d = cfg.data
     data = load_dataset(
-        d.dataset, d.split, root=d.root, download=d.download, image_size=d.image_size
+        d.dataset,
+        d.split,
+        root=d.root,
+        download=d.download,
+        image_size=d.image_size,
+        on_bad_image=d.on_bad_image,
     )
     return seeded_subset(data, d.limit, cfg.seed)
 
@@ -99,25 +107,67 @@ def make_method(cfg: Config, channels: int) -> Method:
     )
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
+# what a run writes into its directory (``overwrite`` removes these and nothing else)
+RUN_FILES = (
+    "config.yaml",
+    "env.json",
+    "metrics.jsonl",
+    "results.json",
+    "checkpoints",
+    "evals",
+    "plots",
+    "export",
+)
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False) -> None:
+    """Refuse, before any data is read, to write into a directory that holds files: a finished
+    run (results.json) unless ``resume`` or ``overwrite``, an unfinished one unless either,
+    anything else always."""
+    if resume and overwrite:
+        raise SelfsupError(
+            "--resume continues the run in --out and --overwrite replaces it; pass one of them"
+        )
     if resume:
         if not (run_dir / "config.yaml").is_file():
             raise SelfsupError(f"cannot resume: {run_dir} holds no run (no config.yaml)")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    is_run = (run_dir / "config.yaml").is_file() or (run_dir / "results.json").is_file()
+    if overwrite and is_run:
+        return  # removed by remove_run_files once the new run's data has loaded
+    if (run_dir / "results.json").is_file():
         raise SelfsupError(
-            f"{run_dir} already holds files; pass --resume to continue that run, "
-            "or choose another --out"
+            f"{run_dir} holds a finished run (results.json); pass --overwrite to replace it "
+            "with this one, --resume to continue it, or choose another --out"
         )
+    raise SelfsupError(
+        f"{run_dir} already holds files; pass --resume to continue that run, "
+        "or choose another --out"
+    )
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """Delete the files an earlier run wrote into ``run_dir`` (:data:`RUN_FILES` and atomic
+    writes' leftover temporaries); any other file stays."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def knn_monitor(cfg: Config, data: ImageArray, device: torch.device):
-    """Online kNN (k=20) of the labelled training images: a held-out fifth of
-    ``eval.monitor_limit`` images is classified from the other four fifths. The test split is
-    never read during pretraining."""
-    pool = labelled(data) if data.has_labels else None
-    if pool is None:
-        return None
+    """The online monitor, each ``eval.monitor_every`` epochs: collapse statistics of the
+    backbone features (:mod:`selfsup.analysis.collapse`, with a warning when they fall) of
+    ``eval.monitor_limit`` training images and, when they are labelled, kNN (k=20): a held-out
+    fifth of them classified from the other four fifths. The test split is never read."""
+    labelled_pool = data.has_labels
+    pool = labelled(data) if labelled_pool else data
     pool = seeded_subset(pool, cfg.eval.monitor_limit, cfg.seed + 2)
     n_query = max(1, len(pool) // 5)
     bank, query = pool.subset(slice(n_query, None)), pool.subset(slice(0, n_query))
@@ -126,22 +176,40 @@ def knn_monitor(cfg: Config, data: ImageArray, device: torch.device):
     def monitor(backbone: nn.Module, epoch: int) -> dict[str, float]:
         kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device)
         fb = extract_features(backbone, bank.images, **kw)
-        fq = extract_features(backbone, query.images, **kw)
-        scores = knn_predict(fb, bank.labels, fq, k=20, num_classes=num_classes)
-        m = classification_metrics(scores, query.labels, num_classes)
-        return {"monitor_knn_top1": m["top1"]}
+        stats = collapse_stats(fb)
+        warning = collapse_warning(stats, fb.shape[1])
+        if warning:
+            tqdm.write(f"selfsup: epoch {epoch}: {warning}")
+        out = {f"monitor_{k}": v for k, v in stats.items()}
+        out["monitor_collapse_warning"] = warning is not None
+        if labelled_pool:
+            fq = extract_features(backbone, query.images, **kw)
+            scores = knn_predict(fb, bank.labels, fq, k=20, num_classes=num_classes)
+            out["monitor_knn_top1"] = classification_metrics(scores, query.labels, num_classes)[
+                "top1"
+            ]
+        return out
 
     return monitor
 
 
-def pretrain(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
-    """Pretrain ``cfg`` into ``run_dir`` (or continue it), evaluate, return ``results.json``."""
+def pretrain(
+    cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
+    """Pretrain ``cfg`` into ``run_dir`` (or continue it), evaluate, return ``results.json``.
+    ``overwrite`` replaces an earlier run there, once the new run's names are valid and its
+    data has loaded."""
     run_dir = Path(run_dir)
     check_names(cfg)
-    check_run_dir(run_dir, resume)
+    check_run_dir(run_dir, resume, overwrite)
+    if resume:  # before config.yaml is rewritten: a refused resume leaves the run as it was
+        saved = run_dir / "config.yaml"
+        check_compatible({"config": yaml.safe_load(saved.read_text())}, cfg, saved)
     data = load_pretrain_data(cfg)
     cfg = resolve(cfg, data)
     data, labels = training_labels(cfg, data)
+    if overwrite:
+        remove_run_files(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # only once the data loaded
     save_config(cfg, run_dir / "config.yaml")
     write_json_atomic(run_dir / "env.json", environment())
@@ -161,8 +229,8 @@ def pretrain(cfg: Config, run_dir: str | Path, *, resume: bool = False) -> dict[
     return evaluate_run(run_dir, cfg=cfg, method=method)
 
 
-def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Method]:
-    """The config (with ``eval.*`` overrides applied) and the trained method of a run."""
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
+    """A run's saved ``config.yaml``, with ``eval.*`` overrides applied."""
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise SelfsupError(f"{run_dir} is not a run directory (no config.yaml)")
@@ -171,7 +239,13 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Meth
             raise SelfsupError(
                 f"{text!r}: only eval.* keys can be changed when evaluating a finished run"
             )
-    cfg = config_from_dict(apply_overrides(yaml.safe_load(cfg_path.read_text()), list(overrides)))
+    return config_from_dict(apply_overrides(yaml.safe_load(cfg_path.read_text()), list(overrides)))
+
+
+def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Method]:
+    """The config (with ``eval.*`` overrides applied) and the trained method of a run."""
+    cfg = load_run_config(run_dir, overrides)
+    cfg.backbone.weights = None  # the run's checkpoint replaces any starting weights
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     channels = len(cfg.data.mean or [])
     method = make_method(cfg, channels)

@@ -11,6 +11,7 @@ import functools
 from collections.abc import Callable, Sequence
 
 from selfsup.backbones import build_backbone
+from selfsup.backbones.weights import load_backbone_weights
 from selfsup.config import Config
 from selfsup.data import recipes
 from selfsup.data.views import vicreg_views
@@ -54,6 +55,8 @@ def _method(name: str):
         ) -> Method:
             size = cfg.views.size or image_size
             backbone = build_backbone(cfg.backbone, in_channels=in_channels, image_size=size)
+            if cfg.backbone.weights:  # here, not in build_backbone: random-init twins stay random
+                load_backbone_weights(backbone, cfg.backbone.weights)
             own_scale, own_local = recipes.default_scales(name, cfg.backbone.name)
             scale = tuple(cfg.views.crop_scale or own_scale)
             if name in RECIPES:

@@ -240,17 +240,18 @@ def fit(
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
 
-    start_epoch, step, train_seconds = 0, 0, 0.0
+    start_epoch, step, train_seconds, skipped = 0, 0, 0.0, 0
     skip, view_state = 0, None  # a mid-epoch checkpoint: batches of its epoch already done
     if resume:
         ckpt = load_checkpoint(ckpt_path)
-        _check_compatible(ckpt, cfg, ckpt_path)
+        check_compatible(ckpt, cfg, ckpt_path)
         method.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"], device)
         start_epoch, step = ckpt["epoch"], ckpt["step"]
         skip, view_state = int(ckpt.get("epoch_step", 0)), ckpt.get("view_generator")
         train_seconds = float(ckpt.get("train_seconds", 0.0))
+        skipped = int(ckpt.get("skipped_nonfinite", 0))
         log.truncate_after(step)
         _remove_stale_temporaries(ckpt_path)
 
@@ -266,6 +267,7 @@ def fit(
                 view_generator=None if view_gen is None else view_gen.get_state(),
                 step=step,
                 train_seconds=train_seconds,
+                skipped_nonfinite=skipped,
                 rng=_rng_state(device),
                 config=config_to_dict(cfg),
             )
@@ -323,17 +325,21 @@ def fit(
                 with autocast:
                     out = model(views, *extra)
                 optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                method.after_backward()
-                if tc.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
-                optimizer.step()
-                method.on_step_end(step, total)
-                pending.steps.append(step)
-                pending.losses.append(out.loss.detach())
-                pending.parts.append(out.parts)
-                pending.lrs.append(lr)
-                pending.images += len(batch) * world_size()
+                if tc.skip_nonfinite and not bool(torch.isfinite(out.loss.detach())):
+                    skipped += 1  # (one host sync per step, only with skip_nonfinite on)
+                    _log_skipped(log, bar, step, epoch, skipped, tc.skip_nonfinite, ckpt_path)
+                else:
+                    out.loss.backward()
+                    method.after_backward()
+                    if tc.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
+                    optimizer.step()
+                    method.on_step_end(step, total)
+                    pending.steps.append(step)
+                    pending.losses.append(out.loss.detach())
+                    pending.parts.append(out.parts)
+                    pending.lrs.append(lr)
+                    pending.images += len(batch) * world_size()
                 step += 1
                 bar.update(1)
                 if len(pending.steps) >= tc.log_every:
@@ -370,6 +376,23 @@ def fit(
                 )
     bar.close()
     return method
+
+
+def _log_skipped(
+    log: MetricsLog, bar: tqdm, step: int, epoch: int, skipped: int, limit: int, ckpt_path: Path
+) -> None:
+    """A step whose loss was NaN / inf was skipped (no backward, no update): log it, warn, and
+    stop once more than ``train.skip_nonfinite`` steps were skipped."""
+    if skipped > limit:
+        raise TrainingDiverged(
+            f"{skipped} steps had a non-finite loss (train.skip_nonfinite={limit}), the last at "
+            f"step {step} (epoch {epoch}); the last good checkpoint is {ckpt_path}. Lower "
+            "train.lr, set train.grad_clip (e.g. 1.0) or use train.precision=fp32."
+        )
+    log.write(
+        [{"step": step, "epoch": epoch, "skipped": "non-finite loss", "skipped_total": skipped}]
+    )
+    bar.write(f"selfsup: step {step}: non-finite loss, step skipped ({skipped} of {limit} allowed)")
 
 
 def _remove_stale_temporaries(ckpt_path: Path) -> None:
@@ -421,14 +444,25 @@ def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path:
     bar.set_postfix(loss=f"{stacked[-1][0]:.4f}", ips=f"{ips:.0f}", refresh=False)
 
 
-def _check_compatible(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
-    """Refuse to resume from a checkpoint of a different method or backbone."""
+def check_compatible(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Refuse to resume from a checkpoint of a different method, backbone or architecture (a
+    clear error, not a state_dict size mismatch). A key the checkpoint's config lacks (an older
+    checkpoint) or the method does not have is not compared."""
     saved = ckpt.get("config", {})
     mine = config_to_dict(cfg)
-    for section, key in (("method", "name"), ("backbone", "name"), ("data", "dataset")):
-        a, b = saved.get(section, {}).get(key), mine[section][key]
+    names = [("method", "name"), ("backbone", "name"), ("data", "dataset")]
+    method_arch = ("projector", "predictor", "bt_projector", "out_dim", "hidden_dim")
+    method_arch += ("bottleneck_dim", "norm_last_layer", "queue_size")
+    arch = [("backbone", "depths"), ("backbone", "widths"), ("joint", "enabled")]
+    arch += [("method", key) for key in method_arch]
+    for section, key in names + arch:
+        old, new = saved.get(section, {}), mine.get(section, {})
+        if (section, key) in arch and not (key in old and key in new):
+            continue
+        a, b = old.get(key), new.get(key)
         if a != b:
             raise CheckpointError(
                 f"{path} was written with {section}.{key}={a!r} but this run has {b!r}; "
-                "resume with the run's own config.yaml or start a new --out directory"
+                "resume with the run's own config.yaml, start a new --out directory, or "
+                "replace this run with --overwrite instead of --resume"
             )
