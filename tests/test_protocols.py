@@ -86,9 +86,7 @@ def evaluate(
 
 
 def synthetic_splits(cfg: Config) -> tuple[ImageArray, ImageArray]:
-    return load_eval_splits(
-        "synthetic", cfg.eval, root=None, download=False, image_size=16, seed=cfg.seed
-    )
+    return load_eval_splits("synthetic", cfg.eval, root=None, download=False, image_size=16)
 
 
 def states_equal(a: nn.Module, b: nn.Module) -> bool:
@@ -465,3 +463,13 @@ def test_pretrain_evaluates_pretrained_and_random_backbones(tmp_path: Path) -> N
         assert r["protocol"] == "finetune" and r["fraction"] == 0.5 and r["seed"] == 0
         assert sum(map(sum, r["confusion"])) == r["n_test"] == 100  # eval.test_limit
     assert (tmp_path / "run" / "evals").is_dir()
+
+
+def test_evaluation_subsets_are_the_same_images_for_every_seed() -> None:
+    """Runs with other seeds are scored on the same test images (and fit on the same bank)."""
+    a = load_config(None, ["eval.train_limit=40", "eval.test_limit=30", "seed=0"])
+    b = load_config(None, ["eval.train_limit=40", "eval.test_limit=30", "seed=7"])
+    (train_a, test_a), (train_b, test_b) = synthetic_splits(a), synthetic_splits(b)
+    assert len(test_a) == 30 and torch.equal(test_a.images, test_b.images)
+    assert torch.equal(train_a.images, train_b.images)
+    assert torch.equal(test_a.labels, test_b.labels)

@@ -268,7 +268,6 @@ def head_records(method: Method, cfg: Config, device: torch.device) -> list[dict
         root=cfg.data.root,
         download=cfg.data.download,
         image_size=cfg.data.image_size,
-        seed=cfg.seed,
     )
     net = nn.Sequential(method.backbone, method.head)
     kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device)

@@ -127,6 +127,9 @@ class EvalContext:
 PROTOCOLS: Registry[Callable[[nn.Module, EvalContext], list[Fitted]]] = Registry("eval protocol")
 
 
+EVAL_SUBSET_SEED = 0  # every run's evaluation subsets are the same images
+
+
 def seeded_subset(data: ImageArray, limit: int | None, seed: int) -> ImageArray:
     """At most ``limit`` images of ``data``, a seeded random subset in the original order."""
     if limit is None or limit >= len(data):
@@ -163,15 +166,17 @@ def load_eval_splits(
     root: str | None,
     download: bool,
     image_size: int | None,
-    seed: int,
 ) -> tuple[ImageArray, ImageArray]:
-    """The (train, test) splits used to evaluate on ``dataset``, limited as configured."""
+    """The (train, test) splits used to evaluate on ``dataset``, limited as configured.
+
+    The ``eval.train_limit`` / ``eval.test_limit`` subsets are drawn with a fixed seed, not the
+    run's, so runs with different seeds are scored on the same images and compare."""
     train, test = (
         labelled(load_dataset(dataset, s, root=root, download=download, image_size=image_size))
         for s in ("train", "test")
     )
-    return seeded_subset(train, cfg.train_limit, seed), seeded_subset(
-        test, cfg.test_limit, seed + 1
+    return seeded_subset(train, cfg.train_limit, EVAL_SUBSET_SEED), seeded_subset(
+        test, cfg.test_limit, EVAL_SUBSET_SEED + 1
     )
 
 
@@ -334,7 +339,7 @@ def evaluate_backbone(
     for name in datasets:
         if name not in splits:
             splits[name] = load_eval_splits(
-                name, cfg, root=root, download=download, image_size=image_size, seed=seed
+                name, cfg, root=root, download=download, image_size=image_size
             )
         train, test = splits[name]
         channels = input_channels(backbone)
