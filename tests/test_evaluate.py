@@ -128,3 +128,18 @@ def test_pixels_baseline_features_are_the_normalised_image() -> None:
     feats = extract_features(net, images, size=8, mean=[0.3], std=[0.2])
     want = ((images.float() / 255 - 0.3) / 0.2).flatten(1)
     torch.testing.assert_close(feats, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_feature_constant_on_train_does_not_blow_up_at_test() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, generator=g)
+    y = (x[:, 0] > 0).long()
+    near_constant = 1e-8 * torch.randn(200, 1, generator=g)  # e.g. an almost dead unit
+    x = torch.cat([x, near_constant], dim=1)  # feature 3 is (nearly) constant on train
+    probe = fit_linear(x, y, 2, epochs=20, seed=0)
+    test = torch.randn(50, 3, generator=g)
+    shifted = torch.cat([test, torch.full((50, 1), 0.5)], dim=1)  # ... and shifted at test
+    clean = torch.cat([test, torch.zeros(50, 1)], dim=1)
+    agree = (probe.predict(shifted).argmax(1) == probe.predict(clean).argmax(1)).float().mean()
+    assert agree == 1.0  # the constant feature does not move the decision (it used to flip it)
+    assert probe.predict(shifted).abs().max() < 100

@@ -47,12 +47,17 @@ def fit_linear(
     or more: as many as :func:`epochs_for` needs to take at least ``min_steps`` steps."""
     features = features.float()
     mean = features.mean(0)
-    std = features.std(0).clamp_min(1e-6)
+    std = features.std(0)
+    # a feature (nearly) constant on the fitting set is centred but not scaled, as scikit-learn's
+    # StandardScaler does: dividing by a clamped ~0 std would multiply any test-time shift by 1e6
+    std = torch.where(std < 1e-6 * mean.abs().clamp_min(1.0), torch.ones_like(std), std)
     x = (features - mean) / std
     y = labels.to(x.device).long()
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     layer = nn.Linear(x.shape[1], num_classes).to(x.device)
+    nn.init.zeros_(layer.weight)  # logistic regression starts at 0: directions the data never
+    nn.init.zeros_(layer.bias)  # spans (a constant feature) keep a zero weight
     opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(x) / batch_size))
     epochs = epochs_for(steps_per_epoch, epochs, min_steps)
