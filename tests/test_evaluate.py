@@ -143,3 +143,14 @@ def test_a_feature_constant_on_train_does_not_blow_up_at_test() -> None:
     agree = (probe.predict(shifted).argmax(1) == probe.predict(clean).argmax(1)).float().mean()
     assert agree == 1.0  # the constant feature does not move the decision (it used to flip it)
     assert probe.predict(shifted).abs().max() < 100
+
+
+def test_wilson_interval_matches_scipy() -> None:
+    from scipy.stats import binomtest
+
+    from selfsup.evaluate.metrics import wilson_interval
+
+    for k, n in ((875, 1000), (0, 20), (20, 20), (8754, 10000), (3, 7)):
+        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        lo, hi = wilson_interval(k, n)
+        assert math.isclose(lo, ref.low, abs_tol=1e-6) and math.isclose(hi, ref.high, abs_tol=1e-6)

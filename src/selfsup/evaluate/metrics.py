@@ -3,6 +3,7 @@ accuracy and the confusion matrix."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -44,10 +45,23 @@ def classification_metrics(
     per_class = [
         float(cm[c, c] / support[c]) if support[c] > 0 else None for c in range(num_classes)
     ]
+    correct, n = int(cm.diag().sum()), int(cm.sum())
     return {
         "top1": float(cm.diag().sum() / cm.sum().clamp_min(1)),
+        "top1_ci95": list(wilson_interval(correct, n)),
         "top5": topk_accuracy(scores, target, 5),
         "f1_macro": f1_macro(cm),
         "per_class_acc": per_class,
         "confusion": cm.tolist(),
     }
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy ``correct / n`` (Wilson 1927): the uncertainty
+    of a figure measured on ``n`` test images, valid near 0 and 1 where the normal one is not."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
