@@ -32,6 +32,7 @@ import torch
 
 from selfsup.config import load_config
 from selfsup.errors import SelfsupError
+from selfsup.evaluate.metrics import wilson_interval
 from selfsup.pipeline import pretrain
 from selfsup.train.checkpoint import load_checkpoint
 
@@ -112,8 +113,8 @@ def _find(evals: list[dict], protocol: str, init: str) -> dict | None:
 def report(out: Path) -> str:
     """The markdown table of finished cells and ``curves.png``."""
     rows = [
-        "| run | kNN-20 top-1 (test) | linear top-1 (test) | training time | epochs | "
-        "backbone params |",
+        "| run | kNN-20 top-1 on test (95% CI) | linear top-1 on test (95% CI) | training time "
+        "| epochs | backbone params |",
         "|---|---|---|---|---|---|",
     ]
     baselines: list[str] = []
@@ -153,7 +154,12 @@ def report(out: Path) -> str:
 
 
 def _pct(rec: dict | None) -> str:
-    return "-" if rec is None else f"{100 * rec['top1']:.1f}%"
+    """Top-1 with its 95% Wilson interval over the test images."""
+    if rec is None:
+        return "-"
+    n = rec["n_test"]
+    lo, hi = wilson_interval(round(rec["top1"] * n), n)
+    return f"{100 * rec['top1']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})"
 
 
 def _backbone_params(run_dir: Path) -> int:
