@@ -178,9 +178,13 @@ def test_pseudo_label_with_a_supervised_run_as_teacher(tmp_path, capsys) -> None
     """``eval.pseudo_teacher`` swaps the probe teacher for a supervised run's classifier; a run
     without a classifier is refused with a clear message."""
     quick = [*TINY, "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false"]
-    sup, ssl = tmp_path / "sup", tmp_path / "ssl"
+    sup, ssl, leaky = tmp_path / "sup", tmp_path / "ssl", tmp_path / "leaky"
     no_ssl = [o for o in quick if not o.startswith("method.")]
-    assert main(["supervised", "--out", str(sup), *no_ssl]) == 0
+    # a valid teacher saw only the protocol's labelled part: the same images (data.limit =
+    # eval.train_limit, seed 0) and the same class-balanced fraction
+    valid = ["data.limit=256", "method.label_fraction=0.25"]
+    assert main(["supervised", "--out", str(sup), *no_ssl, *valid]) == 0
+    assert main(["supervised", "--out", str(leaky), *no_ssl, "data.limit=256"]) == 0
     assert pretrain(ssl, "eval.protocols=[knn]", "eval.knn_k=[20]") == 0
     common = [
         "eval.compare_random=false",
@@ -200,6 +204,9 @@ def test_pseudo_label_with_a_supervised_run_as_teacher(tmp_path, capsys) -> None
     capsys.readouterr()
     assert main([*args, f"eval.pseudo_teacher={ssl}"]) == 2  # an SSL run has no classifier
     assert "must be a supervised or joint run" in capsys.readouterr().err
+    # a teacher trained on all the labels has seen the pool's: refused, not silently inflated
+    assert main([*args, f"eval.pseudo_teacher={leaky}"]) == 2
+    assert "was trained on the labels of" in capsys.readouterr().err
 
 
 QUICK = ["train.epochs=1", "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false",

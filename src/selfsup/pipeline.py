@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 
 from selfsup.analysis.collapse import collapse_stats, collapse_warning
 from selfsup.analysis.plots import save_run_plots
-from selfsup.atomic import write_json_atomic
+from selfsup.atomic import write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.backbones.pixels import Pixels
 from selfsup.config import (
@@ -41,7 +42,7 @@ from selfsup.evaluate.protocols import (
 )
 from selfsup.evaluate.sampling import class_balanced_indices
 from selfsup.methods import METHODS, Method, build_method
-from selfsup.rundir import environment, merge_records, read_results
+from selfsup.rundir import LABELLED_IMAGES, environment, merge_records, read_results
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.loop import check_compatible, fit, resolve_device
 
@@ -110,6 +111,7 @@ def make_method(cfg: Config, channels: int) -> Method:
 # what a run writes into its directory (``overwrite`` removes these and nothing else)
 RUN_FILES = (
     "config.yaml",
+    "labelled_images.npy",
     "env.json",
     "metrics.jsonl",
     "results.json",
@@ -212,6 +214,9 @@ def pretrain(
         remove_run_files(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # only once the data loaded
     save_config(cfg, run_dir / "config.yaml")
+    if labels is not None:  # which images' labels this run saw (pseudo-label teachers: no pool)
+        seen = data.subset((labels >= 0).nonzero().squeeze(1)).fingerprints()
+        write_atomic(run_dir / LABELLED_IMAGES, lambda f: np.save(f, seen))
     write_json_atomic(run_dir / "env.json", environment())
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)

@@ -18,6 +18,9 @@ import torchvision
 
 import selfsup
 
+# fingerprints (ImageArray.fingerprints) of the images whose labels a supervised / joint run used
+LABELLED_IMAGES = "labelled_images.npy"
+
 
 def git_sha() -> str | None:
     """The commit of the selfsup source tree, when it is a git checkout."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +25,7 @@ from selfsup.errors import ConfigError
 from selfsup.evaluate.features import extract_features, input_channels, match_channels
 from selfsup.evaluate.protocols import PROTOCOLS, EvalContext, Fitted, train_classifier
 from selfsup.evaluate.sampling import class_balanced_indices, complement
+from selfsup.rundir import LABELLED_IMAGES
 
 
 def select_confident(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,11 +41,12 @@ Teacher = Callable[[ImageArray], torch.Tensor]
 
 
 def make_teacher(
-    backbone: nn.Module, ctx: EvalContext, labelled: ImageArray
+    backbone: nn.Module, ctx: EvalContext, labelled: ImageArray, pool: ImageArray
 ) -> tuple[str, Teacher]:
     """(name, images -> class probabilities (N, K) on the CPU): the classifier of the run in
-    ``eval.pseudo_teacher`` (a supervised or joint run, with its own normalisation), else the
-    backbone's linear probe fitted on the labelled part."""
+    ``eval.pseudo_teacher`` (a supervised or joint run, with its own normalisation; refused if
+    it was trained on the label of any ``pool`` image), else the backbone's linear probe
+    fitted on the labelled part."""
     if ctx.cfg.pseudo_teacher is None:
         probe, _ = ctx.fit_probe(backbone, labelled)
         return "probe", lambda data: probe.predict(ctx.features(backbone, data)).softmax(1).cpu()
@@ -57,6 +60,7 @@ def make_teacher(
             f"eval.pseudo_teacher={str(run)!r} must be a supervised or joint run with "
             f"{ctx.num_classes} classes (selfsup supervised --config ...)"
         )
+    check_teacher_never_saw(run, pool, ctx)
     net = nn.Sequential(method.backbone, head)
 
     def probs(data: ImageArray) -> torch.Tensor:
@@ -68,6 +72,29 @@ def make_teacher(
         return logits.softmax(1).cpu()
 
     return str(run), probs
+
+
+def check_teacher_never_saw(run: Path, pool: ImageArray, ctx: EvalContext) -> None:
+    """Refuse a teacher run that was trained on the labels of pool images: its pseudo-labels
+    would be memorised labels, and the students' gain would be leakage, not semi-supervision."""
+    path = run / LABELLED_IMAGES
+    if not path.is_file():
+        raise ConfigError(
+            f"eval.pseudo_teacher={str(run)!r} does not record which images' labels it trained "
+            f"on ({LABELLED_IMAGES}, written by selfsup since this check exists); train the "
+            "teacher again with selfsup supervised"
+        )
+    seen = np.load(path, allow_pickle=False)
+    overlap = int(np.isin(pool.fingerprints(), seen).sum())
+    if overlap:
+        c = ctx.cfg
+        raise ConfigError(
+            f"eval.pseudo_teacher={str(run)!r} was trained on the labels of {overlap} of the "
+            f"{len(pool)} pool images it would pseudo-label, so its labels are not predictions. "
+            "Train the teacher on the labelled part only: selfsup supervised --config ... "
+            f"method.label_fraction={c.pseudo_fraction} seed={ctx.seed} (and data.limit equal "
+            "to eval.train_limit), or leave eval.pseudo_teacher unset to use the probe"
+        )
 
 
 def _join(labelled: ImageArray, extra: ImageArray, labels: torch.Tensor) -> ImageArray:
@@ -87,7 +114,7 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
     pool = complement(len(ctx.train), lab_idx)
     pool = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed))]
     labelled = ctx.train.subset(lab_idx)
-    teacher_name, teacher = make_teacher(backbone, ctx, labelled)
+    teacher_name, teacher = make_teacher(backbone, ctx, labelled, ctx.train.subset(pool))
     fitted = []
     for ratio in c.pseudo_ratios:
         unlabeled = ctx.train.subset(pool[: min(len(pool), round(ratio * len(labelled)))])
