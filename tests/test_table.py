@@ -274,3 +274,26 @@ def test_baseline_verdict_says_when_pretraining_did_not_beat_pixels() -> None:
     ahead = baseline_verdict([rec("pretrained", 0.9), rec("random", 0.75), rec("pixels", 0.85)])
     assert "NOT" not in ahead[0] and "+5.0" in ahead[0]
     assert baseline_verdict([rec("pretrained", 0.9)]) == []  # nothing to compare with
+
+
+def test_records_that_differ_only_in_lr_are_kept_apart() -> None:
+    from selfsup.config import EvalConfig
+    from selfsup.evaluate.table import aggregate, eval_settings, init_table, settings_id
+    from selfsup.rundir import merge_records
+
+    def rec(lr: float, top1: float) -> dict:
+        settings = eval_settings("finetune", EvalConfig(finetune_lr=lr))
+        return {"protocol": "finetune", "dataset": "fm", "init": "pretrained", "fraction": 0.1,
+                "settings": settings, "settings_id": settings_id(settings), "top1": top1,
+                "top5": 1.0, "f1_macro": top1, "seed": 0}  # fmt: skip
+
+    slow, fast = rec(0.05, 0.70), rec(0.4, 0.80)
+    assert slow["settings_id"] != fast["settings_id"]
+    assert len(aggregate([slow, fast])) == 2  # not one mean ± std over two recipes
+    assert merge_records([slow], [fast]) == [slow, fast]  # neither replaces the other
+    assert merge_records([slow], [rec(0.05, 0.71)]) == [rec(0.05, 0.71)]  # a re-run replaces
+    table = init_table([slow, fast])
+    assert table.count("[settings") == 2  # two rows, told apart
+    # a setting another protocol uses does not split a kNN measurement
+    a = eval_settings("knn", EvalConfig(finetune_lr=0.05))
+    assert a == eval_settings("knn", EvalConfig(finetune_lr=0.4))

@@ -41,6 +41,7 @@ from selfsup.evaluate.protocols import (
     seeded_subset,
 )
 from selfsup.evaluate.sampling import class_balanced_indices
+from selfsup.evaluate.table import settings_id
 from selfsup.methods import METHODS, Method, build_method
 from selfsup.rundir import LABELLED_IMAGES, environment, merge_records, read_results
 from selfsup.train.checkpoint import load_checkpoint
@@ -278,9 +279,18 @@ def head_records(method: Method, cfg: Config, device: torch.device) -> list[dict
     kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device)
     scores = extract_features(net, test.images, batch_size=cfg.eval.batch_size, **kw)
     num_classes = method.head.out_features
+    t = cfg.train
+    settings = {
+        "test_limit": cfg.eval.test_limit,
+        **{k: getattr(t, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay")},
+        "crop_scale": cfg.views.crop_scale,
+        "seed": cfg.seed,
+    }
     return [
         {
             "protocol": "supervised" if cfg.method.name == "supervised" else "joint",
+            "settings": settings,
+            "settings_id": settings_id(settings),
             "dataset": cfg.data.dataset,
             "init": "trained",
             "fraction": label_fraction(cfg),

@@ -17,6 +17,7 @@ import torch
 import torchvision
 
 import selfsup
+from selfsup.evaluate.table import measurement_key
 
 # fingerprints (ImageArray.fingerprints) of the images whose labels a supervised / joint run used
 LABELLED_IMAGES = "labelled_images.npy"
@@ -57,9 +58,9 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
 
 
 def record_key(rec: dict[str, Any]) -> tuple:
-    """Records with the same key replace each other when a run is evaluated again."""
-    keys = ("protocol", "dataset", "init", "k", "fraction", "ratio", "threshold", "seed")
-    return tuple(rec.get(k) for k in keys)
+    """Records with the same key replace each other when a run is evaluated again: the same
+    measurement (:func:`selfsup.evaluate.table.measurement_key`, settings included) and seed."""
+    return (*measurement_key(rec), rec.get("seed"))
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:

@@ -34,6 +34,7 @@ from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.linear import LinearProbe, epochs_for, select_and_fit_linear
 from selfsup.evaluate.metrics import classification_metrics
 from selfsup.evaluate.sampling import class_balanced_indices
+from selfsup.evaluate.table import eval_settings, settings_id
 from selfsup.methods.supervised import Classifier
 from selfsup.registry import Registry
 
@@ -363,11 +364,14 @@ def evaluate_backbone(
                 for fitted in PROTOCOLS.get(protocol)(backbone, ctx):  # fit: train split only
                     scores = fitted.scores(test)  # the test split, once, to report
                     metrics = classification_metrics(scores, test.labels, ctx.num_classes)
+                    settings = eval_settings(protocol, cfg)
                     records.append(
                         {
                             "protocol": protocol,
                             "dataset": name,
                             "init": init,
+                            "settings": settings,
+                            "settings_id": settings_id(settings),
                             **fitted.info,
                             **metrics,
                             "n_train": len(train),

@@ -9,21 +9,73 @@ repetitions of the same measurement, identified by ``IDENTITY``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-IDENTITY = ("protocol", "dataset", "init", "k", "fraction", "ratio", "threshold")
+IDENTITY = ("protocol", "dataset", "init", "settings_id", "k", "fraction", "ratio", "threshold")
+# the eval settings that change each protocol's number (besides the record's own fields)
+COMMON_SETTINGS = ("train_limit", "test_limit")
+_TRAINED = ("val_fraction", "min_steps")
+_FINETUNE = ("finetune_epochs", "finetune_batch_size", "finetune_lr", "finetune_weight_decay",
+             "crop_scale", *_TRAINED)  # fmt: skip
+PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "knn": ("knn_temperature",),
+    "linear": (
+        "linear_epochs",
+        "linear_batch_size",
+        "linear_lr",
+        "linear_weight_decays",
+        *_TRAINED,
+    ),
+    "linear-aug": (
+        "linear_aug_epochs",
+        "linear_batch_size",
+        "linear_aug_lr",
+        "linear_aug_weight_decay",
+        "crop_scale",
+        *_TRAINED,
+    ),
+    "finetune": _FINETUNE,
+    "pseudo-label": (
+        *_FINETUNE,
+        "pseudo_fraction",
+        "pseudo_threshold",
+        "pseudo_teacher",
+        "linear_epochs",
+        "linear_lr",
+        "linear_weight_decays",
+    ),
+}
+
+
+def eval_settings(protocol: str, cfg: Any) -> dict[str, Any]:
+    """The settings of ``cfg`` (an ``EvalConfig``) that change ``protocol``'s number."""
+    names = COMMON_SETTINGS + PROTOCOL_SETTINGS.get(protocol, ())
+    return {n: getattr(cfg, n) for n in names if hasattr(cfg, n)}
+
+
+def settings_id(settings: dict[str, Any]) -> str:
+    """A short stable hash of a record's settings: records that differ in any setting that
+    changes the number (lr, epochs, temperature, teacher, limits, crop scale...) get different
+    ids, so they are never averaged together or replace each other."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 METRICS = ("top1", "top5", "f1_macro")
 PROTOCOL_ORDER = ("knn", "linear", "linear-aug", "finetune", "pseudo-label", "supervised", "joint")
 INIT_ORDER = ("pretrained", "trained", "random", "pixels")
 
 
 def measurement_key(rec: dict[str, Any]) -> tuple[Any, ...]:
-    """What identifies a measurement across seeds: (protocol, dataset, init, k, fraction, ratio,
-    threshold), absent fields as None. ``init`` defaults to "pretrained" for older records."""
+    """What identifies a measurement across seeds: (protocol, dataset, init, settings_id, k,
+    fraction, ratio, threshold), absent fields as None. ``init`` defaults to "pretrained" for
+    older records."""
     return tuple(rec.get(f, "pretrained" if f == "init" else None) for f in IDENTITY)
 
 
@@ -103,8 +155,22 @@ def column_label(rec: dict[str, Any], *, dataset: bool = False, verbose: bool = 
 
 
 def record_label(rec: dict[str, Any]) -> str:
-    """Row name of ``init_table``: the measurement without its init, e.g. "knn k=20 on cifar10"."""
+    """Row name of ``init_table``: the measurement without its init, e.g. "knn k=20 on cifar10"
+    (and " [settings <id>]" where ``_disambiguate`` finds two settings under one name)."""
     return f"{_measure(rec)} on {rec['dataset']}"
+
+
+def _row_labels(aggs: list[dict[str, Any]]) -> list[str]:
+    """``record_label`` of each aggregate, with its settings id appended where one label would
+    otherwise cover measurements made with different settings."""
+    base = [record_label(a) for a in aggs]
+    ids: dict[str, set[Any]] = {}
+    for label, a in zip(base, aggs, strict=True):
+        ids.setdefault(label, set()).add(a.get("settings_id"))
+    return [
+        f"{label} [settings {a.get('settings_id')}]" if len(ids[label]) > 1 else label
+        for label, a in zip(base, aggs, strict=True)
+    ]
 
 
 def _rank(value: Any, order: Sequence[Any]) -> tuple[int, str]:
@@ -112,7 +178,7 @@ def _rank(value: Any, order: Sequence[Any]) -> tuple[int, str]:
 
 
 def _column_sort_key(key: tuple[Any, ...], datasets: list[str]) -> tuple[Any, ...]:
-    protocol, dataset, init, k, fraction, ratio, threshold = key
+    protocol, dataset, init, _settings, k, fraction, ratio, threshold = key
     num = [v if v is not None else -1.0 for v in (k, fraction, threshold, ratio)]
     return (datasets.index(dataset), _rank(protocol, PROTOCOL_ORDER), *num, _rank(init, INIT_ORDER))
 
@@ -143,8 +209,8 @@ def init_table(records: list[dict[str, Any]]) -> str:
     aggs = aggregate(records)
     inits = sorted(dict.fromkeys(a["init"] for a in aggs), key=lambda i: _rank(i, INIT_ORDER))
     rows: dict[str, dict[str, dict[str, Any]]] = {}
-    for a in aggs:
-        rows.setdefault(record_label(a), {})[a["init"]] = a
+    for label, a in zip(_row_labels(aggs), aggs, strict=True):
+        rows.setdefault(label, {})[a["init"]] = a
     lines = [["evaluation"] + [f"{i} top-1 / F1" for i in inits]]
     for label, by_init in rows.items():
         cells = [label]
@@ -167,8 +233,9 @@ def baseline_verdict(records: list[dict[str, Any]]) -> list[str]:
     """One line per measurement that has baselines: the pretrained top-1 against random init
     and raw pixels, in points, and a plain warning where it does not beat a baseline."""
     rows: dict[str, dict[str, dict[str, Any]]] = {}
-    for a in aggregate(records):
-        rows.setdefault(record_label(a), {})[a["init"]] = a
+    aggs = aggregate(records)
+    for label, a in zip(_row_labels(aggs), aggs, strict=True):
+        rows.setdefault(label, {})[a["init"]] = a
     lines = []
     for label, by_init in rows.items():
         mine = by_init.get("pretrained")
@@ -226,6 +293,10 @@ def comparison_columns(
     for k in keys:
         if labels[k] in clashes:
             labels[k] = column_label(examples[k], verbose=True)
+    clashes = {v for v in labels.values() if list(labels.values()).count(v) > 1}
+    for k in keys:
+        if labels[k] in clashes and examples[k].get("settings_id"):
+            labels[k] += f" [settings {examples[k]['settings_id']}]"
     return keys, labels
 
 
