@@ -65,3 +65,10 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def remove_temporaries(folder: str | Path, name: str = "*") -> None:
+    """Remove the temporaries that writes of ``folder/name`` left when a kill interrupted them
+    (never renamed over their file, so never read)."""
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        tmp.unlink(missing_ok=True)

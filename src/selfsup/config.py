@@ -563,7 +563,6 @@ def check_ranges(cfg: Config) -> None:
         found, value = _lookup(cfg, key)
         if not found or (value == "auto" and cfg.method.name == "isd"):
             continue
-
         try:
             parse_mlp_spec(value)
         except ConfigError as err:

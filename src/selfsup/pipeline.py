@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from selfsup.analysis.collapse import collapse_stats, collapse_warning
 from selfsup.analysis.plots import save_run_plots
-from selfsup.atomic import write_atomic, write_json_atomic
+from selfsup.atomic import remove_temporaries, write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.backbones.pixels import Pixels
 from selfsup.config import (
@@ -160,8 +160,7 @@ def remove_run_files(run_dir: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
-    for tmp in run_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    remove_temporaries(run_dir)
 
 
 def knn_monitor(cfg: Config, data: ImageArray, device: torch.device):
@@ -284,7 +283,6 @@ def head_records(method: Method, cfg: Config, device: torch.device) -> list[dict
         "test_limit": cfg.eval.test_limit,
         **{k: getattr(t, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay")},
         "crop_scale": cfg.views.crop_scale,
-        "seed": cfg.seed,
     }
     return [
         {

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from selfsup.atomic import write_text_atomic
+from selfsup.atomic import remove_temporaries, write_text_atomic
 from selfsup.config import Config, TrainConfig, config_to_dict
 from selfsup.data.views import make_views
 from selfsup.distributed import is_distributed, rank, world_size
@@ -149,6 +149,10 @@ class _Pending:
     started: float
     images: int = 0
 
+    @classmethod
+    def empty(cls) -> _Pending:
+        return cls([], [], [], [], time.perf_counter())
+
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
     """The CPU generator, and the training GPU's only: a checkpoint must resume on a machine
@@ -253,7 +257,7 @@ def fit(
         train_seconds = float(ckpt.get("train_seconds", 0.0))
         skipped = int(ckpt.get("skipped_nonfinite", 0))
         log.truncate_after(step)
-        _remove_stale_temporaries(ckpt_path)
+        remove_temporaries(ckpt_path.parent, ckpt_path.name)
 
     def save(epoch: int, epoch_step: int, view_gen: torch.Generator | None) -> None:
         """``epoch`` is the one to continue from, ``epoch_step`` the batches of it done."""
@@ -295,7 +299,7 @@ def fit(
             if epoch == start_epoch and view_state is not None:
                 view_gen.set_state(view_state)
             epoch_start = time.perf_counter()
-            pending = _Pending([], [], [], [], time.perf_counter())
+            pending = _Pending.empty()
             batches = list(stream.epoch(epoch))
             first = skip if epoch == start_epoch else 0
             for i in range(first, len(batches)):
@@ -343,13 +347,11 @@ def fit(
                 step += 1
                 bar.update(1)
                 if len(pending.steps) >= tc.log_every:
-                    _flush(pending, epoch, log, bar, ckpt_path)
-                    pending = _Pending([], [], [], [], time.perf_counter())
+                    pending = _flush(pending, epoch, log, bar, ckpt_path)
                 done = i + 1
                 periodic = tc.checkpoint_every and step % tc.checkpoint_every == 0
                 if (stop.received or periodic) and done < len(batches):
-                    _flush(pending, epoch, log, bar, ckpt_path)
-                    pending = _Pending([], [], [], [], time.perf_counter())
+                    pending = _flush(pending, epoch, log, bar, ckpt_path)
                     save(epoch, done, view_gen)
                     if stop.received:
                         bar.close()
@@ -395,13 +397,6 @@ def _log_skipped(
     bar.write(f"selfsup: step {step}: non-finite loss, step skipped ({skipped} of {limit} allowed)")
 
 
-def _remove_stale_temporaries(ckpt_path: Path) -> None:
-    """Temporary files of a checkpoint write that a kill interrupted (never renamed over
-    ``last.pt``, so never read): removed when the run resumes."""
-    for tmp in ckpt_path.parent.glob(f".{ckpt_path.name}.*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
 def _weight_decay(tc: TrainConfig, step: int, total: int) -> float:
     """``train.weight_decay``, or its cosine schedule to ``train.weight_decay_end`` (DINO's
     ``wd_schedule`` in facebookresearch/dino main_dino.py)."""
@@ -412,10 +407,11 @@ def _weight_decay(tc: TrainConfig, step: int, total: int) -> float:
     )
 
 
-def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path: Path) -> None:
-    """Copy the buffered per-step values to the host once, check them, and log them."""
+def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path: Path) -> _Pending:
+    """Copy the buffered per-step values to the host once, check them, and log them; returns
+    an empty buffer for the steps that follow."""
     if not pending.steps:
-        return
+        return _Pending.empty()
     names = list(pending.parts[0])
     stacked = torch.stack(
         [
@@ -442,6 +438,7 @@ def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path:
         records.append(rec)
     log.write(records)
     bar.set_postfix(loss=f"{stacked[-1][0]:.4f}", ips=f"{ips:.0f}", refresh=False)
+    return _Pending.empty()
 
 
 def check_compatible(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
