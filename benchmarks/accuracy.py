@@ -75,6 +75,15 @@ CELLS: dict[str, Cell] = {
     "supervised": Cell("supervised.yaml"),
     # ... and VICReg's full shipped recipe, about an hour of one core
     "vicreg": Cell("vicreg.yaml"),
+    # an hour of one core each, side by side, with the last stage (or every stage) widened:
+    # the hour-long narrow run plateaued (RESULTS.md), and the recipe is chosen between these
+    # two by the kNN monitor on held-out training images
+    "vicreg-16-32-128": Cell(
+        "vicreg.yaml", ["backbone.widths=[16,32,128]", "train.epochs=22"], random=True
+    ),
+    "vicreg-32-64-128": Cell(
+        "vicreg.yaml", ["backbone.widths=[32,64,128]", "train.epochs=12"], random=True
+    ),
 }
 
 

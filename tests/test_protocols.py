@@ -39,7 +39,7 @@ EVAL = [
     "eval.test_limit=100",
     "eval.batch_size=256",
     "eval.knn_k=[5,20]",
-    "eval.linear_epochs=3",
+    "eval.linear_l2=[0.01]",
     "eval.linear_aug_epochs=1",
     "eval.finetune_epochs=1",
     "eval.finetune_batch_size=32",
@@ -320,8 +320,6 @@ def test_protocols_learn_an_easy_problem(tmp_path: Path) -> None:
         "eval.finetune_epochs=3",
         "eval.finetune_fractions=[0.5]",
         "eval.finetune_lr=0.5",
-        "eval.linear_epochs=50",
-        "eval.linear_batch_size=32",
     )
     names = ["knn", "linear", "linear-aug", "finetune"]
     for bright in (0, 1):

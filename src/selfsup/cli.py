@@ -13,6 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
+from selfsup.backbones.weights import backbone_state, export_backbone
 from selfsup.config import (
     Config,
     apply_overrides,
@@ -22,6 +25,10 @@ from selfsup.config import (
     method_label,
 )
 from selfsup.errors import SelfsupError
+from selfsup.evaluate.table import METRICS, baseline_verdict, comparison_table, init_table
+from selfsup.pipeline import evaluate_run, load_run_config, pretrain
+from selfsup.rundir import read_results
+from selfsup.train.checkpoint import load_checkpoint
 
 EPILOG = """tuning advice:
   * train.batch_size is the global batch; the lr used is train.lr * batch_size / 256.
@@ -83,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     tb = sub.add_parser("table", help="compare finished runs in one results table")
     tb.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     tb.add_argument("--format", choices=["markdown", "csv"], default="markdown")
-    tb.add_argument("--metric", choices=["top1", "top5", "f1_macro"], default="top1")
+    tb.add_argument("--metric", choices=list(METRICS), default="top1")
 
     ex = sub.add_parser(
         "export",
@@ -127,14 +134,9 @@ VARIANT_HELP = {
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from selfsup.evaluate.table import init_table
-    from selfsup.pipeline import pretrain
-
     if args.resume:
         if args.out is None:
             raise SelfsupError("--resume needs --out RUN_DIR, the run to continue")
-        import yaml
-
         saved = args.out / "config.yaml"
         if not saved.is_file():
             raise SelfsupError(f"cannot resume: {args.out} holds no run (no config.yaml)")
@@ -160,8 +162,6 @@ def _default_out(cfg: Config) -> Path:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from selfsup.evaluate.table import init_table
-    from selfsup.pipeline import evaluate_run
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
     overrides = list(args.overrides)
@@ -181,7 +181,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _print_verdict(records: list[dict]) -> None:
-    from selfsup.evaluate.table import baseline_verdict
 
     lines = baseline_verdict(records)
     if lines:
@@ -190,9 +189,6 @@ def _print_verdict(records: list[dict]) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from selfsup.backbones.weights import backbone_state, export_backbone
-    from selfsup.pipeline import load_run_config
-    from selfsup.train.checkpoint import load_checkpoint
 
     cfg = load_run_config(args.run_dir)
     state = backbone_state(load_checkpoint(args.run_dir / "checkpoints" / "last.pt")["model"])
@@ -212,8 +208,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
-    from selfsup.evaluate.table import comparison_table
-    from selfsup.rundir import read_results
 
     runs = []
     for run_dir in args.run_dirs:

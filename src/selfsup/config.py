@@ -240,10 +240,10 @@ class EvalConfig:
     datasets: list[str] = field(default_factory=list)  # extra eval datasets (transfer)
     knn_k: list[int] = field(default_factory=lambda: [20, 200])
     knn_temperature: float = 0.07
-    linear_epochs: int = 100
-    linear_batch_size: int = 256
-    linear_lr: float = 1e-3
-    linear_weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-3])
+    # linear: L2-regularised logistic regression on frozen features (L-BFGS); the penalty is
+    # chosen from linear_l2 on the validation split carved from train
+    linear_l2: list[float] = field(default_factory=lambda: [10.0**e for e in range(-6, 5)])
+    linear_max_iter: int = 1000  # L-BFGS iterations per fit
     val_fraction: float = 0.1  # carved from the training split for hyper-parameter choice
     train_limit: int | None = None  # at most this many train images for kNN bank / probe fit
     test_limit: int | None = None  # at most this many test images (reported as n_test)
@@ -465,10 +465,8 @@ RANGES: dict[str, tuple[Range, str]] = {
     "train.skip_nonfinite": (NON_NEGATIVE, "steps; 0 stops at the first NaN / inf loss"),
     "eval.knn_k": (AT_LEAST_1, "neighbours that vote"),
     "eval.knn_temperature": (POSITIVE, _TEMP),
-    "eval.linear_epochs": (AT_LEAST_1, "probe epochs"),
-    "eval.linear_batch_size": (AT_LEAST_1, "probe batch size"),
-    "eval.linear_lr": (POSITIVE, "probe lr"),
-    "eval.linear_weight_decays": (NON_NEGATIVE, "probe weight decays to choose from"),
+    "eval.linear_l2": (NON_NEGATIVE, "probe L2 penalties to choose from"),
+    "eval.linear_max_iter": (AT_LEAST_1, "probe L-BFGS iterations"),
     "eval.val_fraction": (Range(0, 1, True, True), "the share of training images held out"),
     "eval.train_limit": (AT_LEAST_1, "training images to evaluate with; null uses them all"),
     "eval.test_limit": (AT_LEAST_1, "test images to report on; null uses them all"),
@@ -580,8 +578,8 @@ def check_ranges(cfg: Config) -> None:
             "backbone.depths=[2,1,1,1] backbone.widths=[64,128,256,512]"
         )
     e = cfg.eval
-    if not e.linear_weight_decays:
-        raise ConfigError("eval.linear_weight_decays=[] is empty; give at least one, e.g. [0.0]")
+    if not e.linear_l2:
+        raise ConfigError("eval.linear_l2=[] is empty; give at least one penalty, e.g. [1e-4]")
     for protocol, key in (
         ("knn", "knn_k"),
         ("finetune", "finetune_fractions"),

@@ -1,5 +1,5 @@
-"""Classification metrics from class scores: top-1 / top-5 accuracy, macro F1, per-class
-accuracy and the confusion matrix."""
+"""Classification metrics from class scores: top-1 / top-5 accuracy, balanced accuracy, macro
+F1, per-class accuracy and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
 
 
 def f1_macro(cm: torch.Tensor) -> float:
-    """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN); a class absent from both
-    targets and predictions scores 0, as scikit-learn's ``f1_score(average="macro")``."""
+    """Unweighted mean of F1 = 2 TP / (2 TP + FP + FN) over the classes that occur in the
+    targets or the predictions, as scikit-learn's ``f1_score(average="macro")`` without
+    ``labels``: a class absent from both (e.g. from a test subset) is left out of the mean, not
+    counted as 0."""
     tp = cm.diag().double()
     fp = cm.sum(0).double() - tp
     fn = cm.sum(1).double() - tp
     denom = 2 * tp + fp + fn
-    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.zeros_like(tp))
-    return float(f1.mean())
+    present = denom > 0
+    return float((2 * tp[present] / denom[present]).mean()) if bool(present.any()) else 0.0
 
 
 def topk_accuracy(scores: torch.Tensor, target: torch.Tensor, k: int) -> float:
@@ -37,8 +39,10 @@ def classification_metrics(
     scores: torch.Tensor, target: torch.Tensor, num_classes: int
 ) -> dict[str, Any]:
     """Metrics of class scores (N, K) (logits, probabilities or kNN votes) against labels (N,):
-    ``top1``, ``top5``, ``f1_macro``, ``per_class_acc`` (recall of each class; None for a class
-    absent from ``target``) and ``confusion`` (rows true, columns predicted)."""
+    ``top1`` (with ``top1_ci95``), ``top5``, ``balanced_acc`` (mean recall over the classes in
+    ``target``, scikit-learn's ``balanced_accuracy_score``), ``f1_macro``, ``per_class_acc``
+    (recall of each class; None for a class absent from ``target``) and ``confusion`` (rows
+    true, columns predicted)."""
     scores, target = scores.float().cpu(), target.cpu()
     cm = confusion_matrix(scores.argmax(1), target, num_classes)
     support = cm.sum(1)
@@ -46,10 +50,12 @@ def classification_metrics(
         float(cm[c, c] / support[c]) if support[c] > 0 else None for c in range(num_classes)
     ]
     correct, n = int(cm.diag().sum()), int(cm.sum())
+    recalls = [r for r in per_class if r is not None]
     return {
         "top1": float(cm.diag().sum() / cm.sum().clamp_min(1)),
         "top1_ci95": list(wilson_interval(correct, n)),
         "top5": topk_accuracy(scores, target, 5),
+        "balanced_acc": sum(recalls) / len(recalls) if recalls else 0.0,
         "f1_macro": f1_macro(cm),
         "per_class_acc": per_class,
         "confusion": cm.tolist(),

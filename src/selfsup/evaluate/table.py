@@ -25,16 +25,10 @@ _FINETUNE = ("finetune_epochs", "finetune_batch_size", "finetune_lr", "finetune_
              "crop_scale", *_TRAINED)  # fmt: skip
 PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
     "knn": ("knn_temperature",),
-    "linear": (
-        "linear_epochs",
-        "linear_batch_size",
-        "linear_lr",
-        "linear_weight_decays",
-        *_TRAINED,
-    ),
+    "linear": ("linear_l2", "linear_max_iter", "val_fraction"),
     "linear-aug": (
         "linear_aug_epochs",
-        "linear_batch_size",
+        "finetune_batch_size",
         "linear_aug_lr",
         "linear_aug_weight_decay",
         "crop_scale",
@@ -46,9 +40,8 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
         "pseudo_fraction",
         "pseudo_threshold",
         "pseudo_teacher",
-        "linear_epochs",
-        "linear_lr",
-        "linear_weight_decays",
+        "linear_l2",
+        "linear_max_iter",
     ),
 }
 
@@ -67,7 +60,7 @@ def settings_id(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-METRICS = ("top1", "top5", "f1_macro")
+METRICS = ("top1", "top5", "balanced_acc", "f1_macro")
 PROTOCOL_ORDER = ("knn", "linear", "linear-aug", "finetune", "pseudo-label", "supervised", "joint")
 INIT_ORDER = ("pretrained", "trained", "random", "pixels")
 
