@@ -171,6 +171,9 @@ def test_supervised_and_joint_runs_then_one_table(tmp_path, capsys) -> None:
     rows = {line.split("|")[1].strip() for line in table.splitlines()[2:]}
     assert rows == {"vicreg", "supervised", "vicreg+joint"}
     assert "supervised" in table.splitlines()[0] and "joint" in table.splitlines()[0]
+    assert main(["table", str(ssl), str(sup), "--paired", "--merge-seeds"]) == 0
+    out = capsys.readouterr().out
+    assert "Paired tests against the first run:" in out and "exact McNemar p =" in out
     assert main(["table", str(tmp_path / "nothing")]) == 2  # not a run: a clear error
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -25,10 +26,12 @@ from selfsup.evaluate.protocols import (
     Fitted,
     channel_stats,
     evaluate_backbone,
+    held_out,
     load_eval_splits,
 )
 from selfsup.evaluate.sampling import class_balanced_indices, complement
 from selfsup.evaluate.semisupervised import select_confident
+from selfsup.evaluate.table import init_table
 from selfsup.pipeline import pretrain
 from tiny import TINY
 
@@ -40,6 +43,7 @@ EVAL = [
     "eval.batch_size=256",
     "eval.knn_k=[5,20]",
     "eval.linear_l2=[0.01]",
+    "eval.finetune_lrs=[0.05]",
     "eval.linear_aug_epochs=1",
     "eval.finetune_epochs=1",
     "eval.finetune_batch_size=32",
@@ -168,7 +172,6 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     with pytest.MonkeyPatch.context() as mp:
         log_fits(mp, log)
         mp.setattr(protocols, "train_classifier", spy_train)
-        mp.setattr(semisupervised, "train_classifier", spy_train)
         mp.setattr(semisupervised, "select_confident", spy_select)
         records = evaluate(
             backbone, cfg, ALL, tmp_path_factory.mktemp("eval"), {"synthetic": (train, test)}
@@ -207,7 +210,8 @@ def test_records_have_protocol_fields_and_valid_metrics(guarded: SimpleNamespace
     ]
     for r in by["pseudo-label"]:
         lab = class_balanced_indices(train.labels, 0.2, r["seed"])
-        pool = len(train) - len(lab)
+        held_out_for_lr = round(guarded.cfg.eval.val_fraction * len(train))
+        pool = len(train) - len(lab) - held_out_for_lr  # neither labelled nor validation
         assert r["n_labelled"] == len(lab)
         assert r["n_unlabeled"] == min(pool, round(r["ratio"] * len(lab)))
         assert r["n_pseudo"] == r["n_unlabeled"]  # threshold 0 keeps every pool image
@@ -220,7 +224,8 @@ def test_records_have_protocol_fields_and_valid_metrics(guarded: SimpleNamespace
         (0.5, True),
         (10.0, True),
     }
-    assert any(r["n_unlabeled"] == 200 - r["n_labelled"] for r in by["pseudo-label"])  # capped
+    held = round(guarded.cfg.eval.val_fraction * 200)
+    assert any(r["n_unlabeled"] == 200 - r["n_labelled"] - held for r in by["pseudo-label"])
     # one full set of records per seed, with the same protocol settings
     for p in ALL:
         settings = {
@@ -267,7 +272,11 @@ def test_pseudo_label_students_train_on_labelled_plus_confident_pool(
         assert len(t.data) == r["n_labelled"] + r["n_pseudo"]
     # the appended labels are the teacher's argmax, not the hidden true labels
     for sel, r in zip(guarded.selections, with_pool, strict=True):
-        student = next(t for t in students if t.name == f"pseudo-label-{r['ratio']:g}-s{r['seed']}")
+        student = next(
+            t
+            for t in students
+            if t.name == f"pseudo-label-{r['ratio']:g}-s{r['seed']}-lr{r['lr']:g}"
+        )
         assert torch.equal(student.data.labels[r["n_labelled"] :], sel.pseudo)
 
 
@@ -316,10 +325,10 @@ def test_protocols_learn_an_easy_problem(tmp_path: Path) -> None:
     had not learned from the labels (a lucky random head) would score 1 - x on the swapped one."""
     cfg = config(
         "eval.linear_aug_epochs=3",
-        "eval.linear_aug_lr=1.0",
+        "eval.linear_aug_lrs=[1.0]",
         "eval.finetune_epochs=3",
         "eval.finetune_fractions=[0.5]",
-        "eval.finetune_lr=0.5",
+        "eval.finetune_lrs=[0.5]",
     )
     names = ["knn", "linear", "linear-aug", "finetune"]
     for bright in (0, 1):
@@ -475,3 +484,136 @@ def test_evaluation_subsets_are_the_same_images_for_every_seed() -> None:
     assert len(test_a) == 30 and torch.equal(test_a.images, test_b.images)
     assert torch.equal(train_a.images, train_b.images)
     assert torch.equal(test_a.labels, test_b.labels)
+
+
+def test_finetune_chooses_the_lr_per_arm_on_held_out_training_images(tmp_path: Path) -> None:
+    """Each (init, fraction) arm tries every lr and keeps the best on training images outside
+    its labelled fraction; an lr so small that nothing is learned must lose; the pretrained and
+    random-init arms train the same number of steps, and the table label shows it."""
+    cfg = config(
+        "eval.finetune_fractions=[0.5]",
+        "eval.finetune_lrs=[1e-6,0.5]",
+        "eval.finetune_epochs=3",
+        "eval.val_fraction=0.25",
+    )
+    splits = {"easy": (bright_vs_dark(128, 0, 1), bright_vs_dark(64, 1, 1))}
+    recs = []
+    for init, seed in (("pretrained", 0), ("random", 1)):
+        for r in evaluate(tiny_backbone(seed), cfg, ["finetune"], tmp_path / init, splits):
+            recs.append({**r, "init": init})
+    for r in recs:
+        sweep = dict(r["lr_sweep"])
+        assert set(sweep) == {1e-6, 0.5}
+        assert r["lr"] == max(sweep, key=sweep.get) == 0.5, sweep
+        assert r["val_top1"] == sweep[0.5] > sweep[1e-6]
+    assert recs[0]["steps"] == recs[1]["steps"] == recs[0]["epochs"] * (64 // 32)
+    assert f"({recs[0]['steps']} steps)" in init_table(recs)
+
+
+def test_held_out_images_lie_outside_the_labelled_fraction() -> None:
+    cfg = config("eval.val_fraction=0.2")
+    train, _ = synthetic_splits(cfg)
+    ctx = SimpleNamespace(train=train, cfg=cfg.eval, seed=0)
+    labelled = class_balanced_indices(train.labels, 0.1, seed=0)
+    fit_idx, val_idx = held_out(ctx, labelled)
+    assert torch.equal(fit_idx, labelled)
+    assert len(val_idx) == round(0.2 * len(train))
+    assert set(val_idx.tolist()).isdisjoint(labelled.tolist())
+    everything = torch.arange(len(train))  # no image outside: carved from the labelled ones
+    fit_idx, val_idx = held_out(ctx, everything)
+    assert set(fit_idx.tolist()).isdisjoint(val_idx.tolist())
+    assert len(fit_idx) + len(val_idx) == len(train)
+
+
+RESOLVED = ["views.size=16", "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]"]
+
+
+def method_config(name: str, *overrides: str) -> Config:
+    """``config`` for another method: TINY without its VICReg projector."""
+    tiny = [o for o in TINY if not o.startswith("method.")]
+    return load_config(None, [*tiny, *EVAL, f"method.name={name}", *overrides])
+
+
+def test_dino_is_evaluated_on_its_teacher_and_other_methods_on_the_student() -> None:
+    from selfsup.pipeline import eval_backbone, make_method
+
+    dino = make_method(method_config("dino", *RESOLVED), 3)
+    assert eval_backbone(dino, "auto") == ("teacher", dino.teacher[0])  # DINO's eval_knn.py
+    assert eval_backbone(dino, "student") == ("student", dino.backbone)
+    moco = make_method(method_config("moco", *RESOLVED), 3)
+    assert eval_backbone(moco, "auto") == ("student", moco.backbone)  # moco main_lincls.py
+    assert eval_backbone(moco, "teacher")[1] is moco.teacher[0]
+    vicreg = make_method(config(*RESOLVED), 3)
+    with pytest.raises(ConfigError, match="no teacher backbone; valid: auto, student"):
+        eval_backbone(vicreg, "teacher")
+
+
+def test_a_fraction_trained_run_is_evaluated_with_its_own_labels(tmp_path: Path) -> None:
+    """A supervised run on half the labels: its kNN bank holds only the images whose labels it
+    trained on (like-for-like with its head), and the records say which backbone."""
+    cfg = method_config(
+        "supervised",
+        "method.label_fraction=0.5",
+        "train.epochs=1",
+        "train.optimizer=sgd",
+        "train.lr=0.1",
+        "data.limit=null",
+        "eval.train_limit=128",
+        "eval.protocols=[knn]",
+        "eval.knn_k=[5]",
+        "eval.compare_random=true",
+        "eval.compare_pixels=false",
+    )
+    results = pretrain(cfg, tmp_path / "run")
+    knn = [r for r in results["evals"] if r["protocol"] == "knn"]
+    assert {r["init"] for r in knn} == {"pretrained", "random"}
+    seen = set(np.load(tmp_path / "run" / "labelled_images.npy").tolist())
+    train, _ = synthetic_splits(cfg)
+    in_bank = sum(f in seen for f in train.fingerprints().tolist())
+    assert 0 < in_bank < len(train)
+    assert all(r["n_train"] == in_bank for r in knn)
+    assert next(r for r in knn if r["init"] == "pretrained")["backbone"] == "student"
+
+
+def test_a_joint_runs_monitor_sees_only_its_labelled_fraction() -> None:
+    from selfsup.pipeline import knn_monitor
+
+    cfg = config("eval.monitor_limit=100", *RESOLVED)
+    train, _ = synthetic_splits(cfg)
+    masked = torch.where(train.labels == 0, train.labels, torch.full_like(train.labels, -1))
+    backbone = tiny_backbone()
+    only_zeros = knn_monitor(cfg, train, CPU, masked)(backbone, 1)
+    assert only_zeros["monitor_knn_top1"] == 1.0  # every bank and query label is class 0
+    everything = knn_monitor(cfg, train, CPU)(backbone, 1)
+    assert everything["monitor_knn_top1"] < 1.0
+
+
+def test_a_fine_tuned_head_gets_its_own_lr_as_vicregs_evaluate_py() -> None:
+    """``eval.finetune_head_lr_scale``: the head's groups carry the scale, the backbone's none;
+    the loop multiplies each group's scheduled lr by it."""
+    from selfsup.methods.supervised import Classifier
+
+    model = Classifier(tiny_backbone(), [], 3, head_lr_scale=10.0)
+    groups = model.param_groups(0.0)
+    head = {id(p) for p in model.head.parameters()}
+    for g in groups:
+        in_head = {id(p) in head for p in g["params"]}
+        assert len(in_head) == 1  # no group mixes head and backbone
+        assert g["lr_scale"] == (10.0 if in_head.pop() else 1.0)
+    n = sum(len(g["params"]) for g in groups)
+    assert n == len(list(model.parameters()))
+    plain = Classifier(tiny_backbone(), [], 3).param_groups(0.0)
+    assert all("lr_scale" not in g for g in plain)
+
+
+def test_published_presets_are_valid_configs_and_unknown_names_are_refused() -> None:
+    from selfsup.config import EVAL_PRESETS, preset_overrides
+
+    for name, (source, _) in EVAL_PRESETS.items():
+        assert "facebookresearch/vicreg" in source
+        cfg = load_config(None, [*TINY, *preset_overrides(name)])
+        assert cfg.eval.min_steps == 0
+    semi = load_config(None, [*TINY, *preset_overrides("vicreg-semi-1pct")]).eval
+    assert semi.finetune_lrs == [0.03] and semi.finetune_head_lr_scale * 0.03 == pytest.approx(0.08)
+    with pytest.raises(ConfigError, match="valid: vicreg-linear"):
+        preset_overrides("dino-linear")

@@ -7,14 +7,20 @@ import io
 import json
 import statistics
 
+import numpy as np
 import pytest
+import torch
 
 from selfsup.analysis.plots import confusion_file_name, save_confusion_png, save_run_plots
+from selfsup.evaluate.metrics import mcnemar, pack_correct, unpack_correct
 from selfsup.evaluate.table import (
     aggregate,
     column_label,
     comparison_table,
+    format_cell,
     init_table,
+    merge_seed_runs,
+    paired_tests,
     record_label,
 )
 
@@ -198,7 +204,7 @@ def test_init_table_shows_mean_and_std_over_seeds():
     assert rows[1] == [
         "linear on cifar10",
         f"82.0 ± {std:.1f}% / 81.0 ± {std:.1f}",
-        "30.0 ± 0.0% / 29.0 ± 0.0",
+        "30.0% / 29.0",
     ]
     assert rows[2] == ["knn k=20 on cifar10", "70.0% / 69.0", "-"]
 
@@ -282,7 +288,7 @@ def test_records_that_differ_only_in_lr_are_kept_apart() -> None:
     from selfsup.rundir import merge_records
 
     def rec(lr: float, top1: float) -> dict:
-        settings = eval_settings("finetune", EvalConfig(finetune_lr=lr))
+        settings = eval_settings("finetune", EvalConfig(finetune_lrs=[lr]))
         return {"protocol": "finetune", "dataset": "fm", "init": "pretrained", "fraction": 0.1,
                 "settings": settings, "settings_id": settings_id(settings), "top1": top1,
                 "top5": 1.0, "f1_macro": top1, "seed": 0}  # fmt: skip
@@ -295,5 +301,89 @@ def test_records_that_differ_only_in_lr_are_kept_apart() -> None:
     table = init_table([slow, fast])
     assert table.count("[settings") == 2  # two rows, told apart
     # a setting another protocol uses does not split a kNN measurement
-    a = eval_settings("knn", EvalConfig(finetune_lr=0.05))
-    assert a == eval_settings("knn", EvalConfig(finetune_lr=0.4))
+    a = eval_settings("knn", EvalConfig(finetune_lrs=[0.05]))
+    assert a == eval_settings("knn", EvalConfig(finetune_lrs=[0.4]))
+
+
+def test_mcnemar_exact_on_hand_counted_discordant_pairs() -> None:
+    a = np.array([True] * 10 + [False] * 5 + [True] * 85)
+    b = np.array([False] * 10 + [False] * 5 + [True] * 85)
+    t = mcnemar(a, b)  # 10 images only A gets right, none only B: p = 2 / 2**10
+    assert (t["b"], t["c"]) == (10, 0) and t["p"] == pytest.approx(2 / 2**10)
+    t = mcnemar(a, a)
+    assert (t["b"], t["c"], t["p"]) == (0, 0, 1.0)
+    b2 = a.copy()
+    b2[:3], b2[10:13] = False, True  # 3 vs 3 discordant: no evidence either way
+    assert mcnemar(a, b2)["p"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same test images"):
+        mcnemar(a, a[:50])
+
+
+def test_correctness_bits_round_trip() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 7, 8, 9, 10_000):
+        hits = torch.rand(n, generator=g) < 0.7
+        assert np.array_equal(unpack_correct(pack_correct(hits), n), hits.numpy())
+
+
+def paired_rec(run_seed: int, correct: np.ndarray, test_id: str = "t1") -> dict:
+    return rec(
+        "knn", 0, float(correct.mean()), k=20, n_test=len(correct), test_id=test_id,
+        correct=pack_correct(torch.from_numpy(correct)),
+    )  # fmt: skip
+
+
+def test_paired_tests_say_which_differences_are_significant() -> None:
+    g = np.random.default_rng(0)
+    truth_a = g.random(2000) < 0.80
+    close = truth_a.copy()
+    close[np.flatnonzero(truth_a)[:5]] = False  # 5 images lost, 5 won: noise
+    close[np.flatnonzero(~truth_a)[:5]] = True
+    worse = truth_a & (g.random(2000) < 0.9)  # loses ~160 images A gets right
+    runs = [
+        ("a", results("vicreg", [paired_rec(0, truth_a)])),
+        ("b", results("simclr", [paired_rec(0, close)])),
+        ("c", results("moco", [paired_rec(0, worse)])),
+        ("d", results("isd", [paired_rec(0, worse, test_id="other")])),
+    ]
+    lines = paired_tests(runs)
+    assert len(lines) == 3
+    assert "simclr" in lines[0] and "not significant" in lines[0]
+    assert "moco" in lines[1] and ", significant at 0.05" in lines[1]
+    assert "different test images, no paired test" in lines[2]
+
+
+def test_runs_differing_only_in_seed_merge_into_one_row_with_a_spread() -> None:
+    runs = [
+        ("vicreg-s0", results("vicreg", [rec("linear", 0, 0.80)]), "cfg-a"),
+        ("vicreg-s1", results("vicreg", [rec("linear", 1, 0.84)]), "cfg-a"),
+        ("simclr", results("simclr", [rec("linear", 0, 0.70)]), "cfg-b"),
+    ]
+    merged = merge_seed_runs(runs)
+    assert [name for name, _ in merged] == ["vicreg-s0 (+1 seeds)", "simclr"]
+    table = comparison_table(merged)
+    assert "82.0 ± 2.8" in table and "70.0" in table
+
+
+def test_an_identical_figure_on_every_seed_is_not_shown_with_a_zero_spread() -> None:
+    assert format_cell(0.875, 0.0, 3) == "87.5"  # kNN over evaluation seeds: deterministic
+    assert format_cell(0.875, 0.004, 3) == "87.5 ± 0.4"
+    assert format_cell(0.875, None, 1) == "87.5"
+
+
+def test_paired_tests_compare_pretrained_with_its_baselines_within_a_run() -> None:
+    g = np.random.default_rng(1)
+    mine = g.random(1000) < 0.85
+    random_init = mine & (g.random(1000) < 0.7)  # far worse
+    pixels = mine.copy()
+    pixels[:4] ^= True  # about the same
+    evals = [
+        paired_rec(0, mine),
+        {**paired_rec(0, random_init), "init": "random"},
+        {**paired_rec(0, pixels), "init": "pixels"},
+    ]
+    lines = paired_tests([("a", results("vicreg", evals))])
+    assert len(lines) == 2
+    assert "pretrained" in lines[0] and "random init" in lines[0]
+    assert ", significant at 0.05" in lines[0]
+    assert "raw pixels" in lines[1] and "not significant" in lines[1]

@@ -14,6 +14,7 @@ TINY = [
     "train.log_every=3",
     "train.progress=false",
     "eval.linear_l2=[1.0,0.001]",
+    "eval.finetune_lrs=[0.05]",
     "eval.train_limit=256",
     "eval.test_limit=128",
     "eval.min_steps=0",

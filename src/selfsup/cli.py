@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,15 +18,24 @@ import yaml
 
 from selfsup.backbones.weights import backbone_state, export_backbone
 from selfsup.config import (
+    EVAL_PRESETS,
     Config,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     load_config,
     method_label,
+    preset_overrides,
 )
 from selfsup.errors import SelfsupError
-from selfsup.evaluate.table import METRICS, baseline_verdict, comparison_table, init_table
+from selfsup.evaluate.table import (
+    METRICS,
+    baseline_verdict,
+    comparison_table,
+    init_table,
+    merge_seed_runs,
+    paired_tests,
+)
 from selfsup.pipeline import evaluate_run, load_run_config, pretrain
 from selfsup.rundir import read_results
 from selfsup.train.checkpoint import load_checkpoint
@@ -91,6 +101,17 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     tb.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     tb.add_argument("--metric", choices=list(METRICS), default="top1")
+    tb.add_argument(
+        "--paired",
+        action="store_true",
+        help="also test each run against the first on the same test images (exact McNemar)",
+    )
+    tb.add_argument(
+        "--merge-seeds",
+        action="store_true",
+        help="pool runs whose configs differ only in seed into one row (mean ± std over "
+        "pretraining seeds)",
+    )
 
     ex = sub.add_parser(
         "export",
@@ -113,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated datasets (default: the pretraining dataset)",
     )
     ev.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    ev.add_argument(
+        "--preset",
+        choices=list(EVAL_PRESETS),
+        help="a published evaluation's settings (docs/evaluation.md cites each)",
+    )
     ev.add_argument("--fraction", default=None, help="label fractions for finetune, e.g. 0.01,0.1")
     ev.add_argument(
         "overrides",
@@ -164,7 +190,7 @@ def _default_out(cfg: Config) -> Path:
 def _eval(args: argparse.Namespace) -> int:
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
-    overrides = list(args.overrides)
+    overrides = [*(preset_overrides(args.preset) if args.preset else []), *args.overrides]
     if args.seeds:
         overrides.append(f"eval.seeds=[{args.seeds}]")
     if args.fraction:
@@ -215,7 +241,17 @@ def _table(args: argparse.Namespace) -> int:
         if results is None:
             raise SelfsupError(f"{run_dir} has no results.json (is it a finished run directory?)")
         runs.append((str(run_dir), results))
+    if args.merge_seeds:
+        keys = []
+        for run_dir in args.run_dirs:
+            path = run_dir / "config.yaml"
+            saved = yaml.safe_load(path.read_text()) if path.is_file() else {"run": str(run_dir)}
+            saved.pop("seed", None)
+            keys.append(json.dumps(saved, sort_keys=True, default=str))
+        runs = merge_seed_runs([(n, r, k) for (n, r), k in zip(runs, keys, strict=True)])
     print(comparison_table(runs, fmt=args.format, metric=args.metric))
+    if args.paired:
+        print("\n".join(["", "Paired tests against the first run:", *paired_tests(runs)]))
     return 0
 
 

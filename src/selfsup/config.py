@@ -237,6 +237,9 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])
+    # which backbone to evaluate: auto = the method's official choice (DINO / DINO-Twins: the
+    # EMA teacher, as DINO's eval_knn.py; every other method: the trained student)
+    backbone: str = "auto"  # auto | student | teacher
     datasets: list[str] = field(default_factory=list)  # extra eval datasets (transfer)
     knn_k: list[int] = field(default_factory=lambda: [20, 200])
     knn_temperature: float = 0.07
@@ -259,14 +262,16 @@ class EvalConfig:
     # linear-aug: linear head on the frozen backbone with crop + flip (solo-learn / official
     # eval_linear.py protocol: SGD, cosine schedule, lr x batch / 256)
     linear_aug_epochs: int = 30
-    linear_aug_lr: float = 0.1
+    linear_aug_lrs: list[float] = field(default_factory=lambda: [0.1])  # >1: chosen on val
     linear_aug_weight_decay: float = 0.0
     # finetune: the whole network on class-balanced label fractions, SGD + cosine
     finetune_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])
     finetune_epochs: int = 30
-    finetune_lr: float = 0.05
+    # each (init, fraction) arm tries every lr and keeps the best on held-out training images
+    finetune_lrs: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.25])
     finetune_weight_decay: float = 5e-4
     finetune_batch_size: int = 256
+    finetune_head_lr_scale: float = 1.0  # the head's lr = this x the backbone's (VICReg: 2.7-10)
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # training crops
     # pseudo-label: probe teacher on a labelled fraction labels unlabeled images; confident
     # ones (>= threshold) join the labelled set; a student is fine-tuned on both
@@ -389,6 +394,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("train", "precision"): ("auto", "bf16", "fp32"),
     ("backbone", "stem"): ("auto", "small", "imagenet"),
     ("data", "on_bad_image"): ("skip", "fail"),
+    ("eval", "backbone"): ("auto", "student", "teacher"),
 }
 
 
@@ -475,13 +481,14 @@ RANGES: dict[str, tuple[Range, str]] = {
     "eval.batch_size": (AT_LEAST_1, "feature-extraction batch"),
     "eval.min_steps": (NON_NEGATIVE, "optimizer steps every trained evaluation gets at least"),
     "eval.linear_aug_epochs": (AT_LEAST_1, "epochs"),
-    "eval.linear_aug_lr": (POSITIVE, "lr"),
+    "eval.linear_aug_lrs": (POSITIVE, "lrs to choose from"),
     "eval.linear_aug_weight_decay": (NON_NEGATIVE, "weight decay"),
     "eval.finetune_fractions": (FRACTION, "shares of the training labels; 1 is all of them"),
     "eval.finetune_epochs": (AT_LEAST_1, "epochs"),
-    "eval.finetune_lr": (POSITIVE, "lr"),
+    "eval.finetune_lrs": (POSITIVE, "lrs to choose from"),
     "eval.finetune_weight_decay": (NON_NEGATIVE, "weight decay"),
     "eval.finetune_batch_size": (AT_LEAST_1, "batch size"),
+    "eval.finetune_head_lr_scale": (POSITIVE, "head lr / backbone lr"),
     "eval.pseudo_fraction": (FRACTION, "the labelled share of the training labels"),
     "eval.pseudo_threshold": (UNIT, "the teacher confidence a pseudo-label needs"),
     "eval.pseudo_ratios": (NON_NEGATIVE, "pseudo-labelled images per labelled image"),
@@ -578,6 +585,9 @@ def check_ranges(cfg: Config) -> None:
             "backbone.depths=[2,1,1,1] backbone.widths=[64,128,256,512]"
         )
     e = cfg.eval
+    for key in ("linear_aug_lrs", "finetune_lrs"):
+        if not getattr(e, key):
+            raise ConfigError(f"eval.{key}=[] is empty; give at least one lr, e.g. [0.05]")
     if not e.linear_l2:
         raise ConfigError("eval.linear_l2=[] is empty; give at least one penalty, e.g. [1e-4]")
     for protocol, key in (
@@ -665,3 +675,62 @@ def load_config(
 
 def save_config(cfg: Config, path: str | Path) -> None:
     write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+# Published evaluation settings, applied with ``selfsup eval RUN --preset NAME`` (before any
+# key=value given on the command line). Each cites where its numbers come from.
+EVAL_PRESETS: dict[str, tuple[str, list[str]]] = {
+    "vicreg-linear": (
+        "facebookresearch/vicreg README.md @4e12602 'Linear evaluation' (--lr-head 0.02) with "
+        "evaluate.py @7c44ca0 defaults: 100 epochs, batch 256, weight decay 1e-6, SGD momentum "
+        "0.9, cosine, RandomResizedCrop + flip",
+        [
+            "eval.protocols=[linear-aug]",
+            "eval.linear_aug_epochs=100",
+            "eval.linear_aug_lrs=[0.02]",
+            "eval.linear_aug_weight_decay=1e-6",
+            "eval.finetune_batch_size=256",
+            "eval.crop_scale=[0.08,1.0]",
+            "eval.min_steps=0",
+        ],
+    ),
+    "vicreg-semi-1pct": (
+        "facebookresearch/vicreg README.md @4e12602 'Semi-supervised evaluation', 1% labels: "
+        "20 epochs, --lr-backbone 0.03 --lr-classifier 0.08 --weight-decay 0 (batch 256, "
+        "evaluate.py default)",
+        [
+            "eval.protocols=[finetune]",
+            "eval.finetune_fractions=[0.01]",
+            "eval.finetune_epochs=20",
+            "eval.finetune_lrs=[0.03]",
+            f"eval.finetune_head_lr_scale={0.08 / 0.03!r}",
+            "eval.finetune_weight_decay=0.0",
+            "eval.finetune_batch_size=256",
+            "eval.crop_scale=[0.08,1.0]",
+            "eval.min_steps=0",
+        ],
+    ),
+    "vicreg-semi-10pct": (
+        "facebookresearch/vicreg README.md @4e12602 'Semi-supervised evaluation', 10% labels: "
+        "20 epochs, --lr-backbone 0.01 --lr-classifier 0.1 --weight-decay 0 (batch 256)",
+        [
+            "eval.protocols=[finetune]",
+            "eval.finetune_fractions=[0.1]",
+            "eval.finetune_epochs=20",
+            "eval.finetune_lrs=[0.01]",
+            "eval.finetune_head_lr_scale=10.0",
+            "eval.finetune_weight_decay=0.0",
+            "eval.finetune_batch_size=256",
+            "eval.crop_scale=[0.08,1.0]",
+            "eval.min_steps=0",
+        ],
+    ),
+}
+
+
+def preset_overrides(name: str) -> list[str]:
+    """The ``eval.*`` overrides of a published evaluation preset, or a ConfigError naming the
+    valid presets."""
+    if name not in EVAL_PRESETS:
+        raise ConfigError(f"unknown eval preset {name!r}; valid: {', '.join(EVAL_PRESETS)}")
+    return list(EVAL_PRESETS[name][1])

@@ -28,7 +28,7 @@ from selfsup.config import (
 )
 from selfsup.data.array import ImageArray
 from selfsup.data.sources import load_dataset
-from selfsup.errors import DataError, SelfsupError
+from selfsup.errors import ConfigError, DataError, SelfsupError
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics
@@ -163,11 +163,17 @@ def remove_run_files(run_dir: Path) -> None:
     remove_temporaries(run_dir)
 
 
-def knn_monitor(cfg: Config, data: ImageArray, device: torch.device):
+def knn_monitor(
+    cfg: Config, data: ImageArray, device: torch.device, labels: torch.Tensor | None = None
+):
     """The online monitor, each ``eval.monitor_every`` epochs: collapse statistics of the
     backbone features (:mod:`selfsup.analysis.collapse`, with a warning when they fall) of
     ``eval.monitor_limit`` training images and, when they are labelled, kNN (k=20): a held-out
-    fifth of them classified from the other four fifths. The test split is never read."""
+    fifth of them classified from the other four fifths. The test split is never read.
+    ``labels`` (-1 = hidden) are the labels the run trains with: a joint run's monitor sees
+    only its labelled fraction, not every label of the split."""
+    if labels is not None:
+        data = ImageArray(data.images, labels.cpu(), list(data.classes), data.name, data.split)
     labelled_pool = data.has_labels
     pool = labelled(data) if labelled_pool else data
     pool = seeded_subset(pool, cfg.eval.monitor_limit, cfg.seed + 2)
@@ -220,7 +226,7 @@ def pretrain(
     write_json_atomic(run_dir / "env.json", environment())
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)
-    monitor = knn_monitor(cfg, data, device) if cfg.eval.monitor_every else None
+    monitor = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
     fit(
         method,
         data.images,
@@ -264,9 +270,12 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Meth
     return cfg, method
 
 
-def head_records(method: Method, cfg: Config, device: torch.device) -> list[dict]:
+def head_records(
+    method: Method, cfg: Config, device: torch.device, steps: int | None = None
+) -> list[dict]:
     """The test metrics of the run's own classifier (supervised baseline, joint training), on
-    the test split of the pretraining dataset, with the pretraining normalisation."""
+    the test split of the pretraining dataset, with the pretraining normalisation; ``steps``
+    is the optimizer steps it trained for (the budget, shown in tables)."""
     _, test = load_eval_splits(
         cfg.data.dataset,
         cfg.eval,
@@ -293,11 +302,26 @@ def head_records(method: Method, cfg: Config, device: torch.device) -> list[dict
             "init": "trained",
             "fraction": label_fraction(cfg),
             "epochs": cfg.train.epochs,
+            "steps": steps,
             **classification_metrics(scores, test.labels, num_classes),
             "n_test": len(test),
+            "test_id": test.content_id(),
             "seed": cfg.seed,
         }
     ]
+
+
+def eval_backbone(method: Method, choice: str) -> tuple[str, nn.Module]:
+    """(name, backbone) to evaluate for ``eval.backbone=choice``: auto picks the method's
+    official one (DINO's EMA teacher, every other method's student)."""
+    available = method.eval_backbones()
+    name = method.official_eval if choice == "auto" else choice
+    if name not in available:
+        raise ConfigError(
+            f"eval.backbone={choice!r}: {type(method).__name__} has no {name} backbone; valid: "
+            f"auto, {', '.join(available)}"
+        )
+    return name, available[name]
 
 
 def evaluate_run(
@@ -331,9 +355,22 @@ def evaluate_run(
         run_cfg=cfg,
         work_dir=run_dir / "evals",
     )
-    records = evaluate_backbone(method.backbone, cfg.eval, init="pretrained", **common)
+    which, backbone = eval_backbone(method, cfg.eval.backbone)
+    if label_fraction(cfg) is not None and (run_dir / LABELLED_IMAGES).is_file():
+        # a run trained on a labelled fraction: its kNN bank / probe get the same labels
+        seen = np.load(run_dir / LABELLED_IMAGES, allow_pickle=False)
+        train, test = load_eval_splits(
+            cfg.data.dataset, cfg.eval, root=cfg.data.root, download=cfg.data.download,
+            image_size=cfg.data.image_size,
+        )  # fmt: skip
+        keep = torch.from_numpy(np.isin(train.fingerprints(), seen)).nonzero().squeeze(1)
+        common["splits"][cfg.data.dataset] = (train.subset(keep), test)
+    records = evaluate_backbone(backbone, cfg.eval, init="pretrained", **common)
+    for rec in records:
+        rec["backbone"] = which
     if isinstance(getattr(method, "head", None), nn.Linear):
-        records += head_records(method, cfg, device)
+        steps = load_checkpoint(run_dir / "checkpoints" / "last.pt").get("step")
+        records += head_records(method, cfg, device, steps)
     if cfg.eval.compare_random:
         torch.manual_seed(cfg.seed)
         random_backbone = build_backbone(

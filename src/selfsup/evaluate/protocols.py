@@ -34,9 +34,14 @@ from selfsup.data.sources import load_dataset
 from selfsup.errors import ConfigError, DataError
 from selfsup.evaluate.features import extract_features, input_channels, match_channels
 from selfsup.evaluate.knn import knn_predict
-from selfsup.evaluate.linear import LinearProbe, epochs_for, select_and_fit_linear
+from selfsup.evaluate.linear import (
+    LinearProbe,
+    carve_validation,
+    epochs_for,
+    select_and_fit_linear,
+)
 from selfsup.evaluate.metrics import classification_metrics
-from selfsup.evaluate.sampling import class_balanced_indices
+from selfsup.evaluate.sampling import class_balanced_indices, complement
 from selfsup.evaluate.table import eval_settings, settings_id
 from selfsup.methods.supervised import Classifier
 from selfsup.registry import Registry
@@ -200,7 +205,10 @@ def train_classifier(
 
     view = crop_flip_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
     torch.manual_seed(ctx.seed)
-    model = Classifier(copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen)
+    model = Classifier(
+        copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen,
+        head_lr_scale=1.0 if frozen else ctx.cfg.finetune_head_lr_scale,
+    )  # fmt: skip
     rc = ctx.run_cfg
     batch = min(ctx.cfg.finetune_batch_size, len(data))
     epochs = epochs_for(len(data) // batch, epochs, ctx.cfg.min_steps)
@@ -223,6 +231,59 @@ def train_classifier(
     shutil.rmtree(out, ignore_errors=True)  # a derived artefact: always trained afresh
     fit(model, ctx.images(data), cfg, out, labels=data.labels)
     return model.eval(), epochs
+
+
+def held_out(ctx: EvalContext, labelled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, validation indices) for choosing a trained evaluation's lr: the
+    ``labelled`` indices and ``eval.val_fraction`` of the training split drawn (seeded) from
+    the images outside them; their labels only score the lr candidates. When too few images
+    lie outside (a fraction near 1), the validation images are carved from ``labelled``."""
+    n_val = max(1, round(ctx.cfg.val_fraction * len(ctx.train)))
+    rest = complement(len(ctx.train), labelled)
+    g = torch.Generator().manual_seed(ctx.seed + 7919)
+    if len(rest) >= n_val:
+        return labelled, rest[torch.randperm(len(rest), generator=g)[:n_val]].sort().values
+    fit_part, val_part = carve_validation(len(labelled), ctx.cfg.val_fraction, ctx.seed)
+    return labelled[fit_part.sort().values], labelled[val_part.sort().values]
+
+
+def train_choosing_lr(
+    ctx: EvalContext,
+    backbone: nn.Module,
+    data: ImageArray,
+    val: ImageArray,
+    *,
+    name: str,
+    frozen: bool,
+    epochs: int,
+    lrs: Sequence[float],
+    weight_decay: float,
+) -> tuple[Classifier, dict[str, Any]]:
+    """:func:`train_classifier` once per lr of ``lrs``, keeping the model with the best top-1
+    on ``val`` (held-out training images): the lr is chosen for each arm (init, fraction,
+    ratio) on its own. Returns the model and the record fields ``lr``, ``epochs``, ``steps``
+    and, when there was a choice, ``val_top1`` and ``lr_sweep`` ([[lr, val top-1], ...])."""
+    best: tuple[float, float, Classifier, int] | None = None
+    sweep = []
+    for lr in lrs:
+        model, n_epochs = train_classifier(
+            ctx, backbone, data, name=f"{name}-lr{lr:g}", frozen=frozen, epochs=epochs,
+            lr=lr, weight_decay=weight_decay,
+        )  # fmt: skip
+        acc = 0.0
+        if len(lrs) > 1:
+            pred = ctx.classifier_scores(model)(val).argmax(1).cpu()
+            acc = float((pred == val.labels.cpu()).float().mean())
+            sweep.append([lr, acc])
+        if best is None or acc > best[0]:
+            best = (acc, lr, model, n_epochs)
+    assert best is not None, "eval.finetune_lrs is checked to be non-empty"
+    acc, lr, model, n_epochs = best
+    batch = min(ctx.cfg.finetune_batch_size, len(data))
+    info: dict[str, Any] = {"lr": lr, "epochs": n_epochs, "steps": n_epochs * (len(data) // batch)}
+    if sweep:
+        info.update(val_top1=acc, lr_sweep=sweep)
+    return model, info
 
 
 @PROTOCOLS.register("knn")
@@ -263,42 +324,49 @@ def linear_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
 
 @PROTOCOLS.register("linear-aug")
 def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
-    """The standard linear evaluation: a linear head on the frozen backbone, trained on random
-    resized crops + flips with SGD and a cosine schedule."""
+    """A linear head on the frozen backbone, trained on random resized crops + flips with SGD
+    and a cosine schedule; each lr of ``eval.linear_aug_lrs`` is tried and the best on
+    held-out training images kept (the model then trained on the rest of the split)."""
     c = ctx.cfg
-    model, epochs = train_classifier(
+    fit_idx = val_idx = torch.arange(len(ctx.train))
+    if len(c.linear_aug_lrs) > 1:
+        fit_idx, val_idx = held_out(ctx, fit_idx)
+    model, info = train_choosing_lr(
         ctx,
         backbone,
-        ctx.train,
+        ctx.train.subset(fit_idx),
+        ctx.train.subset(val_idx),
         name=f"linear-aug-s{ctx.seed}",
         frozen=True,
         epochs=c.linear_aug_epochs,
-        lr=c.linear_aug_lr,
+        lrs=c.linear_aug_lrs,
         weight_decay=c.linear_aug_weight_decay,
     )
-    info = {"epochs": epochs, "lr": c.linear_aug_lr}
     return [Fitted(info, ctx.classifier_scores(model))]
 
 
 @PROTOCOLS.register("finetune")
 def finetune_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     """The whole network fine-tuned on each class-balanced label fraction (the same subset for
-    every method at a given seed)."""
+    every method at a given seed), the lr chosen from ``eval.finetune_lrs`` for each (init,
+    fraction) on held-out training images outside the fraction. Pretrained and random-init
+    arms take the same number of steps (recorded)."""
     c = ctx.cfg
     fitted = []
     for fraction in c.finetune_fractions:
-        idx = class_balanced_indices(ctx.train.labels, fraction, ctx.seed)
-        model, epochs = train_classifier(
+        idx, val_idx = held_out(ctx, class_balanced_indices(ctx.train.labels, fraction, ctx.seed))
+        model, info = train_choosing_lr(
             ctx,
             backbone,
             ctx.train.subset(idx),
+            ctx.train.subset(val_idx),
             name=f"finetune-{fraction:g}-s{ctx.seed}",
             frozen=False,
             epochs=c.finetune_epochs,
-            lr=c.finetune_lr,
+            lrs=c.finetune_lrs,
             weight_decay=c.finetune_weight_decay,
         )
-        info = {"fraction": fraction, "n_labelled": len(idx), "epochs": epochs, "lr": c.finetune_lr}
+        info = {"fraction": fraction, "n_labelled": len(idx), **info}
         fitted.append(Fitted(info, ctx.classifier_scores(model)))
     return fitted
 
@@ -338,6 +406,7 @@ def evaluate_backbone(
                 name, cfg, root=root, download=download, image_size=image_size
             )
         train, test = splits[name]
+        test_id = test.content_id()
         channels = input_channels(backbone)
         mean, std = channel_stats(match_channels(train.images, channels))
         for s in seeds:
@@ -376,6 +445,7 @@ def evaluate_backbone(
                             **metrics,
                             "n_train": len(train),
                             "n_test": len(test),
+                            "test_id": test_id,
                             "seed": s,
                             "fit_seconds": round(fit_seconds, 3),
                             "score_seconds": round(score_seconds, 3),

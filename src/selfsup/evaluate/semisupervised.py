@@ -23,7 +23,13 @@ from torch import nn
 from selfsup.data.array import ImageArray
 from selfsup.errors import ConfigError
 from selfsup.evaluate.features import extract_features, input_channels, match_channels
-from selfsup.evaluate.protocols import PROTOCOLS, EvalContext, Fitted, train_classifier
+from selfsup.evaluate.protocols import (
+    PROTOCOLS,
+    EvalContext,
+    Fitted,
+    held_out,
+    train_choosing_lr,
+)
 from selfsup.evaluate.sampling import class_balanced_indices, complement
 from selfsup.rundir import LABELLED_IMAGES
 
@@ -111,7 +117,9 @@ def _join(labelled: ImageArray, extra: ImageArray, labels: torch.Tensor) -> Imag
 def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     c = ctx.cfg
     lab_idx = class_balanced_indices(ctx.train.labels, c.pseudo_fraction, ctx.seed)
-    pool = complement(len(ctx.train), lab_idx)
+    lab_idx, val_idx = held_out(ctx, lab_idx)  # held-out images to choose each student's lr
+    val = ctx.train.subset(val_idx)
+    pool = complement(len(ctx.train), torch.cat([lab_idx, val_idx]))
     pool = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed))]
     labelled = ctx.train.subset(lab_idx)
     teacher_name, teacher = make_teacher(backbone, ctx, labelled, ctx.train.subset(pool))
@@ -126,7 +134,6 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
             "n_unlabeled": len(unlabeled),
             "n_pseudo": 0,
             "pseudo_label_acc": None,
-            "lr": c.finetune_lr,
             "teacher": teacher_name,
         }
         student_data = labelled
@@ -140,15 +147,17 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
                 student_data = _join(
                     labelled, unlabeled.subset(keep.nonzero().squeeze(1)), pseudo[keep]
                 )
-        model, info["epochs"] = train_classifier(
+        model, trained = train_choosing_lr(
             ctx,
             backbone,
             student_data,
+            val,
             name=f"pseudo-label-{ratio:g}-s{ctx.seed}",
             frozen=False,
             epochs=c.finetune_epochs,
-            lr=c.finetune_lr,
+            lrs=c.finetune_lrs,
             weight_decay=c.finetune_weight_decay,
         )
+        info.update(trained)
         fitted.append(Fitted(info, ctx.classifier_scores(model)))
     return fitted

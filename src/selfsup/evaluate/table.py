@@ -17,19 +17,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from selfsup.evaluate.metrics import mcnemar, unpack_correct
+
 IDENTITY = ("protocol", "dataset", "init", "settings_id", "k", "fraction", "ratio", "threshold")
 # the eval settings that change each protocol's number (besides the record's own fields)
 COMMON_SETTINGS = ("train_limit", "test_limit")
 _TRAINED = ("val_fraction", "min_steps")
-_FINETUNE = ("finetune_epochs", "finetune_batch_size", "finetune_lr", "finetune_weight_decay",
-             "crop_scale", *_TRAINED)  # fmt: skip
+_FINETUNE = ("finetune_epochs", "finetune_batch_size", "finetune_lrs", "finetune_weight_decay",
+             "finetune_head_lr_scale", "crop_scale", *_TRAINED)  # fmt: skip
 PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
     "knn": ("knn_temperature",),
     "linear": ("linear_l2", "linear_max_iter", "val_fraction"),
     "linear-aug": (
         "linear_aug_epochs",
         "finetune_batch_size",
-        "linear_aug_lr",
+        "linear_aug_lrs",
         "linear_aug_weight_decay",
         "crop_scale",
         *_TRAINED,
@@ -97,6 +99,9 @@ def aggregate(
         row: dict[str, Any] = {
             f: v for f, v in zip(IDENTITY, key, strict=True) if v is not None or f == "init"
         }
+        steps = {r.get("steps") for r in recs}
+        if len(steps) == 1 and None not in steps:  # the training budget, shown with the label
+            row["steps"] = steps.pop()
         row["n"] = len(recs)
         row["seeds"] = sorted((r["seed"] for r in recs if r.get("seed") is not None), key=str)
         for m in metrics:
@@ -122,6 +127,8 @@ def _measure(rec: dict[str, Any]) -> str:
         label += f" 1:{rec['ratio']:g}"
     if rec.get("threshold") is not None:
         label += f" >={rec['threshold']:g}"
+    if rec.get("steps") is not None:  # trained evaluations: rows compare at equal budgets
+        label += f" ({rec['steps']} steps)"
     return label
 
 
@@ -177,10 +184,12 @@ def _column_sort_key(key: tuple[Any, ...], datasets: list[str]) -> tuple[Any, ..
 
 
 def format_cell(mean: float | None, std: float | None, n: int) -> str:
-    """ "91.2 ± 0.3" in percent (one decimal), "91.2" for a single seed, "-" when missing."""
+    """ "91.2 ± 0.3" in percent (one decimal), "91.2" for a single seed, "-" when missing. A
+    figure identical on every seed (kNN over evaluation seeds: it is deterministic) is shown
+    without "± 0.0", which would claim a spread that was never measured."""
     if mean is None:
         return "-"
-    if n > 1 and std is not None:
+    if n > 1 and std:
         return f"{100 * mean:.1f} ± {100 * std:.1f}"
     return f"{100 * mean:.1f}"
 
@@ -332,3 +341,68 @@ def comparison_table(
             row += ["" if a.get(m) is None else f"{a[m]:.6g}" for m in (metric, f"{metric}_std")]
         writer.writerow(row)
     return buf.getvalue()
+
+
+def merge_seed_runs(runs: Sequence[tuple[str, dict[str, Any], str]]) -> list[tuple[str, dict]]:
+    """Runs ``(name, results, config key)`` whose configs differ only in their seed (equal
+    ``config key``) merged into one row: their records pooled, so each cell is the mean ± std
+    over pretraining seeds (and evaluation seeds). The row is named after the first run with
+    the number of runs merged."""
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, results, key in runs:
+        groups.setdefault(key, []).append((name, results))
+    merged = []
+    for members in groups.values():
+        name, first = members[0]
+        if len(members) > 1:
+            name = f"{name} (+{len(members) - 1} seeds)"
+        evals = [r for _, res in members for r in res.get("evals", [])]
+        merged.append((name, {**first, "evals": evals}))
+    return merged
+
+
+def _paired_line(label: str, name_a: str, a: dict, name_b: str, b: dict, alpha: float) -> str:
+    """One exact McNemar test of record ``a`` against ``b``, in words."""
+    if a.get("test_id") != b.get("test_id") or a["n_test"] != b["n_test"]:
+        return f"{label}: different test images, no paired test"
+    n = a["n_test"]
+    t = mcnemar(unpack_correct(a["correct"], n), unpack_correct(b["correct"], n))
+    verdict = "significant" if t["p"] < alpha else "not significant"
+    return (
+        f"{label}: {name_a} {100 * a['top1']:.1f}% vs {name_b} {100 * b['top1']:.1f}%; "
+        f"only {name_a} right on {t['b']}, only {name_b} on {t['c']} of {n}: exact McNemar "
+        f"p = {t['p']:.2g}, {verdict} at {alpha:g}"
+    )
+
+
+def paired_tests(runs: Sequence[tuple[str, dict[str, Any]]], alpha: float = 0.05) -> list[str]:
+    """Exact McNemar tests on the same test images, one line per pair: within each run, the
+    pretrained backbone against its random-init and raw-pixel baselines; then every other run
+    against the first, per measurement and seed both have. Each line gives the two
+    accuracies, the discordant counts, p, and whether the difference is significant at
+    ``alpha``. Records without per-image correctness (older results) are skipped."""
+    names = run_labels(runs)
+    by_run = [
+        {(measurement_key(r), r.get("seed")): r for r in res.get("evals", []) if r.get("correct")}
+        for _, res in runs
+    ]
+    lines = []
+    for name, found in zip(names, by_run, strict=True):
+        for (key, seed), mine in found.items():
+            if key[2] != "pretrained":
+                continue
+            for base in BASELINE_NAMES:
+                other = found.get(((*key[:2], base, *key[3:]), seed))
+                if other is not None:
+                    label = f"{name}: {column_label(mine)} (seed {seed})"
+                    lines.append(
+                        _paired_line(label, "pretrained", mine, BASELINE_NAMES[base], other, alpha)
+                    )
+    ref = by_run[0]
+    for name, found in zip(names[1:], by_run[1:], strict=True):
+        for key, a in ref.items():
+            b = found.get(key)
+            if b is not None:
+                label = f"{column_label(a)} (seed {key[1]})"
+                lines.append(_paired_line(label, names[0], a, name, b, alpha))
+    return lines

@@ -41,6 +41,18 @@ class Method(nn.Module):
     def forward(self, views: list[torch.Tensor]) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # the backbone the method's official evaluation uses ("student" or "teacher")
+    official_eval = "student"
+
+    def eval_backbones(self) -> dict[str, nn.Module]:
+        """The backbones that can be evaluated: ``student`` (the trained one) and, for methods
+        with an EMA teacher (backbone + head in ``self.teacher``), ``teacher``."""
+        out = {"student": self.backbone}
+        teacher = getattr(self, "teacher", None)
+        if isinstance(teacher, nn.Sequential):
+            out["teacher"] = teacher[0]
+        return out
+
     def before_step(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
         """Called before each forward pass; methods without schedules need nothing."""
 

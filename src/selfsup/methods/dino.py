@@ -45,6 +45,9 @@ def run_by_size(net: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]
 
 
 class DINO(Method):
+    # facebookresearch/dino eval_knn.py / eval_linear.py: --checkpoint_key teacher (default)
+    official_eval = "teacher"
+
     def __init__(self, backbone: nn.Module, view_specs: list[ViewSpec], cfg: DINOConfig) -> None:
         super().__init__(backbone, view_specs)
         if len(view_specs) < N_GLOBAL:

@@ -28,6 +28,13 @@ class Joint(Method):
     def backbone(self) -> nn.Module:  # type: ignore[override]
         return self.ssl.backbone
 
+    @property
+    def official_eval(self) -> str:  # type: ignore[override]
+        return self.ssl.official_eval
+
+    def eval_backbones(self) -> dict[str, nn.Module]:
+        return self.ssl.eval_backbones()
+
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor) -> StepOutput:
         out = self.ssl(views)
         logits = self.head(self.backbone(views[0])).float()

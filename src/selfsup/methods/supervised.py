@@ -27,12 +27,31 @@ class Classifier(Method):
         num_classes: int,
         *,
         frozen: bool = False,
+        head_lr_scale: float = 1.0,
     ) -> None:
         super().__init__(backbone, view_specs)
         self.head = nn.Linear(backbone.num_features, num_classes)
         self.frozen = frozen
+        self.head_lr_scale = head_lr_scale
         if frozen:
             backbone.requires_grad_(False)
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """The base groups, with the head's parameters in groups of their own at
+        ``head_lr_scale`` x the lr: VICReg's evaluate.py gives backbone and head separate lrs
+        (``--lr-backbone`` / ``--lr-head``)."""
+        if self.head_lr_scale == 1.0:
+            return super().param_groups(weight_decay)
+        head = {id(p) for p in self.head.parameters()}
+        groups = []
+        for g in super().param_groups(weight_decay):
+            for params, scale in (
+                ([p for p in g["params"] if id(p) not in head], 1.0),
+                ([p for p in g["params"] if id(p) in head], self.head_lr_scale),
+            ):
+                if params:
+                    groups.append({**g, "params": params, "lr_scale": scale})
+        return groups
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)

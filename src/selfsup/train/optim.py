@@ -94,8 +94,8 @@ class LARS(torch.optim.Optimizer):
 
 def build_optimizer(groups: list[dict], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     """The optimizer ``cfg.optimizer`` over parameter groups (see ``Method.param_groups``).
-    The loop sets each group's lr every step (the schedule, times ``train.bias_lr_scale`` for
-    the excluded groups)."""
+    The loop sets each group's lr every step (the schedule, times the group's ``lr_scale`` if it
+    has one, times ``train.bias_lr_scale`` for the excluded groups)."""
     if cfg.optimizer == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, eta=cfg.lars_eta, clip=cfg.lars_clip)
     plain = [{k: v for k, v in g.items() if k != "exclude"} for g in groups]
