@@ -31,9 +31,10 @@ def test_collapse_to_a_point_and_to_a_line_warn() -> None:
 
 def test_online_monitor_logs_collapse_stats_with_and_without_labels() -> None:
     from selfsup.config import load_config
+    from selfsup.data.array import seeded_subset
     from selfsup.data.sources import load_dataset
-    from selfsup.evaluate.protocols import seeded_subset
-    from selfsup.pipeline import knn_monitor, make_method, resolve
+    from selfsup.pipeline import knn_monitor, resolve
+    from selfsup.rundir import make_method
     from tiny import TINY
 
     cfg = load_config(None, [*TINY, "eval.monitor_limit=100"])

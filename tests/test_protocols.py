@@ -15,20 +15,14 @@ from torch import nn
 
 from selfsup.backbones import build_backbone
 from selfsup.config import Config, load_config
-from selfsup.data.array import ImageArray
+from selfsup.data.array import ImageArray, channel_stats
 from selfsup.errors import ConfigError
 from selfsup.evaluate import protocols, semisupervised
+from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
 from selfsup.evaluate.features import extract_features
+from selfsup.evaluate.harness import evaluate_backbone, load_eval_splits
 from selfsup.evaluate.knn import knn_predict
-from selfsup.evaluate.protocols import (
-    PROTOCOLS,
-    EvalContext,
-    Fitted,
-    channel_stats,
-    evaluate_backbone,
-    held_out,
-    load_eval_splits,
-)
+from selfsup.evaluate.protocols import held_out
 from selfsup.evaluate.sampling import class_balanced_indices, complement
 from selfsup.evaluate.semisupervised import select_confident
 from selfsup.evaluate.table import init_table
@@ -535,7 +529,8 @@ def method_config(name: str, *overrides: str) -> Config:
 
 
 def test_dino_is_evaluated_on_its_teacher_and_other_methods_on_the_student() -> None:
-    from selfsup.pipeline import eval_backbone, make_method
+    from selfsup.pipeline import eval_backbone
+    from selfsup.rundir import make_method
 
     dino = make_method(method_config("dino", *RESOLVED), 3)
     assert eval_backbone(dino, "auto") == ("teacher", dino.teacher[0])  # DINO's eval_knn.py

@@ -52,7 +52,7 @@ def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch) -> None:
 
 
 def loop_method(cfg, data):
-    from selfsup.pipeline import make_method
+    from selfsup.rundir import make_method
 
     return make_method(cfg, data.channels)
 

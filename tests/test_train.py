@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from selfsup.config import load_config
+from selfsup.data.array import seeded_subset
 from selfsup.data.sources import load_dataset
 from selfsup.errors import CheckpointError
-from selfsup.evaluate.protocols import seeded_subset
-from selfsup.pipeline import make_method, resolve
+from selfsup.pipeline import resolve
+from selfsup.rundir import make_method
 from selfsup.train import loop
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.loop import BatchStream, TrainingDiverged, fit

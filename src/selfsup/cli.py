@@ -20,8 +20,6 @@ from selfsup.backbones.weights import backbone_state, export_backbone
 from selfsup.config import (
     EVAL_PRESETS,
     Config,
-    apply_overrides,
-    config_from_dict,
     config_to_dict,
     load_config,
     method_label,
@@ -36,8 +34,8 @@ from selfsup.evaluate.table import (
     merge_seed_runs,
     paired_tests,
 )
-from selfsup.pipeline import evaluate_run, load_run_config, pretrain
-from selfsup.rundir import read_results
+from selfsup.pipeline import evaluate_run, pretrain
+from selfsup.rundir import load_run_config, read_results, saved_config
 from selfsup.train.checkpoint import load_checkpoint
 
 EPILOG = """tuning advice:
@@ -163,10 +161,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out is None:
             raise SelfsupError("--resume needs --out RUN_DIR, the run to continue")
-        saved = args.out / "config.yaml"
-        if not saved.is_file():
-            raise SelfsupError(f"cannot resume: {args.out} holds no run (no config.yaml)")
-        cfg = config_from_dict(apply_overrides(yaml.safe_load(saved.read_text()), args.overrides))
+        cfg = saved_config(args.out, args.overrides, doing="resume")
     elif args.command == "supervised":
         cfg = load_config(args.config, args.overrides, method={"name": "supervised"})
     elif args.command == "joint":

@@ -20,30 +20,28 @@ from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.backbones.pixels import Pixels
 from selfsup.config import (
     Config,
-    apply_overrides,
-    config_from_dict,
     label_fraction,
     method_label,
     save_config,
 )
-from selfsup.data.array import ImageArray
+from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
 from selfsup.data.sources import load_dataset
 from selfsup.errors import ConfigError, DataError, SelfsupError
 from selfsup.evaluate.features import extract_features
+from selfsup.evaluate.harness import check_protocols, evaluate_backbone, load_eval_splits
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics
-from selfsup.evaluate.protocols import (
-    channel_stats,
-    check_protocols,
-    evaluate_backbone,
-    labelled,
-    load_eval_splits,
-    seeded_subset,
-)
 from selfsup.evaluate.sampling import class_balanced_indices
 from selfsup.evaluate.table import settings_id
-from selfsup.methods import METHODS, Method, build_method
-from selfsup.rundir import LABELLED_IMAGES, environment, merge_records, read_results
+from selfsup.methods import METHODS, Method
+from selfsup.rundir import (
+    LABELLED_IMAGES,
+    environment,
+    load_run,
+    make_method,
+    merge_records,
+    read_results,
+)
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.loop import check_compatible, fit, resolve_device
 
@@ -100,13 +98,6 @@ def training_labels(cfg: Config, data: ImageArray) -> tuple[ImageArray, torch.Te
     labels = torch.full_like(data.labels, -1)
     labels[idx] = data.labels[idx]
     return data, labels
-
-
-def make_method(cfg: Config, channels: int) -> Method:
-    torch.manual_seed(cfg.seed)
-    return build_method(
-        cfg, in_channels=channels, image_size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std
-    )
 
 
 # what a run writes into its directory (``overwrite`` removes these and nothing else)
@@ -238,36 +229,6 @@ def pretrain(
         labels=labels,
     )
     return evaluate_run(run_dir, cfg=cfg, method=method)
-
-
-def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
-    """A run's saved ``config.yaml``, with ``eval.*`` overrides applied."""
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise SelfsupError(f"{run_dir} is not a run directory (no config.yaml)")
-    for text in overrides:
-        if not text.startswith("eval."):
-            raise SelfsupError(
-                f"{text!r}: only eval.* keys can be changed when evaluating a finished run"
-            )
-    return config_from_dict(apply_overrides(yaml.safe_load(cfg_path.read_text()), list(overrides)))
-
-
-def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Method]:
-    """The config (with ``eval.*`` overrides applied) and the trained method of a run."""
-    cfg = load_run_config(run_dir, overrides)
-    cfg.backbone.weights = None  # the run's checkpoint replaces any starting weights
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    channels = len(cfg.data.mean or [])
-    method = make_method(cfg, channels)
-    try:
-        method.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise SelfsupError(
-            f"the checkpoint of {run_dir} does not match its config.yaml ({err}); was the "
-            "config edited after training?"
-        ) from None
-    return cfg, method
 
 
 def head_records(

@@ -10,14 +10,20 @@ import json
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
+import yaml
 
 import selfsup
+from selfsup.config import Config, apply_overrides, config_from_dict
+from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import measurement_key
+from selfsup.methods import Method, build_method
+from selfsup.train.checkpoint import load_checkpoint
 
 # fingerprints (ImageArray.fingerprints) of the images whose labels a supervised / joint run used
 LABELLED_IMAGES = "labelled_images.npy"
@@ -66,3 +72,47 @@ def record_key(rec: dict[str, Any]) -> tuple:
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
     keys = {record_key(r) for r in new}
     return [r for r in old if record_key(r) not in keys] + new
+
+
+def make_method(cfg: Config, channels: int) -> Method:
+    torch.manual_seed(cfg.seed)
+    return build_method(
+        cfg, in_channels=channels, image_size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std
+    )
+
+
+def saved_config(run_dir: Path, overrides: Sequence[str] = (), *, doing: str) -> Config:
+    """The run's saved ``config.yaml`` with ``overrides`` applied: the one reader of a saved
+    config (resuming, evaluating, teachers). ``doing`` names the action for the error when
+    ``run_dir`` holds no run."""
+    cfg_path = Path(run_dir) / "config.yaml"
+    if not cfg_path.is_file():
+        raise SelfsupError(f"cannot {doing}: {run_dir} holds no run (no config.yaml)")
+    return config_from_dict(apply_overrides(yaml.safe_load(cfg_path.read_text()), list(overrides)))
+
+
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
+    """A finished run's saved ``config.yaml``, with ``eval.*`` overrides applied."""
+    for text in overrides:
+        if not text.startswith("eval."):
+            raise SelfsupError(
+                f"{text!r}: only eval.* keys can be changed when evaluating a finished run"
+            )
+    return saved_config(run_dir, overrides, doing="evaluate")
+
+
+def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Method]:
+    """The config (with ``eval.*`` overrides applied) and the trained method of a run."""
+    cfg = load_run_config(run_dir, overrides)
+    cfg.backbone.weights = None  # the run's checkpoint replaces any starting weights
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    channels = len(cfg.data.mean or [])
+    method = make_method(cfg, channels)
+    try:
+        method.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise SelfsupError(
+            f"the checkpoint of {run_dir} does not match its config.yaml ({err}); was the "
+            "config edited after training?"
+        ) from None
+    return cfg, method

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from selfsup.errors import ConfigError, DataError
+
 
 @dataclass
 class ImageArray:
@@ -78,3 +80,32 @@ class ImageArray:
         h = hashlib.sha256(self.fingerprints().tobytes())
         h.update(self.labels.numpy().astype(np.int64).tobytes())
         return h.hexdigest()[:12]
+
+
+def seeded_subset(data: ImageArray, limit: int | None, seed: int) -> ImageArray:
+    """At most ``limit`` images of ``data``, a seeded random subset in the original order."""
+    if limit is None or limit >= len(data):
+        return data
+    if limit < 1:
+        raise ConfigError(f"a limit must be a positive number of images, got {limit}")
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:limit]
+    return data.subset(idx.sort().values)
+
+
+def channel_stats(
+    images: torch.Tensor, max_images: int = 10_000
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units of uint8 images (N, C, H, W)."""
+    step = max(1, len(images) // max_images)
+    x = images[::step].float().div_(255)
+    return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp_min(1e-3).tolist()
+
+
+def labelled(data: ImageArray) -> ImageArray:
+    """The labelled images of a split, or a DataError when it has none."""
+    keep = data.labels >= 0
+    if not bool(keep.any()):
+        raise DataError(
+            f"{data.name} split {data.split!r} has no labels and cannot be used for evaluation"
+        )
+    return data if bool(keep.all()) else data.subset(keep.nonzero().squeeze(1))

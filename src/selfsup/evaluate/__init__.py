@@ -1,3 +1,2 @@
-"""Evaluation: protocols fit on the training split, the harness scores the test split once."""
-
-from selfsup.evaluate import semisupervised  # noqa: F401  (registers the pseudo-label protocol)
+"""Evaluation: protocols fit on the training split, the harness scores the test split once
+(:mod:`selfsup.evaluate.harness`)."""

@@ -22,16 +22,11 @@ from torch import nn
 
 from selfsup.data.array import ImageArray
 from selfsup.errors import ConfigError
+from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
 from selfsup.evaluate.features import extract_features, input_channels, match_channels
-from selfsup.evaluate.protocols import (
-    PROTOCOLS,
-    EvalContext,
-    Fitted,
-    held_out,
-    train_choosing_lr,
-)
+from selfsup.evaluate.protocols import held_out, train_choosing_lr
 from selfsup.evaluate.sampling import class_balanced_indices, complement
-from selfsup.rundir import LABELLED_IMAGES
+from selfsup.rundir import LABELLED_IMAGES, load_run
 
 
 def select_confident(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,8 +51,6 @@ def make_teacher(
     if ctx.cfg.pseudo_teacher is None:
         probe, _ = ctx.fit_probe(backbone, labelled)
         return "probe", lambda data: probe.predict(ctx.features(backbone, data)).softmax(1).cpu()
-    from selfsup.pipeline import load_run  # the pipeline imports this package
-
     run = Path(ctx.cfg.pseudo_teacher)
     tcfg, method = load_run(run)
     head = getattr(method, "head", None)

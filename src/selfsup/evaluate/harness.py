@@ -1,0 +1,138 @@
+"""The harness that runs the protocols and keeps the test split out of their reach.
+
+A protocol receives the backbone and an :class:`EvalContext` that holds the *training* split
+only (fitting, validation carving, label fractions, pseudo-label pools) and returns
+:class:`Fitted` predictors. Only then does :func:`evaluate_backbone` open the test split and
+score it, once per predictor, so no protocol can fit, select or stop early on test data (a test
+plants a marker in the test split to check it). Records go to ``results.json``:
+``{"protocol", "dataset", "init", "seed", "top1", "top1_ci95", "top5", "balanced_acc",
+"f1_macro", "per_class_acc", "confusion", "n_train", "n_test", "fit_seconds" (wall time of
+fitting, shared equally by the predictors one protocol call fits), "score_seconds",
+...protocol fields}``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from selfsup.config import Config, EvalConfig
+from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
+from selfsup.data.sources import load_dataset
+from selfsup.evaluate import protocols as _protocols  # noqa: F401  (registers knn, linear, ...)
+from selfsup.evaluate import semisupervised as _semisupervised  # noqa: F401  (pseudo-label)
+from selfsup.evaluate.context import PROTOCOLS, EvalContext
+from selfsup.evaluate.features import input_channels, match_channels
+from selfsup.evaluate.metrics import classification_metrics
+from selfsup.evaluate.table import eval_settings, settings_id
+
+EVAL_SUBSET_SEED = 0  # every run's evaluation subsets are the same images
+
+
+def load_eval_splits(
+    dataset: str,
+    cfg: EvalConfig,
+    *,
+    root: str | None,
+    download: bool,
+    image_size: int | None,
+) -> tuple[ImageArray, ImageArray]:
+    """The (train, test) splits used to evaluate on ``dataset``, limited as configured.
+
+    The ``eval.train_limit`` / ``eval.test_limit`` subsets are drawn with a fixed seed, not the
+    run's, so runs with different seeds are scored on the same images and compare."""
+    train, test = (
+        labelled(load_dataset(dataset, s, root=root, download=download, image_size=image_size))
+        for s in ("train", "test")
+    )
+    return seeded_subset(train, cfg.train_limit, EVAL_SUBSET_SEED), seeded_subset(
+        test, cfg.test_limit, EVAL_SUBSET_SEED + 1
+    )
+
+
+def check_protocols(names: Sequence[str]) -> None:
+    for name in names:
+        PROTOCOLS.get(name)
+
+
+def evaluate_backbone(
+    backbone: nn.Module,
+    cfg: EvalConfig,
+    *,
+    datasets: Sequence[str],
+    protocols: Sequence[str],
+    size: int,
+    init: str,
+    root: str | None,
+    download: bool,
+    image_size: int | None,
+    seed: int,
+    device: torch.device,
+    splits: dict[str, tuple[ImageArray, ImageArray]] | None = None,
+    run_cfg: Config | None = None,
+    work_dir: Path | None = None,
+) -> list[dict]:
+    """Run ``protocols`` on each dataset and seed for one backbone: fit on the training split,
+    then score the test split once per fitted predictor. ``splits`` caches loaded data."""
+    check_protocols(protocols)
+    splits = {} if splits is None else splits
+    seeds = cfg.seeds or [seed]
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="selfsup-eval-"))
+    records = []
+    for name in datasets:
+        if name not in splits:
+            splits[name] = load_eval_splits(
+                name, cfg, root=root, download=download, image_size=image_size
+            )
+        train, test = splits[name]
+        test_id = test.content_id()
+        channels = input_channels(backbone)
+        mean, std = channel_stats(match_channels(train.images, channels))
+        for s in seeds:
+            ctx = EvalContext(
+                dataset=name,
+                train=train,
+                num_classes=max(len(train.classes), int(train.labels.max()) + 1),
+                size=size,
+                mean=mean,
+                std=std,
+                channels=channels,
+                device=device,
+                seed=s,
+                cfg=cfg,
+                run_cfg=run_cfg or Config(),
+                work_dir=work / f"{name.replace(':', '-').replace('/', '_')}-{init}",
+            )
+            for protocol in protocols:
+                t0 = time.perf_counter()
+                predictors = PROTOCOLS.get(protocol)(backbone, ctx)  # fit: train split only
+                fit_seconds = (time.perf_counter() - t0) / max(1, len(predictors))
+                for fitted in predictors:
+                    t0 = time.perf_counter()
+                    scores = fitted.scores(test)  # the test split, once, to report
+                    score_seconds = time.perf_counter() - t0
+                    metrics = classification_metrics(scores, test.labels, ctx.num_classes)
+                    settings = eval_settings(protocol, cfg)
+                    records.append(
+                        {
+                            "protocol": protocol,
+                            "dataset": name,
+                            "init": init,
+                            "settings": settings,
+                            "settings_id": settings_id(settings),
+                            **fitted.info,
+                            **metrics,
+                            "n_train": len(train),
+                            "n_test": len(test),
+                            "test_id": test_id,
+                            "seed": s,
+                            "fit_seconds": round(fit_seconds, 3),
+                            "score_seconds": round(score_seconds, 3),
+                        }
+                    )
+    return records
