@@ -387,3 +387,13 @@ def test_paired_tests_compare_pretrained_with_its_baselines_within_a_run() -> No
     assert "pretrained" in lines[0] and "random init" in lines[0]
     assert ", significant at 0.05" in lines[0]
     assert "raw pixels" in lines[1] and "not significant" in lines[1]
+
+
+def test_a_teacher_and_a_student_record_are_two_measurements() -> None:
+    from selfsup.rundir import merge_records
+
+    student = rec("knn", 0, 0.80, k=20, backbone="student")
+    teacher = rec("knn", 0, 0.83, k=20, backbone="teacher")
+    assert merge_records([student], [teacher]) == [student, teacher]  # neither replaces
+    table = comparison_table([("dino", results("dino", [student, teacher]))])
+    assert "knn k=20 [teacher]" in table and "83.0" in table and "80.0" in table

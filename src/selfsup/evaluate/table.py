@@ -19,7 +19,9 @@ from typing import Any
 
 from selfsup.evaluate.metrics import mcnemar, unpack_correct
 
-IDENTITY = ("protocol", "dataset", "init", "settings_id", "k", "fraction", "ratio", "threshold")
+IDENTITY = (
+    "protocol", "dataset", "init", "settings_id", "k", "fraction", "ratio", "threshold", "teacher",
+)  # fmt: skip
 # the eval settings that change each protocol's number (besides the record's own fields)
 COMMON_SETTINGS = ("train_limit", "test_limit")
 _TRAINED = ("val_fraction", "min_steps")
@@ -69,9 +71,16 @@ INIT_ORDER = ("pretrained", "trained", "random", "pixels")
 
 def measurement_key(rec: dict[str, Any]) -> tuple[Any, ...]:
     """What identifies a measurement across seeds: (protocol, dataset, init, settings_id, k,
-    fraction, ratio, threshold), absent fields as None. ``init`` defaults to "pretrained" for
-    older records."""
-    return tuple(rec.get(f, "pretrained" if f == "init" else None) for f in IDENTITY)
+    fraction, ratio, threshold, teacher), absent fields as None. ``init`` defaults to
+    "pretrained" for older records; ``teacher`` is True for a record of an EMA teacher's
+    backbone (``"backbone": "teacher"``), None for the student: a method's teacher and student
+    are two measurements."""
+    return tuple(
+        (rec.get("teacher") or rec.get("backbone") == "teacher" or None)  # records, aggregates
+        if f == "teacher"
+        else rec.get(f, "pretrained" if f == "init" else None)
+        for f in IDENTITY
+    )
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -127,6 +136,8 @@ def _measure(rec: dict[str, Any]) -> str:
         label += f" 1:{rec['ratio']:g}"
     if rec.get("threshold") is not None:
         label += f" >={rec['threshold']:g}"
+    if rec.get("teacher") or rec.get("backbone") == "teacher":
+        label += " [teacher]"
     if rec.get("steps") is not None:  # trained evaluations: rows compare at equal budgets
         label += f" ({rec['steps']} steps)"
     return label
@@ -178,7 +189,7 @@ def _rank(value: Any, order: Sequence[Any]) -> tuple[int, str]:
 
 
 def _column_sort_key(key: tuple[Any, ...], datasets: list[str]) -> tuple[Any, ...]:
-    protocol, dataset, init, _settings, k, fraction, ratio, threshold = key
+    protocol, dataset, init, _settings, k, fraction, ratio, threshold, _teacher = key
     num = [v if v is not None else -1.0 for v in (k, fraction, threshold, ratio)]
     return (datasets.index(dataset), _rank(protocol, PROTOCOL_ORDER), *num, _rank(init, INIT_ORDER))
 
@@ -392,7 +403,8 @@ def paired_tests(runs: Sequence[tuple[str, dict[str, Any]]], alpha: float = 0.05
             if key[2] != "pretrained":
                 continue
             for base in BASELINE_NAMES:
-                other = found.get(((*key[:2], base, *key[3:]), seed))
+                # baselines have no teacher: pair a teacher's record with the plain baseline
+                other = found.get(((*key[:2], base, *key[3:-1], None), seed))
                 if other is not None:
                     label = f"{name}: {column_label(mine)} (seed {seed})"
                     lines.append(
