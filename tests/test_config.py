@@ -231,3 +231,22 @@ def test_range_check_runs_on_every_path() -> None:
     data["train"]["lr"] = -1.0
     with pytest.raises(ConfigError, match=r"^train\.lr="):
         config_from_dict(data)
+
+
+def test_a_retired_key_names_its_replacement_and_a_saved_run_still_loads(tmp_path) -> None:
+    """A user's config with a key an earlier selfsup knew is refused with the new key's name;
+    a run directory written by that selfsup still loads (values carried over or dropped)."""
+    import yaml
+
+    from selfsup.config import config_to_dict
+    from selfsup.rundir import saved_config
+
+    with pytest.raises(ConfigError, match="eval.finetune_lr was replaced by eval.finetune_lrs"):
+        load_config(None, ["eval.finetune_lr=0.4"])
+    old = config_to_dict(load_config(None, []))
+    del old["eval"]["finetune_lrs"]
+    old["eval"].update(finetune_lr=0.4, linear_epochs=30, linear_weight_decays=[0.0])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    cfg = saved_config(tmp_path, doing="evaluate")
+    assert cfg.eval.finetune_lrs == [0.4]
+    assert not hasattr(cfg.eval, "linear_epochs")

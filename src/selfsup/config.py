@@ -14,6 +14,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -351,6 +352,32 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp} for {key}")
 
 
+# keys an earlier selfsup wrote: (section, key) -> (what replaced it, how a saved run's value
+# carries over; None: the setting no longer exists)
+RETIRED_KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any] | None]] = {
+    ("eval", "finetune_lr"): ("eval.finetune_lrs (a list: each arm chooses)", lambda v: [v]),
+    ("eval", "linear_aug_lr"): ("eval.linear_aug_lrs (a list: the best is chosen)", lambda v: [v]),
+    ("eval", "linear_epochs"): ("eval.linear_l2 (the probe is L-BFGS logistic regression)", None),
+    ("eval", "linear_batch_size"): ("eval.linear_l2 (the probe is full-batch L-BFGS)", None),
+    ("eval", "linear_lr"): ("eval.linear_l2 (the probe is L-BFGS logistic regression)", None),
+    ("eval", "linear_weight_decays"): ("eval.linear_l2 (L2 penalties to choose from)", None),
+}
+
+
+def migrate_saved(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config (``config.yaml`` of an earlier selfsup) in today's keys: retired
+    keys carried over where they still mean something, dropped where they do not. A config a
+    user writes is not migrated: its retired keys are refused with the new key's name."""
+    out = copy.deepcopy(data)
+    for (section, key), (new, carry) in RETIRED_KEYS.items():
+        part = out.get(section)
+        if isinstance(part, dict) and key in part:
+            value = part.pop(key)
+            if carry is not None:
+                part.setdefault(new.split()[0].split(".", 1)[1], carry(value))
+    return out
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
@@ -358,6 +385,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - set(types_))
     if unknown:
         where = prefix.rstrip(".") or "the top level"
+        retired = RETIRED_KEYS.get((prefix.rstrip("."), unknown[0]))
+        if retired:
+            raise ConfigError(f"{prefix + unknown[0]} was replaced by {retired[0]}")
         raise ConfigError(
             f"unknown config key {prefix + unknown[0]!r}; valid keys at {where}: "
             + ", ".join(prefix + k for k in types_)

@@ -19,7 +19,7 @@ import torchvision
 import yaml
 
 import selfsup
-from selfsup.config import Config, apply_overrides, config_from_dict
+from selfsup.config import Config, apply_overrides, config_from_dict, migrate_saved
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import measurement_key
 from selfsup.methods import Method, build_method
@@ -88,7 +88,8 @@ def saved_config(run_dir: Path, overrides: Sequence[str] = (), *, doing: str) ->
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file():
         raise SelfsupError(f"cannot {doing}: {run_dir} holds no run (no config.yaml)")
-    return config_from_dict(apply_overrides(yaml.safe_load(cfg_path.read_text()), list(overrides)))
+    saved = migrate_saved(yaml.safe_load(cfg_path.read_text()) or {})
+    return config_from_dict(apply_overrides(saved, list(overrides)))
 
 
 def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
