@@ -241,7 +241,7 @@ def test_a_retired_key_names_its_replacement_and_a_saved_run_still_loads(tmp_pat
     from selfsup.config import config_to_dict
     from selfsup.rundir import saved_config
 
-    with pytest.raises(ConfigError, match="eval.finetune_lr was replaced by eval.finetune_lrs"):
+    with pytest.raises(ConfigError, match=r"eval\.finetune_lr was replaced by eval\.finetune_lrs"):
         load_config(None, ["eval.finetune_lr=0.4"])
     old = config_to_dict(load_config(None, []))
     del old["eval"]["finetune_lrs"]

@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from selfsup.config import METHOD_CONFIGS, Config, config_from_dict, load_config, save_config
-from selfsup.data import recipes
 from selfsup.data.views import ViewSpec, make_views
 from selfsup.errors import ConfigError
 
@@ -312,27 +311,22 @@ def test_any_valid_view_spec_gives_finite_views_of_the_right_shape(data, unit_st
 @FAST
 @given(data=st.data())
 def test_every_recipe_gives_finite_views_in_range(data) -> None:
-    method = data.draw(st.sampled_from(sorted(recipes.DEFAULT_SCALE)))
+    from selfsup.methods import METHODS
+
+    method = data.draw(st.sampled_from(METHODS.names()))
     channels = data.draw(st.sampled_from([1, 3]))
     size = data.draw(st.integers(8, 48))
     scale = data.draw(_pair(1e-3, 1.0))
     mean, std = (0.0,) * channels, (1.0,) * channels
+    cfg = Config()
+    cfg.method = METHOD_CONFIGS.get(method)()
+    cfg.views.crop_scale = list(scale)
     if method in ("dino", "dino_twins"):
-        specs = recipes.multi_crop_views(
-            size,
-            mean,
-            std,
-            scale,
-            local_crops=data.draw(st.integers(0, 3)),
-            local_size=data.draw(st.integers(8, 24)),
-            local_scale=data.draw(_pair(1e-3, 1.0)),
-        )
-    elif method == "supervised":
-        specs = [recipes.crop_flip_view(size, mean, std, scale)]
-    else:
-        from selfsup.methods import RECIPES
-
-        specs = RECIPES[method](size, mean, std, scale)
+        cfg.method.local_crops = data.draw(st.integers(0, 3))
+        cfg.method.local_size = data.draw(st.integers(8, 24))
+        cfg.method.local_scale = list(data.draw(_pair(1e-3, 1.0)))
+    specs = METHODS.get(method).views(cfg, size, mean, std)  # the registered recipe
+    assert tuple(specs[0].crop_scale) == tuple(scale)  # views.crop_scale reaches the crop
     images = _images(data.draw, channels)
     views = make_views(images, specs, torch.Generator().manual_seed(0))
     assert len(views) == len(specs)

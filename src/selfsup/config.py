@@ -26,6 +26,8 @@ from selfsup.errors import ConfigError
 from selfsup.heads import parse_mlp_spec
 from selfsup.registry import Registry
 
+# method name -> its config class; filled by selfsup.methods.register_method (imported with the
+# package), the one place a method is registered
 METHOD_CONFIGS: Registry[type] = Registry("method")
 
 
@@ -36,7 +38,6 @@ class MethodConfig:
     name: str = "vicreg"
 
 
-@METHOD_CONFIGS.register("vicreg")
 @dataclass
 class VICRegConfig(MethodConfig):
     """VICReg (Bardes et al., ICLR 2022), defaults of facebookresearch/vicreg main_vicreg.py."""
@@ -48,7 +49,6 @@ class VICRegConfig(MethodConfig):
     cov_weight: float = 1.0  # --cov-coeff
 
 
-@METHOD_CONFIGS.register("barlow_twins")
 @dataclass
 class BarlowTwinsConfig(MethodConfig):
     """Barlow Twins (Zbontar et al., ICML 2021): defaults of facebookresearch/barlowtwins."""
@@ -61,7 +61,6 @@ class BarlowTwinsConfig(MethodConfig):
     scale_loss: float = 1.0
 
 
-@METHOD_CONFIGS.register("simclr")
 @dataclass
 class SimCLRConfig(MethodConfig):
     """SimCLR (Chen et al., ICML 2020): MLP projector (Linear-BN-ReLU-Linear, SimCLR v2's BN) and
@@ -72,7 +71,6 @@ class SimCLRConfig(MethodConfig):
     temperature: float = 0.2
 
 
-@METHOD_CONFIGS.register("moco")
 @dataclass
 class MoCoConfig(MethodConfig):
     """MoCo v2 (Chen et al. 2020; facebookresearch/moco main_moco.py with --mlp --cos): key
@@ -87,7 +85,6 @@ class MoCoConfig(MethodConfig):
     symmetric: bool = False  # both views as query (MoCo's CIFAR demo); official v2 is not
 
 
-@METHOD_CONFIGS.register("dino")
 @dataclass
 class DINOConfig(MethodConfig):
     """DINO (Caron et al., ICCV 2021), defaults of facebookresearch/dino main_dino.py (the
@@ -113,7 +110,6 @@ class DINOConfig(MethodConfig):
     sharpen: bool = True  # False: teacher temperature = student temperature (ablation)
 
 
-@METHOD_CONFIGS.register("dino_twins")
 @dataclass
 class DINOTwinsConfig(DINOConfig):
     """DINO plus a Barlow Twins term on a separate projector of the student backbone features,
@@ -125,7 +121,6 @@ class DINOTwinsConfig(DINOConfig):
     bt_weight: float | None = None  # None: set at the first step so the term is half of DINO's
 
 
-@METHOD_CONFIGS.register("isd")
 @dataclass
 class ISDConfig(MethodConfig):
     """ISD (Tejankar et al., ICCV 2021) as UMBCvision/ISD train_isd_plus.py runs it (its README's
@@ -146,7 +141,6 @@ class ISDConfig(MethodConfig):
     teacher_temp: float = 0.01  # --temp_t
 
 
-@METHOD_CONFIGS.register("supervised")
 @dataclass
 class SupervisedConfig(MethodConfig):
     """The supervised baseline: the same backbone trained from scratch with cross-entropy on a

@@ -66,30 +66,17 @@ def multi_crop_views(
     return globals_ + [local] * local_crops
 
 
-DEFAULT_SCALE = {
-    "vicreg": (0.08, 1.0),  # facebookresearch/vicreg augmentations.py
-    "barlow_twins": (0.08, 1.0),  # facebookresearch/barlowtwins main.py
-    "simclr": (0.08, 1.0),  # SimCLR appendix A
-    "moco": (0.2, 1.0),  # facebookresearch/moco --aug-plus
-    "isd": (0.2, 1.0),  # UMBCvision/ISD
-    "dino": (0.4, 1.0),  # facebookresearch/dino --global_crops_scale (ViTs)
-    "dino_twins": (0.4, 1.0),
-    "supervised": (0.08, 1.0),  # torchvision's RandomResizedCrop default (reference recipes)
-}
+DINO_GLOBAL_SCALE = (0.4, 1.0)  # facebookresearch/dino --global_crops_scale default (ViTs)
 DINO_LOCAL_SCALE = (0.05, 0.4)  # facebookresearch/dino --local_crops_scale default (ViTs)
 # facebookresearch/dino README.md, "ResNet-50 and other convnets trainings": a ResNet trains
 # with --global_crops_scale 0.14 1 --local_crops_scale 0.05 0.14
 DINO_RESNET_SCALES = ((0.14, 1.0), (0.05, 0.14))
 
 
-def default_scales(
-    method: str, backbone: str
-) -> tuple[tuple[float, float], tuple[float, float] | None]:
-    """The method's own (global, local) crop scales for ``backbone`` when the config leaves
-    them unset; local is None for methods without local crops. DINO and DINO-Twins on a
-    convnet take the official README's ResNet scales, on a ViT the ``main_dino.py`` defaults."""
-    if method in ("dino", "dino_twins"):
-        if not backbone.startswith("vit"):
-            return DINO_RESNET_SCALES
-        return DEFAULT_SCALE[method], DINO_LOCAL_SCALE
-    return DEFAULT_SCALE[method], None
+def dino_scales(backbone: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """DINO's own (global, local) crop scales for ``backbone``: on a convnet the official
+    README's ResNet scales, on a ViT the ``main_dino.py`` defaults. (Every other method's
+    default scale is part of its registration, :class:`selfsup.methods.MethodSpec`.)"""
+    if not backbone.startswith("vit"):
+        return DINO_RESNET_SCALES
+    return DINO_GLOBAL_SCALE, DINO_LOCAL_SCALE
