@@ -20,7 +20,8 @@ from typing import Any
 from selfsup.evaluate.metrics import mcnemar, unpack_correct
 
 IDENTITY = (
-    "protocol", "dataset", "init", "settings_id", "k", "fraction", "ratio", "threshold", "teacher",
+    "protocol", "dataset", "init", "settings_id", "k", "fraction", "ratio", "threshold",
+    "ema_teacher",
 )  # fmt: skip
 # the eval settings that change each protocol's number (besides the record's own fields)
 COMMON_SETTINGS = ("train_limit", "test_limit")
@@ -71,13 +72,13 @@ INIT_ORDER = ("pretrained", "trained", "random", "pixels")
 
 def measurement_key(rec: dict[str, Any]) -> tuple[Any, ...]:
     """What identifies a measurement across seeds: (protocol, dataset, init, settings_id, k,
-    fraction, ratio, threshold, teacher), absent fields as None. ``init`` defaults to
-    "pretrained" for older records; ``teacher`` is True for a record of an EMA teacher's
+    fraction, ratio, threshold, ema_teacher), absent fields as None. ``init`` defaults to
+    "pretrained" for older records; ``ema_teacher`` is True for a record of an EMA teacher's
     backbone (``"backbone": "teacher"``), None for the student: a method's teacher and student
     are two measurements."""
     return tuple(
-        (rec.get("teacher") or rec.get("backbone") == "teacher" or None)  # records, aggregates
-        if f == "teacher"
+        (rec.get("ema_teacher") or rec.get("backbone") == "teacher" or None)  # records, aggregates
+        if f == "ema_teacher"
         else rec.get(f, "pretrained" if f == "init" else None)
         for f in IDENTITY
     )
@@ -124,7 +125,7 @@ def _percent(x: float) -> str:
     return f"{100 * x:g}%"
 
 
-def _measure(rec: dict[str, Any]) -> str:
+def _measure(rec: dict[str, Any], steps: bool = True) -> str:
     """The protocol and its settings, without init or dataset: "knn k=20", "finetune 1%",
     "pseudo-label 1:0.4" (and "pseudo-label 1% 1:0.4" with ``fraction`` shown)."""
     label = str(rec["protocol"])
@@ -136,9 +137,9 @@ def _measure(rec: dict[str, Any]) -> str:
         label += f" 1:{rec['ratio']:g}"
     if rec.get("threshold") is not None:
         label += f" >={rec['threshold']:g}"
-    if rec.get("teacher") or rec.get("backbone") == "teacher":
+    if rec.get("ema_teacher") or rec.get("backbone") == "teacher":
         label += " [teacher]"
-    if rec.get("steps") is not None:  # trained evaluations: rows compare at equal budgets
+    if steps and rec.get("steps") is not None:  # trained evaluations: the budget
         label += f" ({rec['steps']} steps)"
     return label
 
@@ -168,7 +169,7 @@ def column_label(rec: dict[str, Any], *, dataset: bool = False, verbose: bool = 
 def record_label(rec: dict[str, Any]) -> str:
     """Row name of ``init_table``: the measurement without its init, e.g. "knn k=20 on cifar10"
     (and " [settings <id>]" where ``_disambiguate`` finds two settings under one name)."""
-    return f"{_measure(rec)} on {rec['dataset']}"
+    return f"{_measure(rec, steps=False)} on {rec['dataset']}"
 
 
 def _row_labels(aggs: list[dict[str, Any]]) -> list[str]:
@@ -176,12 +177,20 @@ def _row_labels(aggs: list[dict[str, Any]]) -> list[str]:
     otherwise cover measurements made with different settings."""
     base = [record_label(a) for a in aggs]
     ids: dict[str, set[Any]] = {}
+    steps: dict[str, set[int]] = {}
     for label, a in zip(base, aggs, strict=True):
         ids.setdefault(label, set()).add(a.get("settings_id"))
-    return [
-        f"{label} [settings {a.get('settings_id')}]" if len(ids[label]) > 1 else label
-        for label, a in zip(base, aggs, strict=True)
-    ]
+        if a.get("steps") is not None:
+            steps.setdefault(label, set()).add(a["steps"])
+    out = []
+    for label, a in zip(base, aggs, strict=True):
+        if len(ids[label]) > 1:
+            label = f"{label} [settings {a.get('settings_id')}]"
+        elif label in steps:  # the budget of the row's trained evaluations (a range where the
+            lo, hi = min(steps[label]), max(steps[label])  # data size differs by init)
+            label += f" ({lo} steps)" if lo == hi else f" ({lo}-{hi} steps)"
+        out.append(label)
+    return out
 
 
 def _rank(value: Any, order: Sequence[Any]) -> tuple[int, str]:
@@ -189,7 +198,7 @@ def _rank(value: Any, order: Sequence[Any]) -> tuple[int, str]:
 
 
 def _column_sort_key(key: tuple[Any, ...], datasets: list[str]) -> tuple[Any, ...]:
-    protocol, dataset, init, _settings, k, fraction, ratio, threshold, _teacher = key
+    protocol, dataset, init, _settings, k, fraction, ratio, threshold, _ema_teacher = key
     num = [v if v is not None else -1.0 for v in (k, fraction, threshold, ratio)]
     return (datasets.index(dataset), _rank(protocol, PROTOCOL_ORDER), *num, _rank(init, INIT_ORDER))
 
