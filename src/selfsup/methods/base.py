@@ -24,10 +24,13 @@ from selfsup.data.views import ViewSpec
 
 @dataclass
 class StepOutput:
-    """The loss of one step and its named, detached parts (scalars) for logging."""
+    """The loss of one step, its named, detached parts (scalars) for logging, and the backbone
+    features of the first view (B, D), still in the graph: a joint classifier head (or an online
+    probe) reads them instead of running the backbone again."""
 
     loss: torch.Tensor
     parts: dict[str, torch.Tensor]
+    features: torch.Tensor | None = None
 
 
 class Method(nn.Module):

@@ -105,7 +105,7 @@ class DINO(Method):
         parts = {**parts, "teacher_temp": temp}
         if self.twins:
             loss, parts = self._add_twins(loss, parts, feats)
-        return StepOutput(loss, parts)
+        return StepOutput(loss, parts, feats[0])
 
     def _add_twins(self, loss: torch.Tensor, parts: dict, feats: list[torch.Tensor]):
         z = [self.bt_projector(f) for f in feats]

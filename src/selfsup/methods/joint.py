@@ -37,13 +37,16 @@ class Joint(Method):
 
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor) -> StepOutput:
         out = self.ssl(views)
-        logits = self.head(self.backbone(views[0])).float()
+        # the SSL step's own backbone pass over view 0: one forward, backward and batch-norm
+        # update per view, not a second pass for the head
+        feats = out.features if out.features is not None else self.backbone(views[0])
+        logits = self.head(feats).float()
         known = labels >= 0
         ce_each = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
         ce = (ce_each * known).sum() / known.sum().clamp(min=1)  # no host sync
         loss = ce + self.ssl_weight * out.loss
         parts = {**out.parts, "ssl_loss": out.loss.detach(), "cross_entropy": ce.detach()}
-        return StepOutput(loss, parts)
+        return StepOutput(loss, parts, feats)
 
     def before_step(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
         self.ssl.before_step(step, total_steps, steps_per_epoch)

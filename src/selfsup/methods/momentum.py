@@ -81,17 +81,19 @@ class MoCo(_Momentum):
         return cosine_momentum(step, total_steps, self.cfg.momentum, self.cfg.momentum_final)
 
     def _direction(self, x_q: torch.Tensor, x_k: torch.Tensor):
-        q = F.normalize(self.projector(self.backbone(x_q)), dim=1)
+        """(loss, parts, backbone features of x_q)."""
+        feats = self.backbone(x_q)
+        q = F.normalize(self.projector(feats), dim=1)
         k = self.teacher_keys(x_k)
-        return infonce_loss(q, k, self.queue.queue, temperature=self.cfg.temperature)
+        return (*infonce_loss(q, k, self.queue.queue, temperature=self.cfg.temperature), feats)
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        loss, parts = self._direction(views[0], views[1])
+        loss, parts, feats = self._direction(views[0], views[1])
         if self.cfg.symmetric:
-            loss_b, parts_b = self._direction(views[1], views[0])
+            loss_b, parts_b, _ = self._direction(views[1], views[0])
             loss = (loss + loss_b) / 2
             parts = {n: (v + parts_b[n]) / 2 for n, v in parts.items()}
-        return StepOutput(loss, parts)
+        return StepOutput(loss, parts, feats)
 
 
 class ISD(_Momentum):
@@ -122,7 +124,8 @@ class ISD(_Momentum):
         return self.cfg.momentum
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        q = self.predictor(self.projector(self.backbone(views[0])))
+        feats = self.backbone(views[0])
+        q = self.predictor(self.projector(feats))
         k = self.teacher_keys(views[1])
         loss, parts = isd_loss(
             q,
@@ -131,4 +134,4 @@ class ISD(_Momentum):
             student_temp=self.cfg.student_temp,
             teacher_temp=self.cfg.teacher_temp,
         )
-        return StepOutput(loss, parts)
+        return StepOutput(loss, parts, feats)

@@ -46,5 +46,7 @@ class Siamese(Method):
         return self.projector(self.backbone(x))
 
     def forward(self, views: list[torch.Tensor]) -> StepOutput:
-        loss, parts = self.loss(self.embed(views[0]), self.embed(views[1]), **self.loss_kwargs)
-        return StepOutput(loss, parts)
+        feats = self.backbone(views[0])
+        z_a, z_b = self.projector(feats), self.embed(views[1])
+        loss, parts = self.loss(z_a, z_b, **self.loss_kwargs)
+        return StepOutput(loss, parts, feats)
