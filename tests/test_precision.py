@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from selfsup import precision
 from selfsup.train import loop
 
 
@@ -12,11 +13,11 @@ def test_bf16_on_the_cpu_really_autocasts_the_cpu() -> None:
     """train.precision=bf16 with train.device=cpu once built a CUDA autocast, which leaves CPU
     matmuls in fp32; the autocast must be the training device's own."""
     a, b = torch.randn(8, 8), torch.randn(8, 8)
-    with loop.autocast_for(torch.device("cpu"), True):
+    with precision.autocast_for(torch.device("cpu"), True):
         assert (a @ b).dtype == torch.bfloat16
-    with loop.autocast_for(torch.device("cpu"), False):
+    with precision.autocast_for(torch.device("cpu"), False):
         assert (a @ b).dtype == torch.float32
-    assert loop.use_bf16("bf16", torch.device("cpu")) and not loop.use_bf16(
+    assert precision.use_bf16("bf16", torch.device("cpu")) and not precision.use_bf16(
         "fp32", torch.device("cpu")
     )
 
@@ -25,11 +26,11 @@ def test_auto_precision_picks_bf16_only_where_native(monkeypatch) -> None:
     cuda = torch.device("cuda", 0)
     for capability, want in (((7, 5), False), ((7, 0), False), ((8, 0), True), ((9, 0), True)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
-        assert loop.use_bf16("auto", cuda) is want, capability  # T4 / V100 only emulate bf16
+        assert precision.use_bf16("auto", cuda) is want, capability  # T4 / V100 only emulate bf16
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
-    assert not loop.use_bf16("auto", torch.device("cpu"))
+    assert not precision.use_bf16("auto", torch.device("cpu"))
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
-    assert loop.use_bf16("auto", torch.device("cpu"))
+    assert precision.use_bf16("auto", torch.device("cpu"))
 
 
 def test_checkpoint_with_more_gpu_states_than_gpus_resumes(monkeypatch) -> None:
@@ -53,3 +54,25 @@ def test_checkpoint_with_more_gpu_states_than_gpus_resumes(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d: states[1])
     saved = loop._rng_state(device)
     assert torch.equal(saved["cuda"], states[1])  # one state, not a list per visible GPU
+
+
+def test_feature_extraction_follows_the_runs_precision() -> None:
+    """Evaluations extract features under the run's train.precision (the loop's decision),
+    not a device rule of their own; the features come back float32 either way."""
+    from selfsup.evaluate.features import extract_features
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        in_channels = 1
+        num_features = 1
+
+        def forward(self, x):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return x.flatten(1).mean(1, keepdim=True)
+
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    for prec, want in (("bf16", True), ("fp32", False)):
+        seen.clear()
+        feats = extract_features(Probe(), images, size=8, mean=[0.5], std=[0.5], precision=prec)
+        assert seen == [want] and feats.dtype == torch.float32

@@ -173,7 +173,10 @@ def knn_monitor(
     num_classes = max(len(pool.classes), int(pool.labels.max()) + 1)
 
     def monitor(backbone: nn.Module, epoch: int) -> dict[str, float]:
-        kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device)
+        kw = dict(
+            size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device,
+            precision=cfg.train.precision,
+        )  # fmt: skip
         fb = extract_features(backbone, bank.images, **kw)
         stats = collapse_stats(fb)
         warning = collapse_warning(stats, fb.shape[1])
@@ -245,7 +248,10 @@ def head_records(
         image_size=cfg.data.image_size,
     )
     net = nn.Sequential(method.backbone, method.head)
-    kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device)
+    kw = dict(
+        size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device,
+        precision=cfg.train.precision,
+    )  # fmt: skip
     scores = extract_features(net, test.images, batch_size=cfg.eval.batch_size, **kw)
     num_classes = method.head.out_features
     t = cfg.train

@@ -82,6 +82,7 @@ class EvalContext:
             std=self.std,
             batch_size=self.cfg.batch_size,
             device=self.device,
+            precision=self.run_cfg.train.precision,
         )
 
     def fit_probe(self, backbone: nn.Module, data: ImageArray) -> tuple[LinearProbe, dict]:

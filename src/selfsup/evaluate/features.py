@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from selfsup.data.view_ops import GRAY_WEIGHTS
 from selfsup.data.views import eval_view, make_views
+from selfsup.precision import autocast_for, use_bf16
 
 
 def input_channels(backbone: nn.Module) -> int:
@@ -23,7 +25,7 @@ def input_channels(backbone: nn.Module) -> int:
 
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """uint8 (N, C, H, W) -> (N, channels, H, W): gray repeated to RGB, or RGB to luma
-    (torchvision's weights 0.2989, 0.587, 0.114), so a backbone can be evaluated on a dataset
+    (torchvision's weights, ``GRAY_WEIGHTS``), so a backbone can be evaluated on a dataset
     with another channel count (transfer)."""
     c = images.shape[1]
     if c == channels:
@@ -31,7 +33,7 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     if c == 1 and channels == 3:
         return images.expand(-1, 3, -1, -1)
     if c == 3 and channels == 1:
-        w = torch.tensor([0.2989, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+        w = torch.tensor(GRAY_WEIGHTS, device=images.device).view(1, 3, 1, 1)
         return (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
     raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
 
@@ -46,21 +48,24 @@ def extract_features(
     std: Sequence[float],
     batch_size: int = 512,
     device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Pooled features (N, D) float32 of uint8 ``images`` (N, C, H, W), resized to ``size`` and
-    normalised, with the backbone in eval mode (batch-norm running statistics)."""
+    normalised, with the backbone in eval mode (batch-norm running statistics), under the
+    run's ``train.precision`` (bf16 autocast where it trained in bf16: the same decision as
+    the loop, :mod:`selfsup.precision`)."""
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval().to(device)
     channels = input_channels(backbone)
     spec = eval_view(size, mean, std)
     gen = torch.Generator(device=device).manual_seed(0)
-    bf16 = device.type == "cuda"
+    autocast = autocast_for(device, use_bf16(precision, device))
     out = []
     for start in range(0, len(images), batch_size):
         batch = match_channels(images[start : start + batch_size].to(device), channels)
         (x,) = make_views(batch, [spec], gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with autocast:
             out.append(backbone(x).float())
     backbone.train(was_training)
     return torch.cat(out) if out else torch.empty(0, getattr(backbone, "num_features", 0))

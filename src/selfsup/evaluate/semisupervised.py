@@ -64,7 +64,10 @@ def make_teacher(
 
     def probs(data: ImageArray) -> torch.Tensor:
         images = match_channels(data.images, input_channels(net))
-        kw = dict(size=tcfg.views.size, mean=tcfg.data.mean, std=tcfg.data.std)
+        kw = dict(
+            size=tcfg.views.size, mean=tcfg.data.mean, std=tcfg.data.std,
+            precision=tcfg.train.precision,
+        )  # fmt: skip
         logits = extract_features(
             net, images, **kw, batch_size=ctx.cfg.batch_size, device=ctx.device
         )

@@ -11,7 +11,6 @@ epoch e are seeded by (seed, epoch, rank), so they do not depend on what ran bef
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import threading
@@ -32,6 +31,7 @@ from selfsup.distributed import is_distributed, rank, world_size
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
 from selfsup.methods.base import Method
 from selfsup.parts.schedules import warmup_cosine
+from selfsup.precision import autocast_for, use_bf16
 from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.optim import build_optimizer
 
@@ -50,30 +50,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"unknown train.device {name!r}; valid choices: auto, cpu, cuda")
     return torch.device(name)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively: CUDA compute capability 8 or more (A100, H100;
-    T4 / V100 only emulate it), or a CPU with AVX-512 BF16 (measured here: the small ResNet's
-    step 1.8x faster than fp32, benchmarks/RESULTS.md)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device)[0] >= 8
-    is_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return device.type == "cpu" and is_bf16 is not None and bool(is_bf16())
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """``train.precision``: bf16, fp32, or auto (bf16 where the device computes it natively)."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"unknown train.precision {precision!r}; valid: auto, bf16, fp32")
-    return precision == "bf16" or (precision == "auto" and native_bf16(device))
-
-
-def autocast_for(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on the training device itself (a CUDA autocast does nothing on the CPU)."""
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
