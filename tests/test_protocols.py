@@ -448,7 +448,8 @@ def test_feature_cache_is_not_fooled_by_a_recycled_object(tmp_path: Path) -> Non
     if not reused:
         pytest.skip("the allocator never put a new subset where a freed one lived")
     data = train.subset(torch.arange(40, 60))
-    direct = extract_features(backbone, data.images, size=16, mean=mean, std=std)
+    kw = dict(size=16, mean=mean, std=std, precision=cfg.train.precision)  # as the run trained
+    direct = extract_features(backbone, data.images, **kw)
     assert torch.equal(ctx.features(backbone, data), direct)
 
 

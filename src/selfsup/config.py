@@ -422,15 +422,21 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+def check_choice(section: str, key: str, value: Any) -> None:
+    """``value`` must be one of ``CHOICES[(section, key)]``, the one list of a key's valid
+    choices that every check reads; else a ConfigError naming them."""
+    valid = CHOICES[(section, key)]
+    if value not in valid:
+        raise ConfigError(
+            f"{section}.{key}={value!r} is not valid; valid choices: {', '.join(valid)}"
+        )
+
+
 def check_choices(cfg: Config) -> None:
     """Enumerated values must be one of their choices (names in registries are checked where
     they are looked up)."""
-    for (section, key), valid in CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in valid:
-            raise ConfigError(
-                f"{section}.{key}={value!r} is not valid; valid choices: {', '.join(valid)}"
-            )
+    for section, key in CHOICES:
+        check_choice(section, key, getattr(getattr(cfg, section), key))
 
 
 @dataclass(frozen=True)

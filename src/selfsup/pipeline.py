@@ -27,7 +27,7 @@ from selfsup.config import (
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
 from selfsup.data.sources import load_dataset
 from selfsup.errors import ConfigError, DataError, SelfsupError
-from selfsup.evaluate.features import extract_features
+from selfsup.evaluate.features import extract_features, run_logits
 from selfsup.evaluate.harness import check_protocols, evaluate_backbone, load_eval_splits
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics
@@ -247,12 +247,7 @@ def head_records(
         download=cfg.data.download,
         image_size=cfg.data.image_size,
     )
-    net = nn.Sequential(method.backbone, method.head)
-    kw = dict(
-        size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device,
-        precision=cfg.train.precision,
-    )  # fmt: skip
-    scores = extract_features(net, test.images, batch_size=cfg.eval.batch_size, **kw)
+    scores = run_logits(method, cfg, test.images, batch_size=cfg.eval.batch_size, device=device)
     num_classes = method.head.out_features
     t = cfg.train
     settings = {

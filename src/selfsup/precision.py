@@ -11,7 +11,7 @@ import contextlib
 
 import torch
 
-from selfsup.errors import ConfigError
+from selfsup.config import check_choice
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -26,8 +26,7 @@ def native_bf16(device: torch.device) -> bool:
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     """``train.precision``: bf16, fp32, or auto (bf16 where the device computes it natively)."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"unknown train.precision {precision!r}; valid: auto, bf16, fp32")
+    check_choice("train", "precision", precision)
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 

@@ -14,17 +14,15 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from selfsup.config import BackboneConfig
+from selfsup.config import BackboneConfig, check_choice
 from selfsup.errors import ConfigError
 from selfsup.registry import Registry
 
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
-STEMS = ("auto", "small", "imagenet")
 
 
 def use_small_stem(stem: str, image_size: int) -> bool:
-    if stem not in STEMS:
-        raise ConfigError(f"unknown backbone.stem {stem!r}; valid choices: {', '.join(STEMS)}")
+    check_choice("backbone", "stem", stem)
     return stem == "small" or (stem == "auto" and image_size <= 64)
 
 

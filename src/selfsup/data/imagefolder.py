@@ -41,6 +41,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from selfsup.atomic import write_json_atomic
+from selfsup.config import check_choice
 from selfsup.data.array import ImageArray
 from selfsup.data.cache import (
     cache_key,
@@ -48,9 +49,8 @@ from selfsup.data.cache import (
     remove_stale,
     write_npy_atomic,
 )
-from selfsup.errors import ConfigError, DataError, WriteError
+from selfsup.errors import DataError, WriteError
 
-BAD_IMAGE_CHOICES = ("skip", "fail")
 """What ``on_bad_image`` may be: leave bad files out (and report them), or stop at the first."""
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
@@ -244,11 +244,7 @@ def load_image_folder(
     ``on_bad_image``: ``"skip"`` leaves unusable files out and lists them in the cache's
     ``.bad.json`` report; ``"fail"`` raises a :class:`DataError` naming the first one.
     """
-    if on_bad_image not in BAD_IMAGE_CHOICES:
-        raise ConfigError(
-            f"on_bad_image={on_bad_image!r} is not valid; valid choices: "
-            f"{', '.join(BAD_IMAGE_CHOICES)}"
-        )
+    check_choice("data", "on_bad_image", on_bad_image)
     fail = on_bad_image == "fail"
     folder = split_folder(path.expanduser().absolute(), split)
     candidates, candidate_labels, classes, skipped = scan(folder)

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selfsup.config import check_choice
 from selfsup.data import formats
 from selfsup.data.array import ImageArray
-from selfsup.data.imagefolder import BAD_IMAGE_CHOICES, load_image_folder
+from selfsup.data.imagefolder import load_image_folder
 from selfsup.data.synthetic import make_synthetic
 from selfsup.errors import ConfigError, DataError
 from selfsup.registry import Registry
@@ -128,11 +129,7 @@ def load_dataset(
         not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1
     ):
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
-    if on_bad_image not in BAD_IMAGE_CHOICES:
-        raise ConfigError(
-            f"on_bad_image={on_bad_image!r} is not valid; valid choices: "
-            f"{', '.join(BAD_IMAGE_CHOICES)}"
-        )
+    check_choice("data", "on_bad_image", on_bad_image)
     data_root = default_data_root() if root is None else Path(root).expanduser()
     array = loader(_Request(split, data_root, download, image_size, path, on_bad_image))
     array.name, array.split = name, split

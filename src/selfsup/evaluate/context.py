@@ -16,7 +16,7 @@ from torch import nn
 
 from selfsup.config import Config, EvalConfig
 from selfsup.data.array import ImageArray
-from selfsup.evaluate.features import extract_features, match_channels
+from selfsup.evaluate.features import classifier_logits, extract_features, match_channels
 from selfsup.evaluate.linear import (
     LinearProbe,
     select_and_fit_linear,
@@ -101,10 +101,13 @@ class EvalContext:
 
     def classifier_scores(self, model: Classifier) -> Scores:
         """Test-time scores of a trained classifier (logits of the evaluation view)."""
-        net = nn.Sequential(model.backbone, model.head)
 
         def scores(test: ImageArray) -> torch.Tensor:
-            return self.extract(net, test)
+            return classifier_logits(
+                model.backbone, model.head, test.images, size=self.size, mean=self.mean,
+                std=self.std, batch_size=self.cfg.batch_size, device=self.device,
+                precision=self.run_cfg.train.precision,
+            )  # fmt: skip
 
         return scores
 

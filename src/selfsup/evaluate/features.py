@@ -69,3 +69,24 @@ def extract_features(
             out.append(backbone(x).float())
     backbone.train(was_training)
     return torch.cat(out) if out else torch.empty(0, getattr(backbone, "num_features", 0))
+
+
+def classifier_logits(
+    backbone: nn.Module, head: nn.Module, images: torch.Tensor, **kw
+) -> torch.Tensor:
+    """Logits (N, K) of ``head(backbone(x))`` on the evaluation view of uint8 ``images`` (their
+    channels matched to the backbone's): the one way selfsup scores a classifier (a run's own
+    head, a pseudo-label teacher, a trained evaluation). ``kw`` as :func:`extract_features`."""
+    images = match_channels(images, input_channels(backbone))
+    return extract_features(nn.Sequential(backbone, head), images, **kw)
+
+
+def run_logits(
+    method: nn.Module, cfg, images: torch.Tensor, *, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """A supervised / joint run's own classifier (``method.head``) on ``images``, with the run's
+    view size, normalisation and precision (``cfg``: its ``Config``)."""
+    return classifier_logits(
+        method.backbone, method.head, images, size=cfg.views.size, mean=cfg.data.mean,
+        std=cfg.data.std, precision=cfg.train.precision, batch_size=batch_size, device=device,
+    )  # fmt: skip

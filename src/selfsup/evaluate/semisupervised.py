@@ -23,7 +23,7 @@ from torch import nn
 from selfsup.data.array import ImageArray
 from selfsup.errors import ConfigError
 from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
-from selfsup.evaluate.features import extract_features, input_channels, match_channels
+from selfsup.evaluate.features import run_logits
 from selfsup.evaluate.protocols import held_out, train_choosing_lr
 from selfsup.evaluate.sampling import class_balanced_indices, complement
 from selfsup.rundir import LABELLED_IMAGES, load_run
@@ -60,16 +60,10 @@ def make_teacher(
             f"{ctx.num_classes} classes (selfsup supervised --config ...)"
         )
     check_teacher_never_saw(run, pool, ctx)
-    net = nn.Sequential(method.backbone, head)
 
     def probs(data: ImageArray) -> torch.Tensor:
-        images = match_channels(data.images, input_channels(net))
-        kw = dict(
-            size=tcfg.views.size, mean=tcfg.data.mean, std=tcfg.data.std,
-            precision=tcfg.train.precision,
-        )  # fmt: skip
-        logits = extract_features(
-            net, images, **kw, batch_size=ctx.cfg.batch_size, device=ctx.device
+        logits = run_logits(
+            method, tcfg, data.images, batch_size=ctx.cfg.batch_size, device=ctx.device
         )
         return logits.softmax(1).cpu()
 

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from selfsup.atomic import remove_temporaries, write_text_atomic
-from selfsup.config import Config, TrainConfig, config_to_dict
+from selfsup.config import Config, TrainConfig, check_choice, config_to_dict
 from selfsup.data.views import make_views
 from selfsup.distributed import is_distributed, rank, world_size
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
@@ -47,8 +47,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device=cuda but no CUDA device is available; use auto or cpu")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown train.device {name!r}; valid choices: auto, cpu, cuda")
+    check_choice("train", "device", name)
     return torch.device(name)
 
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from selfsup.config import TrainConfig
-from selfsup.errors import ConfigError
-
-OPTIMIZERS = ("lars", "adamw", "sgd")
+from selfsup.config import TrainConfig, check_choice
 
 
 class LARS(torch.optim.Optimizer):
@@ -103,4 +100,5 @@ def build_optimizer(groups: list[dict], cfg: TrainConfig, lr: float) -> torch.op
         return torch.optim.AdamW(plain, lr=lr)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(plain, lr=lr, momentum=cfg.momentum)
-    raise ConfigError(f"unknown train.optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    check_choice("train", "optimizer", cfg.optimizer)
+    raise AssertionError(f"train.optimizer={cfg.optimizer!r} is a choice without an optimizer")
