@@ -9,10 +9,9 @@ from selfsup.config import load_config
 from selfsup.data.array import seeded_subset
 from selfsup.data.sources import load_dataset
 from selfsup.methods import METHODS
-from selfsup.pipeline import resolve
+from selfsup.pipeline import resolve, train_run
 from selfsup.rundir import make_method
 from selfsup.train.checkpoint import load_checkpoint
-from selfsup.train.loop import fit
 
 SMALL_HEADS = {
     "vicreg": ["method.projector=32-32"],
@@ -65,7 +64,7 @@ def test_two_steps_and_checkpoint_round_trip(method: str, backbone: str, tmp_pat
     cfg, data = setup(method, backbone)
     model = make_method(cfg, data.channels)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    fit(model, data.images, cfg, tmp_path)  # 16 images / batch 8 = 2 steps
+    train_run(model, data.images, cfg, tmp_path)  # 16 images / batch 8 = 2 steps
     losses = [r["loss"] for r in map(eval_json, (tmp_path / "metrics.jsonl").open())]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     after = dict(model.named_parameters())

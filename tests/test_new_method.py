@@ -16,8 +16,8 @@ from selfsup.errors import ConfigError
 from selfsup.heads import mlp
 from selfsup.methods import METHODS, MethodSpec, pair, register_method
 from selfsup.methods.siamese import Siamese
+from selfsup.pipeline import train_run
 from selfsup.rundir import make_method
-from selfsup.train.loop import fit
 from tiny import TINY
 
 
@@ -61,7 +61,7 @@ def test_a_method_registered_in_one_file_trains_two_steps(tmp_path) -> None:
     assert [s.crop_scale for s in method.view_specs] == [(0.3, 1.0)] * 2  # its own default
     images = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8)
     before = [p.detach().clone() for p in method.parameters()]
-    fit(method, images, cfg, tmp_path)  # 64 images / batch 32: two steps
+    train_run(method, images, cfg, tmp_path)  # 64 images / batch 32: two steps
     steps = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(steps) == 2 and "cosine_loss" in steps[0]
     assert any(not torch.equal(a, b) for a, b in zip(before, method.parameters(), strict=True))

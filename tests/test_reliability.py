@@ -16,9 +16,9 @@ import torch
 
 from selfsup.atomic import write_json_atomic
 from selfsup.errors import WriteError
+from selfsup.pipeline import train_run
 from selfsup.train import checkpoint, loop
 from selfsup.train.checkpoint import load_checkpoint
-from selfsup.train.loop import fit
 from test_train import records, setup
 from tiny import TINY
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch) -> None:
     cfg, data = setup(["train.epochs=3", "train.checkpoint_every=3"])
-    full = fit(loop_method(cfg, data), data.images, cfg, tmp_path / "full")
+    full = train_run(loop_method(cfg, data), data.images, cfg, tmp_path / "full")
     calls = {"n": 0}
     real = loop.make_views
 
@@ -39,11 +39,11 @@ def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(loop, "make_views", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        fit(loop_method(cfg, data), data.images, cfg, tmp_path / "cut")
+        train_run(loop_method(cfg, data), data.images, cfg, tmp_path / "cut")
     monkeypatch.setattr(loop, "make_views", real)
     ckpt = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert (ckpt["epoch"], ckpt["epoch_step"], ckpt["step"]) == (1, 2, 6)  # mid-epoch
-    resumed = fit(loop_method(cfg, data), data.images, cfg, tmp_path / "cut", resume=True)
+    resumed = train_run(loop_method(cfg, data), data.images, cfg, tmp_path / "cut", resume=True)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert [r["loss"] for r in records(tmp_path / "cut") if "loss" in r] == [
@@ -59,7 +59,7 @@ def loop_method(cfg, data):
 
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch) -> None:
     cfg, data = setup(["train.epochs=1"])
-    fit(loop_method(cfg, data), data.images, cfg, tmp_path)
+    train_run(loop_method(cfg, data), data.images, cfg, tmp_path)
     path = tmp_path / "checkpoints" / "last.pt"
     saved = path.read_bytes()
 
@@ -70,11 +70,11 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch) -
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
     cfg2, _ = setup(["train.epochs=2"])
     with pytest.raises(WriteError, match=r"No space left.*intact"):
-        fit(loop_method(cfg2, data), data.images, cfg2, tmp_path, resume=True)
+        train_run(loop_method(cfg2, data), data.images, cfg2, tmp_path, resume=True)
     monkeypatch.undo()
     assert path.read_bytes() == saved  # the previous checkpoint, whole
     assert not list(path.parent.glob("*.tmp"))  # no temporary left behind
-    fit(loop_method(cfg2, data), data.images, cfg2, tmp_path, resume=True)  # and it resumes
+    train_run(loop_method(cfg2, data), data.images, cfg2, tmp_path, resume=True)  # and it resumes
     assert load_checkpoint(path)["epoch"] == 2
 
 
@@ -93,7 +93,7 @@ def test_run_files_get_the_umask_permissions(tmp_path) -> None:
     old = os.umask(0o022)
     try:
         cfg, data = setup(["train.epochs=1"])
-        fit(loop_method(cfg, data), data.images, cfg, tmp_path)
+        train_run(loop_method(cfg, data), data.images, cfg, tmp_path)
         write_json_atomic(tmp_path / "results.json", {})
     finally:
         os.umask(old)
@@ -230,7 +230,7 @@ def _nan_views_at(monkeypatch, calls_to_poison: set[int]) -> None:
 def test_skip_nonfinite_skips_and_logs_bad_steps(tmp_path, monkeypatch) -> None:
     cfg, data = setup(["train.skip_nonfinite=2"])
     _nan_views_at(monkeypatch, {3})
-    method = fit(loop_method(cfg, data), data.images, cfg, tmp_path)
+    method = train_run(loop_method(cfg, data), data.images, cfg, tmp_path)
     recs = records(tmp_path)
     assert [r["step"] for r in recs if "skipped" in r] == [2]
     assert sorted(r["step"] for r in recs) == list(range(8))  # every step accounted for
@@ -241,7 +241,7 @@ def test_more_nonfinite_steps_than_allowed_stop_the_run(tmp_path, monkeypatch) -
     cfg, data = setup(["train.skip_nonfinite=1"])
     _nan_views_at(monkeypatch, {2, 5})
     with pytest.raises(loop.TrainingDiverged, match="skip_nonfinite=1"):
-        fit(loop_method(cfg, data), data.images, cfg, tmp_path)
+        train_run(loop_method(cfg, data), data.images, cfg, tmp_path)
 
 
 def test_export_safetensors_then_start_from_it(tmp_path, capsys) -> None:

@@ -10,11 +10,11 @@ from selfsup.config import load_config
 from selfsup.data.array import seeded_subset
 from selfsup.data.sources import load_dataset
 from selfsup.errors import CheckpointError
-from selfsup.pipeline import resolve
+from selfsup.pipeline import resolve, train_run
 from selfsup.rundir import make_method
 from selfsup.train import loop
 from selfsup.train.checkpoint import load_checkpoint
-from selfsup.train.loop import BatchStream, TrainingDiverged, fit
+from selfsup.train.loop import BatchStream, TrainingDiverged
 from tiny import TINY
 
 
@@ -33,7 +33,7 @@ def test_fit_writes_metrics_and_checkpoint(tmp_path) -> None:
     cfg, data = setup()
     method = make_method(cfg, data.channels)
     before = [p.detach().clone() for p in method.parameters()]
-    fit(method, data.images, cfg, tmp_path)
+    train_run(method, data.images, cfg, tmp_path)
     recs = records(tmp_path)
     assert [r["step"] for r in recs] == list(range(8))  # 2 epochs x 128 / 32 steps, every step
     for r in recs:
@@ -49,7 +49,7 @@ def test_fit_writes_metrics_and_checkpoint(tmp_path) -> None:
 
 def test_resume_after_interruption_is_exact(tmp_path, monkeypatch) -> None:
     cfg, data = setup(["train.epochs=3"])
-    full = fit(make_method(cfg, data.channels), data.images, cfg, tmp_path / "full")
+    full = train_run(make_method(cfg, data.channels), data.images, cfg, tmp_path / "full")
 
     calls = {"n": 0}
     real = loop.make_views
@@ -62,10 +62,12 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(loop, "make_views", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        fit(make_method(cfg, data.channels), data.images, cfg, tmp_path / "cut")
+        train_run(make_method(cfg, data.channels), data.images, cfg, tmp_path / "cut")
     monkeypatch.setattr(loop, "make_views", real)
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
-    resumed = fit(make_method(cfg, data.channels), data.images, cfg, tmp_path / "cut", resume=True)
+    resumed = train_run(
+        make_method(cfg, data.channels), data.images, cfg, tmp_path / "cut", resume=True
+    )
 
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
@@ -77,22 +79,22 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch) -> None:
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path) -> None:
     cfg, data = setup(["train.epochs=1"])
-    fit(make_method(cfg, data.channels), data.images, cfg, tmp_path)
+    train_run(make_method(cfg, data.channels), data.images, cfg, tmp_path)
     saved = (tmp_path / "checkpoints" / "last.pt").read_bytes()
     cfg.train.epochs = 2
     method = make_method(cfg, data.channels)
     method.loss_kwargs["sim_weight"] = float("nan")
     with pytest.raises(TrainingDiverged, match=r"non-finite .* step 4 .*last good checkpoint"):
-        fit(method, data.images, cfg, tmp_path, resume=True)
+        train_run(method, data.images, cfg, tmp_path, resume=True)
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == saved
 
 
 def test_resume_refuses_another_method_config(tmp_path) -> None:
     cfg, data = setup(["train.epochs=1"])
-    fit(make_method(cfg, data.channels), data.images, cfg, tmp_path)
+    train_run(make_method(cfg, data.channels), data.images, cfg, tmp_path)
     cfg.backbone.name = "resnet18"
     with pytest.raises(CheckpointError, match=r"backbone\.name='small_resnet'"):
-        fit(make_method(cfg, data.channels), data.images, cfg, tmp_path, resume=True)
+        train_run(make_method(cfg, data.channels), data.images, cfg, tmp_path, resume=True)
 
 
 def test_damaged_checkpoint_is_a_clear_error(tmp_path) -> None:

@@ -20,6 +20,7 @@ from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.backbones.pixels import Pixels
 from selfsup.config import (
     Config,
+    config_to_dict,
     label_fraction,
     method_label,
     save_config,
@@ -195,6 +196,15 @@ def knn_monitor(
     return monitor
 
 
+def train_run(method: Method, images: torch.Tensor, cfg: Config, run_dir: Path, **kw) -> Method:
+    """:func:`~selfsup.train.loop.fit` for a run: its train settings, seed, view compilation,
+    and its whole config as the checkpoints' identity."""
+    return fit(
+        method, images, cfg.train, run_dir, seed=cfg.seed, identity=config_to_dict(cfg),
+        compile_views=cfg.views.compile, **kw,
+    )  # fmt: skip
+
+
 def pretrain(
     cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False
 ) -> dict[str, Any]:
@@ -206,7 +216,8 @@ def pretrain(
     check_run_dir(run_dir, resume, overwrite)
     if resume:  # before config.yaml is rewritten: a refused resume leaves the run as it was
         saved = run_dir / "config.yaml"
-        check_compatible({"config": yaml.safe_load(saved.read_text())}, cfg, saved)
+        saved_dict = yaml.safe_load(saved.read_text())
+        check_compatible({"config": saved_dict}, config_to_dict(cfg), saved)
     data = load_pretrain_data(cfg)
     cfg = resolve(cfg, data)
     data, labels = training_labels(cfg, data)
@@ -221,7 +232,7 @@ def pretrain(
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)
     monitor = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
-    fit(
+    train_run(
         method,
         data.images,
         cfg,

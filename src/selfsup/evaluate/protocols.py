@@ -66,10 +66,16 @@ def train_classifier(
         log_every=rc.train.log_every,
         progress=rc.train.progress,
     )
-    cfg = dataclasses.replace(rc, train=train, seed=ctx.seed)
     out = ctx.work_dir / name
     shutil.rmtree(out, ignore_errors=True)  # a derived artefact: always trained afresh
-    fit(model, ctx.images(data), cfg, out, labels=data.labels)
+    identity = {  # what its checkpoint records: this classifier, not the pretraining run
+        "method": {"name": "classifier", "frozen": frozen, "num_classes": ctx.num_classes},
+        "backbone": dataclasses.asdict(rc.backbone),
+        "data": {"dataset": ctx.dataset, "n_images": len(data)},
+        "train": dataclasses.asdict(train),
+        "seed": ctx.seed,
+    }
+    fit(model, ctx.images(data), train, out, seed=ctx.seed, identity=identity, labels=data.labels)
     return model.eval(), epochs
 
 

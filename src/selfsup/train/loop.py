@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from selfsup.atomic import remove_temporaries, write_text_atomic
-from selfsup.config import Config, TrainConfig, check_choice, config_to_dict
+from selfsup.config import TrainConfig, check_choice
 from selfsup.data.views import make_views
 from selfsup.distributed import is_distributed, rank, world_size
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
@@ -182,21 +182,28 @@ class _StopSignals:
 def fit(
     method: Method,
     images: torch.Tensor,
-    cfg: Config,
+    train: TrainConfig,
     run_dir: Path,
     *,
+    seed: int,
+    identity: dict[str, Any],
+    compile_views: bool = False,
     resume: bool = False,
     monitor: Monitor | None = None,
     monitor_every: int = 0,
     labels: torch.Tensor | None = None,
 ) -> Method:
-    """Train ``method`` on uint8 ``images`` (N, C, H, W); write metrics and checkpoints to
-    ``run_dir``. Returns the trained method (on the training device).
+    """Train ``method`` on uint8 ``images`` (N, C, H, W) with the ``train`` settings and
+    ``seed`` (shuffling, views); write metrics and checkpoints to ``run_dir``. Returns the
+    trained method (on the training device). ``identity`` says what is being trained (a
+    pretraining run's whole config as a dict; a trained evaluation's own description): every
+    checkpoint stores it and a resume is refused when it does not match
+    (:func:`check_compatible`). ``compile_views``: ``torch.compile`` the view ops.
 
     With ``labels`` (N,) int64 (-1 = unlabeled) the method is called as ``method(views,
     labels_of_the_batch)``: supervised fine-tuning and joint SSL + supervised training run
     through this same loop."""
-    tc = cfg.train
+    tc = train
     device = resolve_device(tc.device)
     bf16 = use_bf16(tc.precision, device)
     main = rank() == 0
@@ -208,7 +215,7 @@ def fit(
     images = place_images(images, device)
     if labels is not None:
         labels = labels.to(images.device)
-    stream = BatchStream(len(images), tc.batch_size, cfg.seed, rank=rank(), world=world_size())
+    stream = BatchStream(len(images), tc.batch_size, seed, rank=rank(), world=world_size())
     total = tc.epochs * stream.steps_per_epoch
     warmup = round(tc.warmup_epochs * stream.steps_per_epoch)
     base_lr = tc.lr * tc.batch_size / 256
@@ -227,7 +234,7 @@ def fit(
     skip, view_state = 0, None  # a mid-epoch checkpoint: batches of its epoch already done
     if resume:
         ckpt = load_checkpoint(ckpt_path)
-        check_compatible(ckpt, cfg, ckpt_path)
+        check_compatible(ckpt, identity, ckpt_path)
         method.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"], device)
@@ -252,7 +259,7 @@ def fit(
                 train_seconds=train_seconds,
                 skipped_nonfinite=skipped,
                 rng=_rng_state(device),
-                config=config_to_dict(cfg),
+                config=identity,
             )
 
     model: nn.Module = method
@@ -273,7 +280,7 @@ def fit(
     with _StopSignals() as stop:
         for epoch in range(start_epoch, tc.epochs):
             view_gen = torch.Generator(device=device).manual_seed(
-                (cfg.seed * 100_003 + epoch) * 1_009 + rank()
+                (seed * 100_003 + epoch) * 1_009 + rank()
             )
             if epoch == start_epoch and view_state is not None:
                 view_gen.set_state(view_state)
@@ -285,9 +292,7 @@ def fit(
                 idx = batches[i]
                 batch = images[idx.to(images.device)].to(device, non_blocking=True)
                 with torch.no_grad():
-                    views = make_views(
-                        batch, method.view_specs, view_gen, compile=cfg.views.compile
-                    )
+                    views = make_views(batch, method.view_specs, view_gen, compile=compile_views)
                 if tc.channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 lr = warmup_cosine(
@@ -420,12 +425,13 @@ def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path:
     return _Pending.empty()
 
 
-def check_compatible(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
+def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
     """Refuse to resume from a checkpoint of a different method, backbone or architecture (a
-    clear error, not a state_dict size mismatch). A key the checkpoint's config lacks (an older
-    checkpoint) or the method does not have is not compared."""
+    clear error, not a state_dict size mismatch): the checkpoint's stored identity (a config
+    as a dict) against ``identity``. A key the checkpoint lacks (an older checkpoint) or the
+    method does not have is not compared."""
     saved = ckpt.get("config", {})
-    mine = config_to_dict(cfg)
+    mine = identity
     names = [("method", "name"), ("backbone", "name"), ("data", "dataset")]
     method_arch = ("projector", "predictor", "bt_projector", "out_dim", "hidden_dim")
     method_arch += ("bottleneck_dim", "norm_last_layer", "queue_size")
