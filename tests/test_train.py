@@ -137,3 +137,59 @@ def test_checkpoint_that_would_run_code_is_refused_not_executed(tmp_path) -> Non
     with pytest.raises(CheckpointError, match="could run code"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["vicreg", "moco", "dino"])
+def test_a_training_step_builds_no_tensor_from_python_values(name, tmp_path) -> None:
+    """Inside a step (views, forward, backward, optimizer, hooks, the loop's bookkeeping) no
+    tensor is made from Python values (``torch.tensor`` / ``as_tensor``: on a GPU each is a
+    host-to-device copy): constants are built once per run, the shuffle is made where the
+    images live. Counted from the end of step 1 to the end of step 2 (step 1 may build state)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    extra = {"vicreg": [], "moco": ["method.queue_size=64"], "dino": ["method.local_crops=2"]}
+    tiny = [o for o in TINY if not o.startswith("method.")] if name != "vicreg" else TINY
+    cfg = resolve(
+        load_config(None, [*tiny, f"method.name={name}", "train.epochs=1", *extra[name]]),
+        seeded_subset(load_dataset("synthetic", "train", image_size=16), 128, 0),
+    )
+    data = seeded_subset(load_dataset("synthetic", "train", image_size=16), 128, 0)
+    method = make_method(cfg, data.channels)
+    window, made = {"on": False}, []
+    real_end = method.on_step_end
+
+    def on_step_end(step: int, total: int) -> None:
+        real_end(step, total)
+        window["on"] = step == 0  # from the end of step 1 (index 0) to the end of step 2
+
+    method.on_step_end = on_step_end
+
+    class Creations(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if window["on"] and func is torch.ops.aten.lift_fresh.default:
+                made.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Creations():
+        train_run(method, data.images, cfg, tmp_path)
+    assert made == [], f"{len(made)} tensors made from Python values inside one step"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_training_step_never_synchronises_with_the_host(tmp_path) -> None:
+    """Under ``torch.cuda.set_sync_debug_mode("error")`` any operation that waits for the GPU
+    (``.item()``, a host copy, a data-dependent shape) raises; steps between metric flushes
+    must run without one."""
+    cfg, data = setup(["train.device=cuda", "train.log_every=1000", "train.epochs=1"])
+    method = make_method(cfg, data.channels)
+    real_end = method.on_step_end
+
+    def on_step_end(step: int, total: int) -> None:
+        real_end(step, total)
+        torch.cuda.set_sync_debug_mode("error" if step == 0 else 0)
+
+    method.on_step_end = on_step_end
+    try:
+        train_run(method, data.images, cfg, tmp_path)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

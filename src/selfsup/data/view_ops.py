@@ -163,7 +163,7 @@ def adjust_hue(x: Tensor, hue: Tensor, mask: Tensor | None = None) -> Tensor:
     offset = torch.where(is_r, 0.0, torch.where(is_g, 2.0, 4.0))
     h6 = num.div_(safe).add_(offset)
     shift = (6.0 * hue.to(x.dtype)).view(-1, 1, 1, 1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # 5, 3, 1
     k = (h6.unsqueeze(1) + shift + n).remainder_(6.0)
     k = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     out = maxc.unsqueeze(1) - chroma.unsqueeze(1) * k

@@ -168,7 +168,14 @@ def _stats(values: Sequence[float], channels: int, name: str, device: torch.devi
         raise ValueError(
             f"{name} has {len(values)} values for {channels}-channel images (need 1 or {channels})"
         )
-    return torch.tensor([float(v) for v in values], device=device).expand(channels)
+    return _stats_on(tuple(float(v) for v in values), channels, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _stats_on(values: tuple[float, ...], channels: int, device: torch.device) -> Tensor:
+    """The normalisation constants on ``device``, built once per run (a host-to-device copy per
+    view per step otherwise); read-only: callers never write into them."""
+    return torch.tensor(values, device=device).expand(channels)
 
 
 ViewParams = dict[str, Tensor | tuple[Tensor, ...] | None]

@@ -69,7 +69,16 @@ class BatchStream:
     of a global batch. The last incomplete batch is dropped.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        device: torch.device | str = "cpu",
+    ):
         if batch_size % world:
             raise ConfigError(f"train.batch_size={batch_size} is not divisible by {world} GPUs")
         if n < batch_size:
@@ -78,14 +87,17 @@ class BatchStream:
                 "lower train.batch_size or raise data.limit"
             )
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.device = torch.device(device)
 
     @property
     def steps_per_epoch(self) -> int:
         return self.n // self.batch_size
 
     def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        perm = torch.randperm(self.n, generator=g)
+        """The epoch's index batches, shuffled on ``self.device`` (where the images live: no
+        host-to-device copy of the indices per step)."""
+        g = torch.Generator(self.device).manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(self.n, generator=g, device=self.device)
         for s in range(self.steps_per_epoch):
             yield perm[s * self.batch_size : (s + 1) * self.batch_size][self.rank :: self.world]
 
@@ -215,7 +227,9 @@ def fit(
     images = place_images(images, device)
     if labels is not None:
         labels = labels.to(images.device)
-    stream = BatchStream(len(images), tc.batch_size, seed, rank=rank(), world=world_size())
+    stream = BatchStream(
+        len(images), tc.batch_size, seed, rank=rank(), world=world_size(), device=images.device
+    )
     total = tc.epochs * stream.steps_per_epoch
     warmup = round(tc.warmup_epochs * stream.steps_per_epoch)
     base_lr = tc.lr * tc.batch_size / 256
