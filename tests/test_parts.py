@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.parts.ema import cosine_momentum, ema_update_, make_teacher
+from selfsup.parts.ema import cosine_momentum, ema_update_, frozen_copy
 from selfsup.parts.queue import FeatureQueue
 from selfsup.parts.schedules import linear_warmup
 
@@ -38,7 +38,7 @@ def test_feature_queue_fifo_wraparound_and_state_dict() -> None:
 def test_ema_update_follows_formula_and_copies_buffers() -> None:
     torch.manual_seed(0)
     student = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    teacher = make_teacher(student)
+    teacher = frozen_copy(student)
     assert all(not p.requires_grad for p in teacher.parameters())
     assert all(p.requires_grad for p in student.parameters())
     with torch.no_grad():

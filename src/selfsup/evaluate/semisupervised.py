@@ -41,7 +41,7 @@ def select_confident(probs: torch.Tensor, threshold: float) -> tuple[torch.Tenso
 Teacher = Callable[[ImageArray], torch.Tensor]
 
 
-def make_teacher(
+def pseudo_label_teacher(
     backbone: nn.Module, ctx: EvalContext, labelled: ImageArray, pool: ImageArray
 ) -> tuple[str, Teacher]:
     """(name, images -> class probabilities (N, K) on the CPU): the classifier of the run in
@@ -112,7 +112,7 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
     pool = complement(len(ctx.train), torch.cat([lab_idx, val_idx]))
     pool = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed))]
     labelled = ctx.train.subset(lab_idx)
-    teacher_name, teacher = make_teacher(backbone, ctx, labelled, ctx.train.subset(pool))
+    teacher_name, teacher = pseudo_label_teacher(backbone, ctx, labelled, ctx.train.subset(pool))
     fitted = []
     for ratio in c.pseudo_ratios:
         unlabeled = ctx.train.subset(pool[: min(len(pool), round(ratio * len(labelled)))])

@@ -28,7 +28,7 @@ from selfsup.data.views import ViewSpec
 from selfsup.heads import DINOHead, mlp
 from selfsup.losses import barlow_twins_loss, dino_center_update, dino_loss
 from selfsup.methods.base import Method, StepOutput
-from selfsup.parts.ema import cosine_momentum, ema_update_, make_teacher
+from selfsup.parts.ema import cosine_momentum, ema_update_, frozen_copy
 from selfsup.parts.schedules import linear_warmup
 
 N_GLOBAL = 2
@@ -60,7 +60,7 @@ class DINO(Method):
             bottleneck_dim=cfg.bottleneck_dim,
             norm_last_layer=cfg.norm_last_layer,
         )
-        self.teacher = make_teacher(self.student())
+        self.teacher = frozen_copy(self.student())
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
         self.twins = isinstance(cfg, DINOTwinsConfig)
         if self.twins:

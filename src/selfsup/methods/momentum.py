@@ -21,7 +21,7 @@ from selfsup.errors import ConfigError
 from selfsup.heads import mlp
 from selfsup.losses import infonce_loss, isd_loss
 from selfsup.methods.base import Method, StepOutput
-from selfsup.parts.ema import cosine_momentum, ema_update_, make_teacher
+from selfsup.parts.ema import cosine_momentum, ema_update_, frozen_copy
 from selfsup.parts.queue import FeatureQueue
 
 
@@ -40,7 +40,7 @@ class _Momentum(Method):
         if len(view_specs) != 2:
             raise ValueError(f"takes exactly two views, got {len(view_specs)}")
         self.projector = projector
-        self.teacher = make_teacher(self.student())
+        self.teacher = frozen_copy(self.student())
         self.queue = FeatureQueue(queue_size, dim)
         self._keys: list[torch.Tensor] = []
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 
-def make_teacher(student: nn.Module) -> nn.Module:
+def frozen_copy(student: nn.Module) -> nn.Module:
     """A deep copy of ``student`` with ``requires_grad=False`` on every parameter.
 
     MoCo (facebookresearch/moco moco/builder.py) copies the query encoder's weights into the key

@@ -323,9 +323,9 @@ def fit(
                     group["lr"] = lr * scale
                     group["weight_decay"] = wd if decayed else 0.0
                 method.before_step(step, total, stream.steps_per_epoch)
-                extra = () if labels is None else (labels[idx.to(labels.device)].to(device),)
+                batch_labels = () if labels is None else (labels[idx.to(labels.device)].to(device),)
                 with autocast:
-                    out = model(views, *extra)
+                    out = model(views, *batch_labels)
                 optimizer.zero_grad(set_to_none=True)
                 if tc.skip_nonfinite and not bool(torch.isfinite(out.loss.detach())):
                     skipped += 1  # (one host sync per step, only with skip_nonfinite on)
