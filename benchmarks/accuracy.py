@@ -40,7 +40,7 @@ from selfsup.train.checkpoint import load_checkpoint
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "fashion-mnist"
 EVAL = [
     "eval.protocols=[knn,linear]",
-    "eval.knn_k=[20]",
+    "eval.knn.k=[20]",
     "eval.monitor_every=1",
     "eval.monitor_limit=10000",  # curve: 8,000-image bank, 2,000 held-out training queries
     "eval.train_limit=null",

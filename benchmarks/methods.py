@@ -69,7 +69,7 @@ def run(method: str, args: argparse.Namespace) -> dict:
             f"train.device={args.device}",
             f"seed={args.seed}",
             "eval.protocols=[knn]",
-            "eval.knn_k=[20]",
+            "eval.knn.k=[20]",
             f"eval.train_limit={args.train_limit}",
             f"eval.test_limit={args.test_limit}",
             "train.progress=false",

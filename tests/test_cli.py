@@ -147,12 +147,12 @@ def test_eval_of_damaged_checkpoint(tmp_path, capsys) -> None:
 def test_supervised_and_joint_runs_then_one_table(tmp_path, capsys) -> None:
     """The baselines are run directories like any other, with their own classifier's record,
     and ``selfsup table`` puts them side by side."""
-    quick = [*TINY, "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false"]
+    quick = [*TINY, "eval.protocols=[knn]", "eval.knn.k=[20]", "eval.compare_random=false"]
     sup, joint, ssl = tmp_path / "sup", tmp_path / "joint", tmp_path / "ssl"
     no_ssl = [o for o in quick if not o.startswith("method.")]  # VICReg keys: not supervised's
     assert main(["supervised", "--out", str(sup), *no_ssl, "method.label_fraction=0.5"]) == 0
     assert main(["joint", "--out", str(joint), *quick, "joint.label_fraction=0.25"]) == 0
-    assert pretrain(ssl, "eval.protocols=[knn]", "eval.knn_k=[20]") == 0
+    assert pretrain(ssl, "eval.protocols=[knn]", "eval.knn.k=[20]") == 0
     cfg = yaml.safe_load((sup / "config.yaml").read_text())
     assert cfg["method"] == {"name": "supervised", "label_fraction": 0.5, "num_classes": 10}
     sup_res = json.loads((sup / "results.json").read_text())
@@ -178,9 +178,9 @@ def test_supervised_and_joint_runs_then_one_table(tmp_path, capsys) -> None:
 
 
 def test_pseudo_label_with_a_supervised_run_as_teacher(tmp_path, capsys) -> None:
-    """``eval.pseudo_teacher`` swaps the probe teacher for a supervised run's classifier; a run
+    """``eval.pseudo.teacher`` swaps the probe teacher for a supervised run's classifier; a run
     without a classifier is refused with a clear message."""
-    quick = [*TINY, "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false"]
+    quick = [*TINY, "eval.protocols=[knn]", "eval.knn.k=[20]", "eval.compare_random=false"]
     sup, ssl, leaky = tmp_path / "sup", tmp_path / "ssl", tmp_path / "leaky"
     no_ssl = [o for o in quick if not o.startswith("method.")]
     # a valid teacher saw only the protocol's labelled part: the same images (data.limit =
@@ -188,31 +188,31 @@ def test_pseudo_label_with_a_supervised_run_as_teacher(tmp_path, capsys) -> None
     valid = ["data.limit=256", "method.label_fraction=0.25"]
     assert main(["supervised", "--out", str(sup), *no_ssl, *valid]) == 0
     assert main(["supervised", "--out", str(leaky), *no_ssl, "data.limit=256"]) == 0
-    assert pretrain(ssl, "eval.protocols=[knn]", "eval.knn_k=[20]") == 0
+    assert pretrain(ssl, "eval.protocols=[knn]", "eval.knn.k=[20]") == 0
     common = [
         "eval.compare_random=false",
-        "eval.pseudo_ratios=[0.0,1.0]",
-        "eval.pseudo_fraction=0.25",
-        "eval.pseudo_threshold=0.0",  # every pool image passes: n_pseudo = n_unlabeled
-        "eval.finetune_epochs=1",
-        "eval.finetune_batch_size=32",
+        "eval.pseudo.ratios=[0.0,1.0]",
+        "eval.pseudo.fraction=0.25",
+        "eval.pseudo.threshold=0.0",  # every pool image passes: n_pseudo = n_unlabeled
+        "eval.finetune.epochs=1",
+        "eval.finetune.batch_size=32",
     ]
     args = ["eval", str(ssl), "--protocol", "pseudo-label", *common]
-    assert main([*args, f"eval.pseudo_teacher={sup}"]) == 0
+    assert main([*args, f"eval.pseudo.teacher={sup}"]) == 0
     recs = json.loads((ssl / "results.json").read_text())["evals"]
     sweep = [r for r in recs if r["protocol"] == "pseudo-label"]
     assert {r["teacher"] for r in sweep} == {str(sup)}
     (one,) = [r for r in sweep if r["ratio"] == 1.0]
     assert one["n_unlabeled"] == one["n_labelled"] == one["n_pseudo"] > 0  # ratio 1, all pass
     capsys.readouterr()
-    assert main([*args, f"eval.pseudo_teacher={ssl}"]) == 2  # an SSL run has no classifier
+    assert main([*args, f"eval.pseudo.teacher={ssl}"]) == 2  # an SSL run has no classifier
     assert "must be a supervised or joint run" in capsys.readouterr().err
     # a teacher trained on all the labels has seen the pool's: refused, not silently inflated
-    assert main([*args, f"eval.pseudo_teacher={leaky}"]) == 2
+    assert main([*args, f"eval.pseudo.teacher={leaky}"]) == 2
     assert "was trained on the labels of" in capsys.readouterr().err
 
 
-QUICK = ["train.epochs=1", "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false",
+QUICK = ["train.epochs=1", "eval.protocols=[knn]", "eval.knn.k=[20]", "eval.compare_random=false",
          "eval.compare_pixels=false"]  # fmt: skip
 
 

@@ -44,7 +44,7 @@ def test_unknown_section_and_method_key() -> None:
         ("train.epochs=2.5", "integer"),
         ("train.lr=fast", "number"),
         ("train.progress=3", "true or false"),
-        ("eval.knn_k=[1,x]", "integer"),
+        ("eval.knn.k=[1,x]", "integer"),
     ],
 )
 def test_wrong_type(override: str, expected: str) -> None:
@@ -127,19 +127,19 @@ def test_every_shipped_config_is_valid() -> None:
         ("data.std=[0.2,0.0,0.2]", "data.std[1]"),
         ("eval.train_limit=0", "eval.train_limit"),
         ("eval.test_limit=-5", "eval.test_limit"),
-        ("eval.finetune_fractions=[0.1,0.0]", "eval.finetune_fractions[1]"),
-        ("eval.finetune_fractions=[1.5]", "eval.finetune_fractions[0]"),
-        ("eval.pseudo_fraction=0", "eval.pseudo_fraction"),
+        ("eval.finetune.fractions=[0.1,0.0]", "eval.finetune.fractions[1]"),
+        ("eval.finetune.fractions=[1.5]", "eval.finetune.fractions[0]"),
+        ("eval.pseudo.fraction=0", "eval.pseudo.fraction"),
         ("eval.val_fraction=0", "eval.val_fraction"),
         ("eval.val_fraction=1", "eval.val_fraction"),
-        ("eval.knn_k=[20,0]", "eval.knn_k[1]"),
-        ("eval.knn_k=[]", "eval.knn_k"),
-        ("eval.knn_temperature=0", "eval.knn_temperature"),
-        ("eval.pseudo_threshold=1.01", "eval.pseudo_threshold"),
-        ("eval.pseudo_ratios=[0.0,-1.0]", "eval.pseudo_ratios[1]"),
-        ("eval.linear_l2=[]", "eval.linear_l2"),
-        ("eval.linear_l2=[-1.0]", "eval.linear_l2[0]"),
-        ("eval.linear_max_iter=0", "eval.linear_max_iter"),
+        ("eval.knn.k=[20,0]", "eval.knn.k[1]"),
+        ("eval.knn.k=[]", "eval.knn.k"),
+        ("eval.knn.temperature=0", "eval.knn.temperature"),
+        ("eval.pseudo.threshold=1.01", "eval.pseudo.threshold"),
+        ("eval.pseudo.ratios=[0.0,-1.0]", "eval.pseudo.ratios[1]"),
+        ("eval.linear.l2=[]", "eval.linear.l2"),
+        ("eval.linear.l2=[-1.0]", "eval.linear.l2[0]"),
+        ("eval.linear.max_iter=0", "eval.linear.max_iter"),
         ("eval.monitor_limit=1", "eval.monitor_limit"),
         ("joint.label_fraction=0", "joint.label_fraction"),
         ("joint.label_fraction=1.1", "joint.label_fraction"),
@@ -195,7 +195,7 @@ def test_out_of_range_method_values_name_the_key(method: str, override: str, key
 
 def test_range_messages_say_what_to_do() -> None:
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["eval.finetune_fractions=[0.1,0.0]"])
+        load_config(None, ["eval.finetune.fractions=[0.1,0.0]"])
     assert str(err.value).endswith("set it to a value in (0, 1]")
     with pytest.raises(ConfigError) as err:
         load_config(None, ["train.epochs=5", "train.warmup_epochs=10"])
@@ -212,8 +212,8 @@ def test_range_messages_say_what_to_do() -> None:
         ["train.warmup_epochs=0", "train.checkpoint_every=0", "train.grad_clip=null"],
         ["train.epochs=3", "train.warmup_epochs=3"],  # warm-up over the whole run
         ["views.crop_scale=[1.0,1.0]", "eval.crop_scale=[0.01,0.01]", "data.limit=1"],
-        ["eval.finetune_fractions=[1.0]", "eval.pseudo_threshold=0", "eval.pseudo_ratios=[0]"],
-        ["eval.protocols=[linear]", "eval.knn_k=[]"],  # no kNN: no k needed
+        ["eval.finetune.fractions=[1.0]", "eval.pseudo.threshold=0", "eval.pseudo.ratios=[0]"],
+        ["eval.protocols=[linear]", "eval.knn.k=[]"],  # no kNN: no k needed
         ["method.name=isd", "method.projector=auto", "method.momentum=1"],
         ["method.name=moco", "method.momentum=0", "method.momentum_final=1"],
         ["method.name=dino", "method.local_scale=null", "method.local_crops=0"],
@@ -241,12 +241,12 @@ def test_a_retired_key_names_its_replacement_and_a_saved_run_still_loads(tmp_pat
     from selfsup.config import config_to_dict
     from selfsup.rundir import saved_config
 
-    with pytest.raises(ConfigError, match=r"eval\.finetune_lr was replaced by eval\.finetune_lrs"):
+    with pytest.raises(ConfigError, match=r"eval\.finetune_lr was replaced by eval\.finetune.lrs"):
         load_config(None, ["eval.finetune_lr=0.4"])
     old = config_to_dict(load_config(None, []))
-    del old["eval"]["finetune_lrs"]
+    del old["eval"]["finetune"]["lrs"]
     old["eval"].update(finetune_lr=0.4, linear_epochs=30, linear_weight_decays=[0.0])
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     cfg = saved_config(tmp_path, doing="evaluate")
-    assert cfg.eval.finetune_lrs == [0.4]
+    assert cfg.eval.finetune.lrs == [0.4]
     assert not hasattr(cfg.eval, "linear_epochs")

@@ -35,16 +35,16 @@ EVAL = [
     "eval.train_limit=200",
     "eval.test_limit=100",
     "eval.batch_size=256",
-    "eval.knn_k=[5,20]",
-    "eval.linear_l2=[0.01]",
-    "eval.finetune_lrs=[0.05]",
-    "eval.linear_aug_epochs=1",
-    "eval.finetune_epochs=1",
-    "eval.finetune_batch_size=32",
-    "eval.finetune_fractions=[0.1,0.5]",
-    "eval.pseudo_fraction=0.2",
-    "eval.pseudo_ratios=[0.0,0.5,10.0]",
-    "eval.pseudo_threshold=0.0",
+    "eval.knn.k=[5,20]",
+    "eval.linear.l2=[0.01]",
+    "eval.finetune.lrs=[0.05]",
+    "eval.linear_aug.epochs=1",
+    "eval.finetune.epochs=1",
+    "eval.finetune.batch_size=32",
+    "eval.finetune.fractions=[0.1,0.5]",
+    "eval.pseudo.fraction=0.2",
+    "eval.pseudo.ratios=[0.0,0.5,10.0]",
+    "eval.pseudo.threshold=0.0",
 ]
 CPU = torch.device("cpu")
 
@@ -277,7 +277,7 @@ def test_pseudo_label_students_train_on_labelled_plus_confident_pool(
 def test_guard_catches_a_protocol_that_reads_the_test_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = config("eval.knn_k=[1]")
+    cfg = config("eval.knn.k=[1]")
     train, test = synthetic_splits(cfg)
     log: list[str] = []
     test = tracked_split(test, log)
@@ -318,11 +318,11 @@ def test_protocols_learn_an_easy_problem(tmp_path: Path) -> None:
     """Each protocol scores >= 90% with either labelling of the same images: a predictor that
     had not learned from the labels (a lucky random head) would score 1 - x on the swapped one."""
     cfg = config(
-        "eval.linear_aug_epochs=3",
-        "eval.linear_aug_lrs=[1.0]",
-        "eval.finetune_epochs=3",
-        "eval.finetune_fractions=[0.5]",
-        "eval.finetune_lrs=[0.5]",
+        "eval.linear_aug.epochs=3",
+        "eval.linear_aug.lrs=[1.0]",
+        "eval.finetune.epochs=3",
+        "eval.finetune.fractions=[0.5]",
+        "eval.finetune.lrs=[0.5]",
     )
     names = ["knn", "linear", "linear-aug", "finetune"]
     for bright in (0, 1):
@@ -367,7 +367,7 @@ def test_pseudo_label_threshold_counts_confident_pool_images(
         if threshold == "median":  # a threshold between the pool's confidences
             threshold = median
         confidences.clear()
-        cfg = config(f"eval.pseudo_threshold={threshold}", "eval.pseudo_ratios=[1.0]")
+        cfg = config(f"eval.pseudo.threshold={threshold}", "eval.pseudo.ratios=[1.0]")
         (r,) = evaluate(backbone, cfg, ["pseudo-label"], tmp_path, {"s": train_test})
         (conf,) = confidences
         assert len(conf) == r["n_unlabeled"] == r["n_labelled"]
@@ -458,7 +458,7 @@ def test_pretrain_evaluates_pretrained_and_random_backbones(tmp_path: Path) -> N
         "data.limit=64",
         "train.epochs=1",
         "eval.protocols=[finetune]",
-        "eval.finetune_fractions=[0.5]",
+        "eval.finetune.fractions=[0.5]",
         "eval.compare_random=true",
     )
     results = pretrain(cfg, tmp_path / "run")
@@ -486,9 +486,9 @@ def test_finetune_chooses_the_lr_per_arm_on_held_out_training_images(tmp_path: P
     its labelled fraction; an lr so small that nothing is learned must lose; the pretrained and
     random-init arms train the same number of steps, and the table label shows it."""
     cfg = config(
-        "eval.finetune_fractions=[0.5]",
-        "eval.finetune_lrs=[1e-6,0.5]",
-        "eval.finetune_epochs=3",
+        "eval.finetune.fractions=[0.5]",
+        "eval.finetune.lrs=[1e-6,0.5]",
+        "eval.finetune.epochs=3",
         "eval.val_fraction=0.25",
     )
     splits = {"easy": (bright_vs_dark(128, 0, 1), bright_vs_dark(64, 1, 1))}
@@ -556,7 +556,7 @@ def test_a_fraction_trained_run_is_evaluated_with_its_own_labels(tmp_path: Path)
         "data.limit=null",
         "eval.train_limit=128",
         "eval.protocols=[knn]",
-        "eval.knn_k=[5]",
+        "eval.knn.k=[5]",
         "eval.compare_random=true",
         "eval.compare_pixels=false",
     )
@@ -585,7 +585,7 @@ def test_a_joint_runs_monitor_sees_only_its_labelled_fraction() -> None:
 
 
 def test_a_fine_tuned_head_gets_its_own_lr_as_vicregs_evaluate_py() -> None:
-    """``eval.finetune_head_lr_scale``: the head's groups carry the scale, the backbone's none;
+    """``eval.finetune.head_lr_scale``: the head's groups carry the scale, the backbone's none;
     the loop multiplies each group's scheduled lr by it."""
     from selfsup.methods.supervised import Classifier
 
@@ -610,6 +610,6 @@ def test_published_presets_are_valid_configs_and_unknown_names_are_refused() -> 
         cfg = load_config(None, [*TINY, *preset_overrides(name)])
         assert cfg.eval.min_steps == 0
     semi = load_config(None, [*TINY, *preset_overrides("vicreg-semi-1pct")]).eval
-    assert semi.finetune_lrs == [0.03] and semi.finetune_head_lr_scale * 0.03 == pytest.approx(0.08)
+    assert semi.finetune.lrs == [0.03] and semi.finetune.head_lr_scale * 0.03 == pytest.approx(0.08)
     with pytest.raises(ConfigError, match="valid: vicreg-linear"):
         preset_overrides("dino-linear")

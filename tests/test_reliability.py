@@ -131,7 +131,7 @@ CHILD = textwrap.dedent(
     """
 )
 ARGS = [*TINY, "data.limit=256", "train.epochs=4", "train.checkpoint_every=3",
-        "eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false",
+        "eval.protocols=[knn]", "eval.knn.k=[20]", "eval.compare_random=false",
         "eval.compare_pixels=false"]  # fmt: skip
 
 
@@ -250,7 +250,7 @@ def test_export_safetensors_then_start_from_it(tmp_path, capsys) -> None:
     from selfsup.cli import main
 
     run = tmp_path / "run"
-    quick = ["eval.protocols=[knn]", "eval.knn_k=[20]", "eval.compare_random=false",
+    quick = ["eval.protocols=[knn]", "eval.knn.k=[20]", "eval.compare_random=false",
              "eval.compare_pixels=false"]  # fmt: skip
     assert main(["pretrain", "--out", str(run), *TINY, *quick]) == 0
     assert main(["export", str(run)]) == 0

@@ -283,12 +283,12 @@ def test_baseline_verdict_says_when_pretraining_did_not_beat_pixels() -> None:
 
 
 def test_records_that_differ_only_in_lr_are_kept_apart() -> None:
-    from selfsup.config import EvalConfig
+    from selfsup.config import EvalConfig, FinetuneEval
     from selfsup.evaluate.table import aggregate, eval_settings, init_table, settings_id
     from selfsup.rundir import merge_records
 
     def rec(lr: float, top1: float) -> dict:
-        settings = eval_settings("finetune", EvalConfig(finetune_lrs=[lr]))
+        settings = eval_settings("finetune", EvalConfig(finetune=FinetuneEval(lrs=[lr])))
         return {"protocol": "finetune", "dataset": "fm", "init": "pretrained", "fraction": 0.1,
                 "settings": settings, "settings_id": settings_id(settings), "top1": top1,
                 "top5": 1.0, "f1_macro": top1, "seed": 0}  # fmt: skip
@@ -301,8 +301,8 @@ def test_records_that_differ_only_in_lr_are_kept_apart() -> None:
     table = init_table([slow, fast])
     assert table.count("[settings") == 2  # two rows, told apart
     # a setting another protocol uses does not split a kNN measurement
-    a = eval_settings("knn", EvalConfig(finetune_lrs=[0.05]))
-    assert a == eval_settings("knn", EvalConfig(finetune_lrs=[0.4]))
+    a = eval_settings("knn", EvalConfig(finetune=FinetuneEval(lrs=[0.05])))
+    assert a == eval_settings("knn", EvalConfig(finetune=FinetuneEval(lrs=[0.4])))
 
 
 def test_mcnemar_exact_on_hand_counted_discordant_pairs() -> None:

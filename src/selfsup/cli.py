@@ -189,7 +189,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.seeds:
         overrides.append(f"eval.seeds=[{args.seeds}]")
     if args.fraction:
-        overrides.append(f"eval.finetune_fractions=[{args.fraction}]")
+        overrides.append(f"eval.finetune.fractions=[{args.fraction}]")
     results = evaluate_run(
         args.run_dir,
         protocols=split(args.protocol),

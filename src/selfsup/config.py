@@ -230,18 +230,65 @@ class TrainConfig:
 
 
 @dataclass
+class KnnEval:
+    """``knn``: DINO's weighted kNN on frozen features."""
+
+    k: list[int] = field(default_factory=lambda: [20, 200])
+    temperature: float = 0.07
+
+
+@dataclass
+class LinearEval:
+    """``linear``: L2-regularised logistic regression on frozen features (L-BFGS); the penalty
+    is chosen from ``l2`` on the validation split carved from train."""
+
+    l2: list[float] = field(default_factory=lambda: [10.0**e for e in range(-6, 5)])
+    max_iter: int = 1000  # L-BFGS iterations per fit
+
+
+@dataclass
+class LinearAugEval:
+    """``linear-aug``: a linear head on the frozen backbone with crop + flip (solo-learn /
+    official eval_linear.py protocol: SGD, cosine schedule, lr x batch / 256)."""
+
+    epochs: int = 30
+    lrs: list[float] = field(default_factory=lambda: [0.1])  # more than one: chosen on val
+    weight_decay: float = 0.0
+
+
+@dataclass
+class FinetuneEval:
+    """``finetune``: the whole network on class-balanced label fractions, SGD + cosine; each
+    (init, fraction) arm tries every lr and keeps the best on held-out training images. The
+    batch size is also linear-aug's."""
+
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    epochs: int = 30
+    lrs: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.25])
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    head_lr_scale: float = 1.0  # the head's lr = this x the backbone's (VICReg: 2.7-10)
+
+
+@dataclass
+class PseudoEval:
+    """``pseudo-label``: a teacher (the probe on the labelled fraction, or a supervised / joint
+    run) labels unlabeled images; confident ones (>= threshold) join the labelled set; a
+    student is fine-tuned on both, one per ratio."""
+
+    fraction: float = 0.1
+    threshold: float = 0.99
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.4, 1.0, 2.0, 10.0])
+    teacher: str | None = None  # a supervised / joint run directory; None: the probe
+
+
+@dataclass
 class EvalConfig:
     protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])
     # which backbone to evaluate: auto = the method's official choice (DINO / DINO-Twins: the
     # EMA teacher, as DINO's eval_knn.py; every other method: the trained student)
     backbone: str = "auto"  # auto | student | teacher
     datasets: list[str] = field(default_factory=list)  # extra eval datasets (transfer)
-    knn_k: list[int] = field(default_factory=lambda: [20, 200])
-    knn_temperature: float = 0.07
-    # linear: L2-regularised logistic regression on frozen features (L-BFGS); the penalty is
-    # chosen from linear_l2 on the validation split carved from train
-    linear_l2: list[float] = field(default_factory=lambda: [10.0**e for e in range(-6, 5)])
-    linear_max_iter: int = 1000  # L-BFGS iterations per fit
     val_fraction: float = 0.1  # carved from the training split for hyper-parameter choice
     train_limit: int | None = None  # at most this many train images for kNN bank / probe fit
     test_limit: int | None = None  # at most this many test images (reported as n_test)
@@ -254,26 +301,12 @@ class EvalConfig:
     min_steps: int = 300  # every trained evaluation gets at least this many optimizer steps
     # (small labelled subsets would otherwise see a handful of updates: 1% of 10k at batch 128
     # for 10 epochs is 10 steps); epochs are raised to reach it and recorded
-    # linear-aug: linear head on the frozen backbone with crop + flip (solo-learn / official
-    # eval_linear.py protocol: SGD, cosine schedule, lr x batch / 256)
-    linear_aug_epochs: int = 30
-    linear_aug_lrs: list[float] = field(default_factory=lambda: [0.1])  # >1: chosen on val
-    linear_aug_weight_decay: float = 0.0
-    # finetune: the whole network on class-balanced label fractions, SGD + cosine
-    finetune_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])
-    finetune_epochs: int = 30
-    # each (init, fraction) arm tries every lr and keeps the best on held-out training images
-    finetune_lrs: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.25])
-    finetune_weight_decay: float = 5e-4
-    finetune_batch_size: int = 256
-    finetune_head_lr_scale: float = 1.0  # the head's lr = this x the backbone's (VICReg: 2.7-10)
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # training crops
-    # pseudo-label: probe teacher on a labelled fraction labels unlabeled images; confident
-    # ones (>= threshold) join the labelled set; a student is fine-tuned on both
-    pseudo_fraction: float = 0.1
-    pseudo_threshold: float = 0.99
-    pseudo_ratios: list[float] = field(default_factory=lambda: [0.0, 0.4, 1.0, 2.0, 10.0])
-    pseudo_teacher: str | None = None  # a supervised / joint run directory; None: the probe
+    knn: KnnEval = field(default_factory=KnnEval)
+    linear: LinearEval = field(default_factory=LinearEval)
+    linear_aug: LinearAugEval = field(default_factory=LinearAugEval)
+    finetune: FinetuneEval = field(default_factory=FinetuneEval)
+    pseudo: PseudoEval = field(default_factory=PseudoEval)
 
 
 @dataclass
@@ -346,15 +379,42 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp} for {key}")
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 # keys an earlier selfsup wrote: (section, key) -> (what replaced it, how a saved run's value
 # carries over; None: the setting no longer exists)
 RETIRED_KEYS: dict[tuple[str, str], tuple[str, Callable[[Any], Any] | None]] = {
-    ("eval", "finetune_lr"): ("eval.finetune_lrs (a list: each arm chooses)", lambda v: [v]),
-    ("eval", "linear_aug_lr"): ("eval.linear_aug_lrs (a list: the best is chosen)", lambda v: [v]),
-    ("eval", "linear_epochs"): ("eval.linear_l2 (the probe is L-BFGS logistic regression)", None),
-    ("eval", "linear_batch_size"): ("eval.linear_l2 (the probe is full-batch L-BFGS)", None),
-    ("eval", "linear_lr"): ("eval.linear_l2 (the probe is L-BFGS logistic regression)", None),
-    ("eval", "linear_weight_decays"): ("eval.linear_l2 (L2 penalties to choose from)", None),
+    ("eval", "finetune_lr"): ("eval.finetune.lrs (a list: each arm chooses)", lambda v: [v]),
+    ("eval", "linear_aug_lr"): ("eval.linear_aug.lrs (a list: the best is chosen)", lambda v: [v]),
+    ("eval", "linear_epochs"): ("eval.linear.l2 (the probe is L-BFGS logistic regression)", None),
+    ("eval", "linear_batch_size"): ("eval.linear.l2 (the probe is full-batch L-BFGS)", None),
+    ("eval", "linear_lr"): ("eval.linear.l2 (the probe is L-BFGS logistic regression)", None),
+    ("eval", "linear_weight_decays"): ("eval.linear.l2 (L2 penalties to choose from)", None),
+    # the flat eval keys before each protocol had its own section
+    **{
+        ("eval", f"{section}_{key}"): (f"eval.{section}.{key}", _same)
+        for section, key in (
+            ("knn", "k"),
+            ("knn", "temperature"),
+            ("linear", "l2"),
+            ("linear", "max_iter"),
+            ("linear_aug", "epochs"),
+            ("linear_aug", "lrs"),
+            ("linear_aug", "weight_decay"),
+            ("finetune", "fractions"),
+            ("finetune", "epochs"),
+            ("finetune", "lrs"),
+            ("finetune", "weight_decay"),
+            ("finetune", "batch_size"),
+            ("finetune", "head_lr_scale"),
+            ("pseudo", "fraction"),
+            ("pseudo", "threshold"),
+            ("pseudo", "ratios"),
+            ("pseudo", "teacher"),
+        )
+    },
 }
 
 
@@ -367,8 +427,12 @@ def migrate_saved(data: dict[str, Any]) -> dict[str, Any]:
         part = out.get(section)
         if isinstance(part, dict) and key in part:
             value = part.pop(key)
-            if carry is not None:
-                part.setdefault(new.split()[0].split(".", 1)[1], carry(value))
+            if carry is not None:  # "eval.knn.k (...)" -> out["eval"]["knn"]["k"]
+                *path, last = new.split()[0].split(".")[1:]
+                node = part
+                for name in path:
+                    node = node.setdefault(name, {})
+                node.setdefault(last, carry(value))
     return out
 
 
@@ -499,10 +563,10 @@ RANGES: dict[str, tuple[Range, str]] = {
     "train.log_every": (AT_LEAST_1, "steps between metric flushes"),
     "train.checkpoint_every": (NON_NEGATIVE, "steps; 0 checkpoints at epoch ends only"),
     "train.skip_nonfinite": (NON_NEGATIVE, "steps; 0 stops at the first NaN / inf loss"),
-    "eval.knn_k": (AT_LEAST_1, "neighbours that vote"),
-    "eval.knn_temperature": (POSITIVE, _TEMP),
-    "eval.linear_l2": (NON_NEGATIVE, "probe L2 penalties to choose from"),
-    "eval.linear_max_iter": (AT_LEAST_1, "probe L-BFGS iterations"),
+    "eval.knn.k": (AT_LEAST_1, "neighbours that vote"),
+    "eval.knn.temperature": (POSITIVE, _TEMP),
+    "eval.linear.l2": (NON_NEGATIVE, "probe L2 penalties to choose from"),
+    "eval.linear.max_iter": (AT_LEAST_1, "probe L-BFGS iterations"),
     "eval.val_fraction": (Range(0, 1, True, True), "the share of training images held out"),
     "eval.train_limit": (AT_LEAST_1, "training images to evaluate with; null uses them all"),
     "eval.test_limit": (AT_LEAST_1, "test images to report on; null uses them all"),
@@ -510,18 +574,18 @@ RANGES: dict[str, tuple[Range, str]] = {
     "eval.monitor_limit": (Range(2), "images of the online kNN (a fifth queries the rest)"),
     "eval.batch_size": (AT_LEAST_1, "feature-extraction batch"),
     "eval.min_steps": (NON_NEGATIVE, "optimizer steps every trained evaluation gets at least"),
-    "eval.linear_aug_epochs": (AT_LEAST_1, "epochs"),
-    "eval.linear_aug_lrs": (POSITIVE, "lrs to choose from"),
-    "eval.linear_aug_weight_decay": (NON_NEGATIVE, "weight decay"),
-    "eval.finetune_fractions": (FRACTION, "shares of the training labels; 1 is all of them"),
-    "eval.finetune_epochs": (AT_LEAST_1, "epochs"),
-    "eval.finetune_lrs": (POSITIVE, "lrs to choose from"),
-    "eval.finetune_weight_decay": (NON_NEGATIVE, "weight decay"),
-    "eval.finetune_batch_size": (AT_LEAST_1, "batch size"),
-    "eval.finetune_head_lr_scale": (POSITIVE, "head lr / backbone lr"),
-    "eval.pseudo_fraction": (FRACTION, "the labelled share of the training labels"),
-    "eval.pseudo_threshold": (UNIT, "the teacher confidence a pseudo-label needs"),
-    "eval.pseudo_ratios": (NON_NEGATIVE, "pseudo-labelled images per labelled image"),
+    "eval.linear_aug.epochs": (AT_LEAST_1, "epochs"),
+    "eval.linear_aug.lrs": (POSITIVE, "lrs to choose from"),
+    "eval.linear_aug.weight_decay": (NON_NEGATIVE, "weight decay"),
+    "eval.finetune.fractions": (FRACTION, "shares of the training labels; 1 is all of them"),
+    "eval.finetune.epochs": (AT_LEAST_1, "epochs"),
+    "eval.finetune.lrs": (POSITIVE, "lrs to choose from"),
+    "eval.finetune.weight_decay": (NON_NEGATIVE, "weight decay"),
+    "eval.finetune.batch_size": (AT_LEAST_1, "batch size"),
+    "eval.finetune.head_lr_scale": (POSITIVE, "head lr / backbone lr"),
+    "eval.pseudo.fraction": (FRACTION, "the labelled share of the training labels"),
+    "eval.pseudo.threshold": (UNIT, "the teacher confidence a pseudo-label needs"),
+    "eval.pseudo.ratios": (NON_NEGATIVE, "pseudo-labelled images per labelled image"),
     "joint.label_fraction": (FRACTION, "the share of training images that keep labels"),
     "joint.ssl_weight": (NON_NEGATIVE, "weight of the SSL loss"),
     "joint.num_classes": (NON_NEGATIVE, "0 takes it from the data"),
@@ -615,17 +679,17 @@ def check_ranges(cfg: Config) -> None:
             "backbone.depths=[2,1,1,1] backbone.widths=[64,128,256,512]"
         )
     e = cfg.eval
-    for key in ("linear_aug_lrs", "finetune_lrs"):
-        if not getattr(e, key):
+    for key in ("linear_aug.lrs", "finetune.lrs"):
+        if not _lookup(cfg, f"eval.{key}")[1]:
             raise ConfigError(f"eval.{key}=[] is empty; give at least one lr, e.g. [0.05]")
-    if not e.linear_l2:
-        raise ConfigError("eval.linear_l2=[] is empty; give at least one penalty, e.g. [1e-4]")
+    if not e.linear.l2:
+        raise ConfigError("eval.linear.l2=[] is empty; give at least one penalty, e.g. [1e-4]")
     for protocol, key in (
-        ("knn", "knn_k"),
-        ("finetune", "finetune_fractions"),
-        ("pseudo-label", "pseudo_ratios"),
+        ("knn", "knn.k"),
+        ("finetune", "finetune.fractions"),
+        ("pseudo-label", "pseudo.ratios"),
     ):
-        if protocol in e.protocols and not getattr(e, key):
+        if protocol in e.protocols and not _lookup(cfg, f"eval.{key}")[1]:
             raise ConfigError(
                 f"eval.{key}=[] is empty but eval.protocols has {protocol!r}; give at least one "
                 f"value or remove {protocol!r} from eval.protocols"
@@ -716,10 +780,10 @@ EVAL_PRESETS: dict[str, tuple[str, list[str]]] = {
         "0.9, cosine, RandomResizedCrop + flip",
         [
             "eval.protocols=[linear-aug]",
-            "eval.linear_aug_epochs=100",
-            "eval.linear_aug_lrs=[0.02]",
-            "eval.linear_aug_weight_decay=1e-6",
-            "eval.finetune_batch_size=256",
+            "eval.linear_aug.epochs=100",
+            "eval.linear_aug.lrs=[0.02]",
+            "eval.linear_aug.weight_decay=1e-6",
+            "eval.finetune.batch_size=256",
             "eval.crop_scale=[0.08,1.0]",
             "eval.min_steps=0",
         ],
@@ -730,12 +794,12 @@ EVAL_PRESETS: dict[str, tuple[str, list[str]]] = {
         "evaluate.py default)",
         [
             "eval.protocols=[finetune]",
-            "eval.finetune_fractions=[0.01]",
-            "eval.finetune_epochs=20",
-            "eval.finetune_lrs=[0.03]",
-            f"eval.finetune_head_lr_scale={0.08 / 0.03!r}",
-            "eval.finetune_weight_decay=0.0",
-            "eval.finetune_batch_size=256",
+            "eval.finetune.fractions=[0.01]",
+            "eval.finetune.epochs=20",
+            "eval.finetune.lrs=[0.03]",
+            f"eval.finetune.head_lr_scale={0.08 / 0.03!r}",
+            "eval.finetune.weight_decay=0.0",
+            "eval.finetune.batch_size=256",
             "eval.crop_scale=[0.08,1.0]",
             "eval.min_steps=0",
         ],
@@ -745,12 +809,12 @@ EVAL_PRESETS: dict[str, tuple[str, list[str]]] = {
         "20 epochs, --lr-backbone 0.01 --lr-classifier 0.1 --weight-decay 0 (batch 256)",
         [
             "eval.protocols=[finetune]",
-            "eval.finetune_fractions=[0.1]",
-            "eval.finetune_epochs=20",
-            "eval.finetune_lrs=[0.01]",
-            "eval.finetune_head_lr_scale=10.0",
-            "eval.finetune_weight_decay=0.0",
-            "eval.finetune_batch_size=256",
+            "eval.finetune.fractions=[0.1]",
+            "eval.finetune.epochs=20",
+            "eval.finetune.lrs=[0.01]",
+            "eval.finetune.head_lr_scale=10.0",
+            "eval.finetune.weight_decay=0.0",
+            "eval.finetune.batch_size=256",
             "eval.crop_scale=[0.08,1.0]",
             "eval.min_steps=0",
         ],

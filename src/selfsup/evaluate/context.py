@@ -93,10 +93,10 @@ class EvalContext:
             self.features(backbone, data),
             data.labels,
             self.num_classes,
-            l2s=c.linear_l2,
+            l2s=c.linear.l2,
             val_fraction=c.val_fraction,
             seed=self.seed,
-            max_iter=c.linear_max_iter,
+            max_iter=c.linear.max_iter,
         )
 
     def classifier_scores(self, model: Classifier) -> Scores:

@@ -47,10 +47,10 @@ def train_classifier(
     torch.manual_seed(ctx.seed)
     model = Classifier(
         copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen,
-        head_lr_scale=1.0 if frozen else ctx.cfg.finetune_head_lr_scale,
+        head_lr_scale=1.0 if frozen else ctx.cfg.finetune.head_lr_scale,
     )  # fmt: skip
     rc = ctx.run_cfg
-    batch = min(ctx.cfg.finetune_batch_size, len(data))
+    batch = min(ctx.cfg.finetune.batch_size, len(data))
     epochs = epochs_for(len(data) // batch, epochs, ctx.cfg.min_steps)
     train = TrainConfig(
         epochs=epochs,
@@ -123,9 +123,9 @@ def train_choosing_lr(
             sweep.append([lr, acc])
         if best is None or acc > best[0]:
             best = (acc, lr, model, n_epochs)
-    assert best is not None, "eval.finetune_lrs is checked to be non-empty"
+    assert best is not None, "eval.finetune.lrs is checked to be non-empty"
     acc, lr, model, n_epochs = best
-    batch = min(ctx.cfg.finetune_batch_size, len(data))
+    batch = min(ctx.cfg.finetune.batch_size, len(data))
     info: dict[str, Any] = {"lr": lr, "epochs": n_epochs, "steps": n_epochs * (len(data) // batch)}
     if sweep:
         info.update(val_top1=acc, lr_sweep=sweep)
@@ -142,17 +142,17 @@ def knn_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     to the same k are evaluated once."""
     bank = ctx.features(backbone, ctx.train)
     requested: dict[int, list[int]] = {}  # k used -> the configured ks
-    for k in ctx.cfg.knn_k:
+    for k in ctx.cfg.knn.k:
         requested.setdefault(min(k, len(bank)), []).append(k)
     fitted = []
     for k, asked in requested.items():
 
         def scores(test: ImageArray, k: int = k) -> torch.Tensor:
             query = ctx.features(backbone, test)
-            t, c = ctx.cfg.knn_temperature, ctx.num_classes
+            t, c = ctx.cfg.knn.temperature, ctx.num_classes
             return knn_predict(bank, ctx.train.labels, query, k=k, temperature=t, num_classes=c)
 
-        info: dict[str, Any] = {"k": k, "temperature": ctx.cfg.knn_temperature}
+        info: dict[str, Any] = {"k": k, "temperature": ctx.cfg.knn.temperature}
         if set(asked) != {k}:
             info["k_requested"] = sorted(set(asked))
         fitted.append(Fitted(info, scores))
@@ -171,11 +171,11 @@ def linear_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
 @PROTOCOLS.register("linear-aug")
 def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     """A linear head on the frozen backbone, trained on random resized crops + flips with SGD
-    and a cosine schedule; each lr of ``eval.linear_aug_lrs`` is tried and the best on
+    and a cosine schedule; each lr of ``eval.linear_aug.lrs`` is tried and the best on
     held-out training images kept (the model then trained on the rest of the split)."""
     c = ctx.cfg
     fit_idx = val_idx = torch.arange(len(ctx.train))
-    if len(c.linear_aug_lrs) > 1:
+    if len(c.linear_aug.lrs) > 1:
         fit_idx, val_idx = held_out(ctx, fit_idx)
     model, info = train_choosing_lr(
         ctx,
@@ -184,9 +184,9 @@ def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
         ctx.train.subset(val_idx),
         name=f"linear-aug-s{ctx.seed}",
         frozen=True,
-        epochs=c.linear_aug_epochs,
-        lrs=c.linear_aug_lrs,
-        weight_decay=c.linear_aug_weight_decay,
+        epochs=c.linear_aug.epochs,
+        lrs=c.linear_aug.lrs,
+        weight_decay=c.linear_aug.weight_decay,
     )
     return [Fitted(info, ctx.classifier_scores(model))]
 
@@ -194,12 +194,12 @@ def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
 @PROTOCOLS.register("finetune")
 def finetune_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     """The whole network fine-tuned on each class-balanced label fraction (the same subset for
-    every method at a given seed), the lr chosen from ``eval.finetune_lrs`` for each (init,
+    every method at a given seed), the lr chosen from ``eval.finetune.lrs`` for each (init,
     fraction) on held-out training images outside the fraction. Pretrained and random-init
     arms take the same number of steps (recorded)."""
     c = ctx.cfg
     fitted = []
-    for fraction in c.finetune_fractions:
+    for fraction in c.finetune.fractions:
         idx, val_idx = held_out(ctx, class_balanced_indices(ctx.train.labels, fraction, ctx.seed))
         model, info = train_choosing_lr(
             ctx,
@@ -208,9 +208,9 @@ def finetune_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
             ctx.train.subset(val_idx),
             name=f"finetune-{fraction:g}-s{ctx.seed}",
             frozen=False,
-            epochs=c.finetune_epochs,
-            lrs=c.finetune_lrs,
-            weight_decay=c.finetune_weight_decay,
+            epochs=c.finetune.epochs,
+            lrs=c.finetune.lrs,
+            weight_decay=c.finetune.weight_decay,
         )
         info = {"fraction": fraction, "n_labelled": len(idx), **info}
         fitted.append(Fitted(info, ctx.classifier_scores(model)))

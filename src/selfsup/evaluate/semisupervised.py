@@ -1,13 +1,13 @@
 """Semi-supervised pseudo-labelling (the ``pseudo-label`` protocol).
 
-From the training split, a class-balanced ``eval.pseudo_fraction`` keeps its labels; the rest is
+From the training split, a class-balanced ``eval.pseudo.fraction`` keeps its labels; the rest is
 the unlabeled pool (its true labels are hidden from training and only used to report how
 accurate the pseudo-labels were). A teacher labels ``ratio x n_labelled`` pool images: the
 backbone's linear probe fitted on the labelled part, or the classifier of a supervised / joint
-run (``eval.pseudo_teacher=RUN_DIR``; it should have been trained without the pool's labels to
-keep the premise). Those with confidence >= ``eval.pseudo_threshold`` join the labelled set, and
+run (``eval.pseudo.teacher=RUN_DIR``; it should have been trained without the pool's labels to
+keep the premise). Those with confidence >= ``eval.pseudo.threshold`` join the labelled set, and
 a student (the backbone fine-tuned with a fresh head) is trained on both. One student per ratio
-of ``eval.pseudo_ratios`` (1:0, 1:0.4, 1:1, 1:2, 1:10 by default); ratio 0 is the labelled-only
+of ``eval.pseudo.ratios`` (1:0, 1:0.4, 1:1, 1:2, 1:10 by default); ratio 0 is the labelled-only
 baseline.
 """
 
@@ -45,18 +45,18 @@ def pseudo_label_teacher(
     backbone: nn.Module, ctx: EvalContext, labelled: ImageArray, pool: ImageArray
 ) -> tuple[str, Teacher]:
     """(name, images -> class probabilities (N, K) on the CPU): the classifier of the run in
-    ``eval.pseudo_teacher`` (a supervised or joint run, with its own normalisation; refused if
+    ``eval.pseudo.teacher`` (a supervised or joint run, with its own normalisation; refused if
     it was trained on the label of any ``pool`` image), else the backbone's linear probe
     fitted on the labelled part."""
-    if ctx.cfg.pseudo_teacher is None:
+    if ctx.cfg.pseudo.teacher is None:
         probe, _ = ctx.fit_probe(backbone, labelled)
         return "probe", lambda data: probe.predict(ctx.features(backbone, data)).softmax(1).cpu()
-    run = Path(ctx.cfg.pseudo_teacher)
+    run = Path(ctx.cfg.pseudo.teacher)
     tcfg, method = load_run(run)
     head = getattr(method, "head", None)
     if not isinstance(head, nn.Linear) or head.out_features != ctx.num_classes:
         raise ConfigError(
-            f"eval.pseudo_teacher={str(run)!r} must be a supervised or joint run with "
+            f"eval.pseudo.teacher={str(run)!r} must be a supervised or joint run with "
             f"{ctx.num_classes} classes (selfsup supervised --config ...)"
         )
     check_teacher_never_saw(run, pool, ctx)
@@ -76,7 +76,7 @@ def check_teacher_never_saw(run: Path, pool: ImageArray, ctx: EvalContext) -> No
     path = run / LABELLED_IMAGES
     if not path.is_file():
         raise ConfigError(
-            f"eval.pseudo_teacher={str(run)!r} does not record which images' labels it trained "
+            f"eval.pseudo.teacher={str(run)!r} does not record which images' labels it trained "
             f"on ({LABELLED_IMAGES}, written by selfsup since this check exists); train the "
             "teacher again with selfsup supervised"
         )
@@ -85,11 +85,11 @@ def check_teacher_never_saw(run: Path, pool: ImageArray, ctx: EvalContext) -> No
     if overlap:
         c = ctx.cfg
         raise ConfigError(
-            f"eval.pseudo_teacher={str(run)!r} was trained on the labels of {overlap} of the "
+            f"eval.pseudo.teacher={str(run)!r} was trained on the labels of {overlap} of the "
             f"{len(pool)} pool images it would pseudo-label, so its labels are not predictions. "
             "Train the teacher on the labelled part only: selfsup supervised --config ... "
-            f"method.label_fraction={c.pseudo_fraction} seed={ctx.seed} (and data.limit equal "
-            "to eval.train_limit), or leave eval.pseudo_teacher unset to use the probe"
+            f"method.label_fraction={c.pseudo.fraction} seed={ctx.seed} (and data.limit equal "
+            "to eval.train_limit), or leave eval.pseudo.teacher unset to use the probe"
         )
 
 
@@ -106,7 +106,7 @@ def _join(labelled: ImageArray, extra: ImageArray, labels: torch.Tensor) -> Imag
 @PROTOCOLS.register("pseudo-label")
 def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     c = ctx.cfg
-    lab_idx = class_balanced_indices(ctx.train.labels, c.pseudo_fraction, ctx.seed)
+    lab_idx = class_balanced_indices(ctx.train.labels, c.pseudo.fraction, ctx.seed)
     lab_idx, val_idx = held_out(ctx, lab_idx)  # held-out images to choose each student's lr
     val = ctx.train.subset(val_idx)
     pool = complement(len(ctx.train), torch.cat([lab_idx, val_idx]))
@@ -114,12 +114,12 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
     labelled = ctx.train.subset(lab_idx)
     teacher_name, teacher = pseudo_label_teacher(backbone, ctx, labelled, ctx.train.subset(pool))
     fitted = []
-    for ratio in c.pseudo_ratios:
+    for ratio in c.pseudo.ratios:
         unlabeled = ctx.train.subset(pool[: min(len(pool), round(ratio * len(labelled)))])
         info = {
             "ratio": ratio,
-            "fraction": c.pseudo_fraction,
-            "threshold": c.pseudo_threshold,
+            "fraction": c.pseudo.fraction,
+            "threshold": c.pseudo.threshold,
             "n_labelled": len(labelled),
             "n_unlabeled": len(unlabeled),
             "n_pseudo": 0,
@@ -129,7 +129,7 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
         student_data = labelled
         if len(unlabeled):
             probs = teacher(unlabeled)
-            keep, pseudo = select_confident(probs, c.pseudo_threshold)
+            keep, pseudo = select_confident(probs, c.pseudo.threshold)
             info["n_pseudo"] = int(keep.sum())
             if keep.any():  # the pool's true labels: only to report the pseudo-labels' accuracy
                 truth = unlabeled.labels[keep]
@@ -144,9 +144,9 @@ def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]
             val,
             name=f"pseudo-label-{ratio:g}-s{ctx.seed}",
             frozen=False,
-            epochs=c.finetune_epochs,
-            lrs=c.finetune_lrs,
-            weight_decay=c.finetune_weight_decay,
+            epochs=c.finetune.epochs,
+            lrs=c.finetune.lrs,
+            weight_decay=c.finetune.weight_decay,
         )
         info.update(trained)
         fitted.append(Fitted(info, ctx.classifier_scores(model)))

@@ -26,27 +26,27 @@ IDENTITY = (
 # the eval settings that change each protocol's number (besides the record's own fields)
 COMMON_SETTINGS = ("train_limit", "test_limit")
 _TRAINED = ("val_fraction", "min_steps")
-_FINETUNE = ("finetune_epochs", "finetune_batch_size", "finetune_lrs", "finetune_weight_decay",
-             "finetune_head_lr_scale", "crop_scale", *_TRAINED)  # fmt: skip
+_FINETUNE = ("finetune.epochs", "finetune.batch_size", "finetune.lrs", "finetune.weight_decay",
+             "finetune.head_lr_scale", "crop_scale", *_TRAINED)  # fmt: skip
 PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
-    "knn": ("knn_temperature",),
-    "linear": ("linear_l2", "linear_max_iter", "val_fraction"),
+    "knn": ("knn.temperature",),
+    "linear": ("linear.l2", "linear.max_iter", "val_fraction"),
     "linear-aug": (
-        "linear_aug_epochs",
-        "finetune_batch_size",
-        "linear_aug_lrs",
-        "linear_aug_weight_decay",
+        "linear_aug.epochs",
+        "finetune.batch_size",
+        "linear_aug.lrs",
+        "linear_aug.weight_decay",
         "crop_scale",
         *_TRAINED,
     ),
     "finetune": _FINETUNE,
     "pseudo-label": (
         *_FINETUNE,
-        "pseudo_fraction",
-        "pseudo_threshold",
-        "pseudo_teacher",
-        "linear_l2",
-        "linear_max_iter",
+        "pseudo.fraction",
+        "pseudo.threshold",
+        "pseudo.teacher",
+        "linear.l2",
+        "linear.max_iter",
     ),
 }
 
@@ -54,7 +54,17 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
 def eval_settings(protocol: str, cfg: Any) -> dict[str, Any]:
     """The settings of ``cfg`` (an ``EvalConfig``) that change ``protocol``'s number."""
     names = COMMON_SETTINGS + PROTOCOL_SETTINGS.get(protocol, ())
-    return {n: getattr(cfg, n) for n in names if hasattr(cfg, n)}
+    out = {}
+    for name in names:  # dotted: "knn.temperature" is cfg.knn.temperature
+        node: Any = cfg
+        for part in name.split("."):
+            node = getattr(node, part, _MISSING)
+        if node is not _MISSING:
+            out[name] = node
+    return out
+
+
+_MISSING = object()
 
 
 def settings_id(settings: dict[str, Any]) -> str:

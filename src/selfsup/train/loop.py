@@ -235,7 +235,7 @@ def fit(
     base_lr = tc.lr * tc.batch_size / 256
     groups = method.param_groups(tc.weight_decay)
     decays = [not g["exclude"] for g in groups]  # which groups the weight-decay schedule sets
-    # a group may carry its own lr multiple (a fine-tuned head: eval.finetune_head_lr_scale)
+    # a group may carry its own lr multiple (a fine-tuned head: eval.finetune.head_lr_scale)
     lr_scales = [
         g.get("lr_scale", 1.0) * (1.0 if d else tc.bias_lr_scale)
         for g, d in zip(groups, decays, strict=True)
