@@ -25,6 +25,7 @@ from selfsup.config import (
     method_label,
     preset_overrides,
 )
+from selfsup.distributed import init_from_env, is_distributed
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import (
     METRICS,
@@ -168,8 +169,12 @@ def _pretrain(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, ["joint.enabled=true", *args.overrides])
     else:
         cfg = load_config(args.config, args.overrides)
+    if args.out is None and is_distributed():
+        raise SelfsupError("under torchrun give --out RUN_DIR: every process must use the same")
     out = args.out or _default_out(cfg)
     results = pretrain(cfg, out, resume=args.resume, overwrite=args.overwrite)
+    if results is None:  # another torchrun rank: rank 0 evaluates and reports
+        return 0
     print()
     print(init_table(results["evals"]))
     _print_verdict(results["evals"])
@@ -262,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         if args.command in ("pretrain", "supervised", "joint"):
+            init_from_env()  # under torchrun: join the process group (DDP)
             return _pretrain(args)
         if args.command == "table":
             return _table(args)

@@ -27,6 +27,7 @@ from selfsup.config import (
 )
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
 from selfsup.data.sources import load_dataset
+from selfsup.distributed import barrier, rank, shutdown
 from selfsup.errors import ConfigError, DataError, SelfsupError
 from selfsup.evaluate.features import extract_features, run_logits
 from selfsup.evaluate.harness import check_protocols, evaluate_backbone, load_eval_splits
@@ -207,10 +208,14 @@ def train_run(method: Method, images: torch.Tensor, cfg: Config, run_dir: Path, 
 
 def pretrain(
     cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Pretrain ``cfg`` into ``run_dir`` (or continue it), evaluate, return ``results.json``.
     ``overwrite`` replaces an earlier run there, once the new run's names are valid and its
-    data has loaded."""
+    data has loaded.
+
+    Under torchrun every process trains its shard of each global batch (DDP); rank 0 alone
+    writes the run's files and checkpoints, and once training ends it leaves the process
+    group and evaluates alone; the other ranks return None."""
     run_dir = Path(run_dir)
     check_names(cfg)
     check_run_dir(run_dir, resume, overwrite)
@@ -221,14 +226,18 @@ def pretrain(
     data = load_pretrain_data(cfg)
     cfg = resolve(cfg, data)
     data, labels = training_labels(cfg, data)
-    if overwrite:
-        remove_run_files(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # only once the data loaded
-    save_config(cfg, run_dir / "config.yaml")
-    if labels is not None:  # which images' labels this run saw (pseudo-label teachers: no pool)
-        seen = data.subset((labels >= 0).nonzero().squeeze(1)).fingerprints()
-        write_atomic(run_dir / LABELLED_IMAGES, lambda f: np.save(f, seen))
-    write_json_atomic(run_dir / "env.json", environment())
+    main = rank() == 0
+    barrier()  # every rank has checked the run directory before rank 0 writes into it
+    if main:
+        if overwrite:
+            remove_run_files(run_dir)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # once the data loaded
+        save_config(cfg, run_dir / "config.yaml")
+        if labels is not None:  # which images' labels it saw (pseudo-label teachers: no pool)
+            seen = data.subset((labels >= 0).nonzero().squeeze(1)).fingerprints()
+            write_atomic(run_dir / LABELLED_IMAGES, lambda f: np.save(f, seen))
+        write_json_atomic(run_dir / "env.json", environment())
+    barrier()
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)
     monitor = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
@@ -242,6 +251,9 @@ def pretrain(
         monitor_every=cfg.eval.monitor_every,
         labels=labels,
     )
+    shutdown()  # evaluation is rank 0's alone, in a single process
+    if not main:
+        return None
     return evaluate_run(run_dir, cfg=cfg, method=method)
 
 

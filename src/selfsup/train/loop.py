@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from selfsup.atomic import remove_temporaries, write_text_atomic
 from selfsup.config import TrainConfig, check_choice
 from selfsup.data.views import make_views
-from selfsup.distributed import is_distributed, rank, world_size
+from selfsup.distributed import is_distributed, local_rank, rank, world_size
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
 from selfsup.methods.base import Method
 from selfsup.parts.schedules import warmup_cosine
@@ -43,12 +43,14 @@ class TrainingDiverged(SelfsupError):
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``train.device``: auto (CUDA when available), cpu or cuda; under torchrun each process
+    takes its own GPU (``LOCAL_RANK``)."""
+    check_choice("train", "device", name)
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device=cuda but no CUDA device is available; use auto or cpu")
-    check_choice("train", "device", name)
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank()) if is_distributed() else torch.device("cuda")
 
 
 def place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -279,6 +281,8 @@ def fit(
     model: nn.Module = method
     if is_distributed():
         ids = [device.index] if device.type == "cuda" else None
+        if device.type == "cuda":  # batch statistics over the global batch, as one process
+            nn.SyncBatchNorm.convert_sync_batchnorm(method)  # (replaces BN layers in place)
         model = nn.parallel.DistributedDataParallel(method, device_ids=ids)
     if tc.compile:
         model = torch.compile(model)
