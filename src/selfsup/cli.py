@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
 from selfsup.config import (
     EVAL_PRESETS,
@@ -120,6 +121,19 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["safetensors", "torch"], default="safetensors")
     ex.add_argument("--out", type=Path, help="file (default: RUN_DIR/export/backbone.FORMAT)")
 
+    vz = sub.add_parser("viz", help="look at a run's representation")
+    vz_sub = vz.add_subparsers(dest="viz", required=True)
+    rt = vz_sub.add_parser(
+        "retrieval",
+        help="the most and least similar training images of test queries, and precision@k "
+        "against random init and raw pixels (ANNOY when installed; its recall@k is printed)",
+    )
+    rt.add_argument("run_dir", type=Path)
+    rt.add_argument("-k", type=int, default=8, help="neighbours per query (default 8)")
+    rt.add_argument("--queries", type=int, default=6, help="queries drawn in the grid")
+    rt.add_argument("--bank-limit", type=int, default=10_000, help="training images searched")
+    rt.add_argument("--query-limit", type=int, default=1_000, help="test queries scored")
+
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument(
@@ -179,6 +193,30 @@ def _pretrain(args: argparse.Namespace) -> int:
     print(init_table(results["evals"]))
     _print_verdict(results["evals"])
     print(f"\nrun directory: {out}")
+    return 0
+
+
+def _viz(args: argparse.Namespace) -> int:
+    for name, value in (
+        ("-k", args.k),
+        ("--queries", args.queries),
+        ("--bank-limit", args.bank_limit),
+        ("--query-limit", args.query_limit),
+    ):
+        if value < 1:
+            raise SelfsupError(f"{name} must be at least 1, got {value}")
+    res = retrieval_study(
+        args.run_dir, k=args.k, n_queries=args.queries, bank_limit=args.bank_limit,
+        query_limit=args.query_limit,
+    )  # fmt: skip
+    print(f"precision@{res.k} (share of the {res.k} most similar images of the query's class):")
+    for name, value in res.precision.items():
+        print(f"  {name}: {100 * value:.1f}%")
+    if res.recall is None:
+        print("exact search (pip install annoy for approximate search)")
+    else:
+        print(f"ANNOY recall@{res.k} against exact search: {100 * res.recall:.1f}%")
+    print(f"grid: {res.grid}")
     return 0
 
 
@@ -273,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             return _table(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "viz":
+            return _viz(args)
         return _eval(args)
     except SelfsupError as err:
         print(f"selfsup: error: {err}", file=sys.stderr)
