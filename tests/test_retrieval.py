@@ -63,3 +63,29 @@ def test_viz_retrieval_draws_the_grid_and_reports_precision_and_recall(tmp_path,
     png = (out / "plots" / "retrieval.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert main(["viz", "retrieval", str(out), "-k", "0"]) == 2  # a clear error, not a crash
+
+
+def test_embeddings_saved_over_epochs_become_one_tsne_panel_each(tmp_path, capsys) -> None:
+    """viz.embed_epochs saves the same class-balanced sample's features after those epochs;
+    `selfsup viz tsne` draws a panel per saved epoch; without any, a clear error."""
+    import numpy as np
+
+    out = tmp_path / "run"
+    quick = [*TINY, "train.epochs=3", "eval.protocols=[knn]", "eval.knn.k=[5]",
+             "eval.compare_random=false", "eval.compare_pixels=false",
+             "viz.embed_epochs=[1,3]", "viz.embed_limit=60"]  # fmt: skip
+    assert main(["pretrain", "--out", str(out), *quick]) == 0
+    saved = sorted(p.name for p in (out / "embeddings").glob("epoch-*.npy"))
+    assert saved == ["epoch-0001.npy", "epoch-0003.npy"]
+    first, last = (np.load(out / "embeddings" / n) for n in saved)
+    labels = np.load(out / "embeddings" / "labels.npy")
+    assert first.shape == last.shape == (len(labels), 16) and not np.allclose(first, last)
+    assert len(labels) <= 60 and len(set(labels.tolist())) > 1  # class-balanced sample
+    capsys.readouterr()
+    assert main(["viz", "tsne", str(out)]) == 0
+    png = (out / "plots" / "tsne.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    bare = tmp_path / "bare"
+    assert main(["pretrain", "--out", str(bare), *quick[:-2]]) == 0
+    assert main(["viz", "tsne", str(bare)]) == 2
+    assert "viz.embed_epochs" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
 from selfsup.config import (
@@ -133,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--queries", type=int, default=6, help="queries drawn in the grid")
     rt.add_argument("--bank-limit", type=int, default=10_000, help="training images searched")
     rt.add_argument("--query-limit", type=int, default=1_000, help="test queries scored")
+    ts = vz_sub.add_parser(
+        "tsne",
+        help="one t-SNE panel per epoch saved during training (viz.embed_epochs=[1,5,...])",
+    )
+    ts.add_argument("run_dir", type=Path)
 
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)
@@ -197,6 +203,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _viz(args: argparse.Namespace) -> int:
+    if args.viz == "tsne":
+        print(f"t-SNE panels: {tsne_panels(args.run_dir)}")
+        return 0
     for name, value in (
         ("-k", args.k),
         ("--queries", args.queries),

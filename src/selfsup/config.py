@@ -310,6 +310,16 @@ class EvalConfig:
 
 
 @dataclass
+class VizConfig:
+    """Pictures of the representation during training (``selfsup viz tsne RUN``)."""
+
+    # epochs after which the backbone features of a fixed, class-balanced sample of labelled
+    # training images are saved (RUN_DIR/embeddings/), the same images every time
+    embed_epochs: list[int] = field(default_factory=list)
+    embed_limit: int = 1000  # images in that sample
+
+
+@dataclass
 class Config:
     method: MethodConfig = field(default_factory=VICRegConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -318,6 +328,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     joint: JointConfig = field(default_factory=JointConfig)
+    viz: VizConfig = field(default_factory=VizConfig)
     seed: int = 0
 
 
@@ -567,6 +578,8 @@ RANGES: dict[str, tuple[Range, str]] = {
     "eval.knn.temperature": (POSITIVE, _TEMP),
     "eval.linear.l2": (NON_NEGATIVE, "probe L2 penalties to choose from"),
     "eval.linear.max_iter": (AT_LEAST_1, "probe L-BFGS iterations"),
+    "viz.embed_epochs": (AT_LEAST_1, "epochs after which to save embeddings"),
+    "viz.embed_limit": (AT_LEAST_1, "images whose embeddings are saved"),
     "eval.val_fraction": (Range(0, 1, True, True), "the share of training images held out"),
     "eval.train_limit": (AT_LEAST_1, "training images to evaluate with; null uses them all"),
     "eval.test_limit": (AT_LEAST_1, "test images to report on; null uses them all"),

@@ -111,6 +111,7 @@ RUN_FILES = (
     "results.json",
     "checkpoints",
     "evals",
+    "embeddings",
     "plots",
     "export",
 )
@@ -206,6 +207,58 @@ def train_run(method: Method, images: torch.Tensor, cfg: Config, run_dir: Path, 
     )  # fmt: skip
 
 
+EMBEDDINGS = "embeddings"  # RUN_DIR/embeddings/: epoch-NNNN.npy, labels.npy, classes.json
+
+
+def embedding_saver(cfg: Config, data: ImageArray, device: torch.device, run_dir: Path):
+    """After each epoch of ``viz.embed_epochs``: the backbone features of a fixed,
+    class-balanced sample of ``viz.embed_limit`` labelled training images (the same images
+    every time; the test split is never read) into ``RUN_DIR/embeddings/epoch-NNNN.npy``, with
+    their labels and the class names once (``selfsup viz tsne`` draws them)."""
+    pool = labelled(data) if data.has_labels else data
+    share = min(1.0, cfg.viz.embed_limit / len(pool))
+    if data.has_labels:
+        sample = pool.subset(class_balanced_indices(pool.labels, share, cfg.seed + 3))
+    else:
+        sample = seeded_subset(pool, cfg.viz.embed_limit, cfg.seed + 3)
+    out = run_dir / EMBEDDINGS
+    if rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "labels.npy", lambda f: np.save(f, sample.labels.numpy()))
+        write_json_atomic(out / "classes.json", list(sample.classes))
+    kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device,
+              precision=cfg.train.precision)  # fmt: skip
+
+    def save(backbone: nn.Module, epoch: int) -> None:
+        if epoch in cfg.viz.embed_epochs:
+            feats = extract_features(backbone, sample.images, **kw).numpy()
+            write_atomic(out / f"epoch-{epoch:04d}.npy", lambda f: np.save(f, feats))
+
+    return save
+
+
+def epoch_hook(
+    cfg: Config, data: ImageArray, device: torch.device, labels, run_dir: Path
+) -> tuple[Any, int]:
+    """(hook, every): what the loop runs on the backbone after every ``every``-th epoch: the
+    online kNN monitor every ``eval.monitor_every`` epochs and the embedding saver at
+    ``viz.embed_epochs``; (None, 0) when neither is on."""
+    knn = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
+    saver = embedding_saver(cfg, data, device, run_dir) if cfg.viz.embed_epochs else None
+    if knn is None and saver is None:
+        return None, 0
+
+    def hook(backbone: nn.Module, epoch: int) -> dict[str, Any]:
+        scores = {}
+        if knn is not None and epoch % cfg.eval.monitor_every == 0:
+            scores = knn(backbone, epoch)
+        if saver is not None:
+            saver(backbone, epoch)
+        return scores
+
+    return hook, 1 if saver is not None else cfg.eval.monitor_every
+
+
 def pretrain(
     cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False
 ) -> dict[str, Any] | None:
@@ -240,7 +293,7 @@ def pretrain(
     barrier()
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)
-    monitor = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
+    monitor, every = epoch_hook(cfg, data, device, labels, run_dir)
     train_run(
         method,
         data.images,
@@ -248,7 +301,7 @@ def pretrain(
         run_dir,
         resume=resume,
         monitor=monitor,
-        monitor_every=cfg.eval.monitor_every,
+        monitor_every=every,
         labels=labels,
     )
     shutdown()  # evaluation is rank 0's alone, in a single process
