@@ -397,3 +397,21 @@ def test_a_teacher_and_a_student_record_are_two_measurements() -> None:
     assert merge_records([student], [teacher]) == [student, teacher]  # neither replaces
     table = comparison_table([("dino", results("dino", [student, teacher]))])
     assert "knn k=20 [teacher]" in table and "83.0" in table and "80.0" in table
+
+
+def test_curves_png_plots_the_loss_parts_lr_and_epoch_monitors(tmp_path) -> None:
+    from selfsup.analysis.plots import save_curves_png
+
+    assert save_curves_png(tmp_path) is None  # no metrics.jsonl: nothing to draw
+    lines = [
+        {"step": s, "epoch": s // 5, "loss": 10.0 - s / 5, "lr": 0.1, "images_per_s": 500.0,
+         "invariance": 0.5, "variance": 0.6}
+        for s in range(10)
+    ]  # fmt: skip
+    lines += [{"epoch": 1, "step": 5, "train_seconds": 1.0, "monitor_knn_top1": 0.7,
+               "monitor_collapse_warning": False, "monitor_effective_rank": 12.0}]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    path = save_curves_png(tmp_path)
+    assert path == tmp_path / "plots" / "curves.png"
+    png = path.read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000

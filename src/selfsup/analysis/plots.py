@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from selfsup.atomic import atomic_path
 from selfsup.evaluate.table import column_label
 
 ANNOTATE_MAX_CLASSES = 20
@@ -125,6 +126,55 @@ def _class_names(results: dict[str, Any], dataset: str, k: int) -> list[str]:
     return [str(i) for i in range(k)]
 
 
+STEP_KEYS_SKIPPED = ("step", "epoch", "lr", "images_per_s")  # not loss parts
+
+
+def save_curves_png(run_dir: str | Path) -> Path | None:
+    """``plots/curves.png`` from ``metrics.jsonl``: the loss and each logged part against the
+    step, the learning rate, and the epoch records (online kNN, collapse monitors) against the
+    epoch. None when the run has logged no step."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    steps = [r for r in recs if "loss" in r]
+    epochs = [r for r in recs if any(k.startswith("monitor_") for k in r)]
+    if not steps:
+        return None
+    parts = [k for k in steps[-1] if k not in STEP_KEYS_SKIPPED and isinstance(steps[-1][k], float)]
+    last = epochs[-1] if epochs else {}
+    monitors = [
+        k for k, v in last.items()
+        if k.startswith("monitor_") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]  # fmt: skip
+    plt = _pyplot()
+    panels = len(parts) + 1 + len(monitors)
+    cols = min(4, panels)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows), squeeze=False)
+    flat = list(axes.flat)
+    x = [r["step"] for r in steps]
+    for ax, key in zip(flat, [*parts, "lr"], strict=False):
+        ax.plot(x, [r.get(key) for r in steps], lw=1)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    for ax, key in zip(flat[len(parts) + 1 :], monitors, strict=False):
+        ax.plot([r["epoch"] for r in epochs], [r[key] for r in epochs], marker="o", ms=3)
+        ax.set_title(key.removeprefix("monitor_"), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+    for ax in flat[panels:]:
+        ax.axis("off")
+    fig.suptitle(f"{run_dir.name}: training curves (metrics.jsonl)", fontsize=10)
+    fig.tight_layout()
+    out = run_dir / "plots" / "curves.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return out
+
+
 def save_run_plots(run_dir: str | Path) -> list[Path]:
     """Write ``plots/confusion-....png`` for every record of ``run_dir/results.json`` that has a
     confusion matrix; class names from ``results["classes"][dataset]`` when present (and of the
@@ -147,4 +197,5 @@ def save_run_plots(run_dir: str | Path) -> list[Path]:
         title += f"\nseed {rec.get('seed', 0)}{top1}"
         classes = _class_names(results, rec["dataset"], len(confusion))
         written.append(save_confusion_png(confusion, classes, path, title))
-    return written
+    curves = save_curves_png(run_dir)
+    return written if curves is None else [*written, curves]
