@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from selfsup.analysis.retrieval import (
+    annoy_index,
     annoy_neighbours,
     exact_neighbours,
     precision_at_k,
@@ -41,8 +42,9 @@ def test_annoy_finds_the_exact_neighbours_on_a_small_set() -> None:
     for the most and for the least similar (the neighbours of the negated query)."""
     bank, _ = clustered(500)
     query, _ = clustered(50, seed=1)
+    index = annoy_index(bank)
     for dissimilar in (False, True):
-        found = annoy_neighbours(bank, query, 10, dissimilar=dissimilar)
+        found = annoy_neighbours(index, query, 10, dissimilar=dissimilar)
         exact = exact_neighbours(bank, query, 10, dissimilar=dissimilar)
         assert recall_at_k(found, exact) >= 0.9, dissimilar
     assert recall_at_k(exact, exact) == 1.0

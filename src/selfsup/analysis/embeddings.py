@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.analysis.plots import _pyplot
-from selfsup.atomic import atomic_path
+from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.errors import SelfsupError
 
 
@@ -40,7 +39,7 @@ def tsne_panels(run_dir: Path, *, perplexity: float = 30.0, seed: int = 0) -> Pa
         )
     labels = np.load(run_dir / "embeddings" / "labels.npy")
     classes = json.loads((run_dir / "embeddings" / "classes.json").read_text())
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(epochs), figsize=(3.4 * len(epochs), 3.6), squeeze=False)
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for ax, (epoch, path) in zip(axes[0], epochs, strict=True):
@@ -61,9 +60,4 @@ def tsne_panels(run_dir: Path, *, perplexity: float = 30.0, seed: int = 0) -> Pa
     fig.legend(handles, names, loc="center right", fontsize=7, markerscale=3, frameon=False)
     fig.suptitle(f"t-SNE of the backbone features of {len(labels)} training images", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.88, 1))
-    out = run_dir / "plots" / "tsne.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, run_dir / "plots" / "tsne.png", dpi=110)

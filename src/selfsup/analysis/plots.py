@@ -18,13 +18,26 @@ from selfsup.evaluate.table import column_label
 ANNOTATE_MAX_CLASSES = 20
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: str | Path, **savefig: Any) -> Path:
+    """Write ``fig`` as a PNG at ``path`` through the atomic writer (an interrupted save leaves
+    the old file whole), creating the folder, and close the figure."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", **savefig)
+    finally:
+        pyplot().close(fig)
+    return path
 
 
 def _figure_size(k: int) -> float:
@@ -59,7 +72,7 @@ def save_confusion_png(
     import numpy as np
     from matplotlib.colors import PowerNorm
 
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(confusion, dtype=np.int64)
     k = cm.shape[0]
     if cm.ndim != 2 or cm.shape != (k, k):
@@ -93,12 +106,10 @@ def save_confusion_png(
         ax.set_title(title, fontsize=10)
         if small:
             _annotate_counts(ax, cm, colour_norm(frac))
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return save_figure(fig, path, bbox_inches="tight", pad_inches=0.15)
 
 
 def _safe(text: Any) -> str:
@@ -148,7 +159,7 @@ def save_curves_png(run_dir: str | Path) -> Path | None:
         k for k, v in last.items()
         if k.startswith("monitor_") and isinstance(v, (int, float)) and not isinstance(v, bool)
     ]  # fmt: skip
-    plt = _pyplot()
+    plt = pyplot()
     panels = len(parts) + 1 + len(monitors)
     cols = min(4, panels)
     rows = -(-panels // cols)
@@ -167,12 +178,7 @@ def save_curves_png(run_dir: str | Path) -> Path | None:
         ax.axis("off")
     fig.suptitle(f"{run_dir.name}: training curves (metrics.jsonl)", fontsize=10)
     fig.tight_layout()
-    out = run_dir / "plots" / "curves.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, run_dir / "plots" / "curves.png", dpi=100)
 
 
 def save_run_plots(run_dir: str | Path) -> list[Path]:

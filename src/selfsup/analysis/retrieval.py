@@ -20,8 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfsup.analysis.plots import _pyplot
-from selfsup.atomic import atomic_path
+from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.backbones import build_backbone
 from selfsup.backbones.pixels import Pixels
 from selfsup.data.array import ImageArray, channel_stats, seeded_subset
@@ -43,17 +42,9 @@ def exact_neighbours(
     return (-sims if dissimilar else sims).topk(min(k, len(bank)), dim=1).indices
 
 
-def annoy_neighbours(
-    bank: torch.Tensor,
-    query: torch.Tensor,
-    k: int,
-    *,
-    dissimilar: bool = False,
-    n_trees: int = 50,
-    seed: int = 0,
-) -> torch.Tensor:
-    """:func:`exact_neighbours` by an ANNOY forest (angular distance = cosine on normalised
-    vectors); the least similar rows of ``q`` are the nearest of ``-q``."""
+def annoy_index(bank: torch.Tensor, *, n_trees: int = 50, seed: int = 0) -> Any:
+    """An ANNOY forest over the rows of ``bank`` (angular distance = cosine on normalised
+    vectors), built once and searched with :func:`annoy_neighbours`."""
     from annoy import AnnoyIndex  # optional dependency: `pip install annoy`
 
     index = AnnoyIndex(bank.shape[1], "angular")
@@ -61,17 +52,18 @@ def annoy_neighbours(
     for i, row in enumerate(bank.float().numpy()):
         index.add_item(i, row)
     index.build(n_trees)
+    return index
+
+
+def annoy_neighbours(
+    index: Any, query: torch.Tensor, k: int, *, dissimilar: bool = False
+) -> torch.Tensor:
+    """:func:`exact_neighbours` by the ANNOY forest ``index``; the least similar rows of
+    ``q`` are the nearest of ``-q``."""
     sign = -1.0 if dissimilar else 1.0
-    k = min(k, len(bank))
+    k = min(k, index.get_n_items())
     rows = [index.get_nns_by_vector(sign * q, k) for q in query.float().numpy()]
     return torch.tensor(rows, dtype=torch.long)
-
-
-def neighbours(bank, query, k, *, dissimilar=False, approximate=None) -> torch.Tensor:
-    """ANNOY when installed (``approximate=None``) or asked for, else exact."""
-    use_annoy = annoy_available() if approximate is None else approximate
-    search = annoy_neighbours if use_annoy else exact_neighbours
-    return search(bank, query, k, dissimilar=dissimilar)
 
 
 def recall_at_k(found: torch.Tensor, exact: torch.Tensor) -> float:
@@ -126,20 +118,24 @@ def retrieval_study(
         "raw pixels": Pixels(channels, cfg.views.size),
     }
     kw = dict(size=cfg.views.size, mean=mean, std=std, precision=cfg.train.precision)
-    precision, features = {}, {}
+    precision, features, exact = {}, {}, {}
     for name, net in nets.items():
         fb = extract_features(net, match_channels(bank.images, channels), **kw)
         fq = extract_features(net, match_channels(queries.images, channels), **kw)
-        features[name] = (fb, fq)
-        precision[name] = precision_at_k(exact_neighbours(fb, fq, k), bank.labels, queries.labels)
+        features[name], exact[name] = (fb, fq), exact_neighbours(fb, fq, k)
+        precision[name] = precision_at_k(exact[name], bank.labels, queries.labels)
     fb, fq = features["pretrained"]
-    recall = None
-    if annoy_available():
-        recall = recall_at_k(annoy_neighbours(fb, fq, k), exact_neighbours(fb, fq, k))
     shown = torch.randperm(len(queries), generator=torch.Generator().manual_seed(seed))
     shown = shown[:n_queries]
-    near = neighbours(fb, fq[shown], k)
-    far = neighbours(fb, fq[shown], k, dissimilar=True)
+    recall = None
+    if annoy_available():  # the grid from one forest, and how much of exact search it finds
+        index = annoy_index(fb)
+        recall = recall_at_k(annoy_neighbours(index, fq, k), exact["pretrained"])
+        near = annoy_neighbours(index, fq[shown], k)
+        far = annoy_neighbours(index, fq[shown], k, dissimilar=True)
+    else:
+        near = exact["pretrained"][shown]
+        far = exact_neighbours(fb, fq[shown], k, dissimilar=True)
     grid = Path(run_dir) / "plots" / "retrieval.png"
     draw_grid(queries.subset(shown), bank, near, far, grid, title=_title(precision, k))
     return RetrievalResult(precision, recall, k, grid, shown.tolist())
@@ -161,7 +157,7 @@ def draw_grid(
 ) -> None:
     """One row per query: the query, its most similar and its least similar bank images, each
     labelled with its class name (green where it matches the query's class)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, k = len(queries), near.shape[1]
     cols = 1 + 2 * k
     fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.25 * rows + 0.6), squeeze=False)
@@ -188,7 +184,4 @@ def draw_grid(
                                 fontsize=7)  # fmt: skip
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
