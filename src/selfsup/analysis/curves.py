@@ -45,6 +45,20 @@ def curve_keys(records: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in CURVE_KEYS if epoch_series(records, k)[0]]
 
 
+def epoch_keys(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Every numeric key of the epoch records (held-out curves, monitors), sorted."""
+    skip = {"epoch", "step", "train_seconds"}
+    return sorted(
+        {
+            k
+            for r in records
+            if "loss" not in r and "epoch" in r
+            for k, v in r.items()
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+    )
+
+
 def run_labels(run_dirs: Sequence[str | Path]) -> list[str]:
     """A short, distinct label per run: the fewest trailing path parts that tell them apart
     (``vicreg`` / ``isd``; ``a/evals/linear-aug-s0-lr0.1`` / ``b/evals/...``)."""

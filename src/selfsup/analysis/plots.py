@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from selfsup.analysis.curves import curve_keys, epoch_series, read_metrics, run_labels
+from selfsup.analysis.curves import epoch_keys, epoch_series, read_metrics, run_labels
 from selfsup.atomic import atomic_path
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import column_label
@@ -208,6 +208,7 @@ def save_train_val_png(run_dir: str | Path) -> Path | None:
             ax.plot(epochs, values, marker="o", ms=3, label=name)
         ax.set_title("cross-entropy" if what == "loss" else "top-1 accuracy", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
     fig.suptitle(f"{run_dir.name}: train vs validation", fontsize=10)
     fig.tight_layout()
@@ -233,21 +234,26 @@ def compare_curves(
     records = [read_metrics(d) for d in run_dirs]
     for key in keys:
         if not any(epoch_series(r, key)[0] for r in records):
-            found = sorted({k for r in records for k in curve_keys(r)})
+            found = sorted({k for r in records for k in epoch_keys(r)})
             raise SelfsupError(
                 f"no run logged {key!r} per epoch; they have: {', '.join(found) or 'none'} "
                 "(train with eval.val_images=N to log the held-out curves)"
             )
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        for recs, label in zip(records, labels, strict=True):
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for i, (recs, label) in enumerate(zip(records, labels, strict=True)):
             epochs, values = epoch_series(recs, key)
-            if epochs:
-                ax.plot(epochs, values, marker="o", ms=3, label=label)
+            if epochs:  # a run keeps its colour in every panel
+                ax.plot(epochs, values, marker="o", ms=3, label=label, color=f"C{i % 10}")
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, out_png, dpi=100)
 
