@@ -28,6 +28,7 @@ from selfsup.config import Config
 from selfsup.data.array import ImageArray, labelled
 from selfsup.data.views import make_views
 from selfsup.distributed import is_distributed
+from selfsup.errors import ConfigError
 from selfsup.evaluate.features import run_logits
 from selfsup.evaluate.sampling import stratified_holdout
 from selfsup.methods.base import Method
@@ -147,6 +148,11 @@ def heldout_monitor(
 
         scores["classifier"] = lambda: classification_curves(logits, train_s, val_s)
     if not isinstance(method, Classifier):
+        if len(val) < 2:
+            raise ConfigError(
+                "eval.val_images=1: the held-out SSL loss needs a batch of at least 2 images "
+                "(batch statistics); hold out more, e.g. eval.val_images=512"
+            )
         if is_distributed():  # the loss's gathers and SyncBatchNorm would wait for the others
             tqdm.write("selfsup: val_ssl_loss is not computed under torchrun (rank 0 alone)")
         else:
