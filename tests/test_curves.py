@@ -21,11 +21,12 @@ from selfsup.cli import main
 from selfsup.config import load_config
 from selfsup.data.sources import load_dataset
 from selfsup.data.views import make_views
-from selfsup.errors import ConfigError, SelfsupError
+from selfsup.errors import CheckpointError, ConfigError, SelfsupError
 from selfsup.evaluate.features import run_logits
 from selfsup.evaluate.sampling import stratified_holdout
 from selfsup.rundir import make_method
 from selfsup.train.heldout import heldout_ssl_loss
+from selfsup.train.loop import check_compatible
 from tiny import TINY
 
 FAST = ["eval.protocols=[knn]", "eval.compare_random=false", "eval.compare_pixels=false"]
@@ -199,3 +200,10 @@ def test_compare_curves_draws_one_line_per_run_that_logged_the_key(tmp_path, mon
     assert main(args) == 0 and png.is_file()
     assert main(["viz", "curves", str(runs[2])]) == 0
     assert (runs[2] / "plots" / "compare_curves.png").is_file()
+
+
+def test_resume_with_another_val_images_is_refused(tmp_path) -> None:
+    saved = {"config": {"method": {"name": "vicreg"}, "eval": {"val_images": 32}}}
+    check_compatible(saved, {"method": {"name": "vicreg"}, "eval": {"val_images": 32}}, tmp_path)
+    with pytest.raises(CheckpointError, match=r"eval\.val_images=32"):
+        check_compatible(saved, {"method": {"name": "vicreg"}, "eval": {"val_images": 0}}, tmp_path)
