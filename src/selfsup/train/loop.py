@@ -476,6 +476,7 @@ def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], path: Path)
     method_arch = ("projector", "predictor", "bt_projector", "out_dim", "hidden_dim")
     method_arch += ("bottleneck_dim", "norm_last_layer", "queue_size")
     arch = [("backbone", "depths"), ("backbone", "widths"), ("joint", "enabled")]
+    arch += [("eval", "val_images")]  # which images it trains on (the held-out carve)
     arch += [("method", key) for key in method_arch]
     for section, key in names + arch:
         old, new = saved.get(section, {}), mine.get(section, {})
