@@ -147,3 +147,20 @@ def test_faces_workflow_end_to_end(tmp_path, capsys) -> None:
     assert 0.0 <= res["identification"]["classifier_top1"] <= 1.0
     assert (out / "config.yaml").is_file()
     assert "verification (finetuned)" in captured.out
+
+
+def test_faces_without_weights_or_pairs_is_a_random_init_baseline(tmp_path, capsys) -> None:
+    base = make_lfw(tmp_path / "data")
+    (base / "pairs.txt").unlink()
+    out = tmp_path / "run"
+    args = ["faces", "--data-root", str(tmp_path / "data"), "--out", str(out),
+            "--min-images", "5", "backbone.name=small_resnet", "backbone.depths=[1]",
+            "backbone.widths=[8]", "data.image_size=16", "eval.finetune.epochs=1",
+            "eval.finetune.lrs=[0.05]", "eval.min_steps=0", "eval.knn.k=[3]",
+            "train.device=cpu", "train.progress=false"]  # fmt: skip
+    assert main(args) == 0
+    assert "verification skipped" in capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert res["weights"] is None and res["verification"] is None
+    assert set(res["identification"]) == {"random-init", "finetuned", "classifier_top1"}
+    assert (out / "plots" / "faces-random-init.png").is_file()

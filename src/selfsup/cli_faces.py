@@ -50,9 +50,10 @@ def run(args: argparse.Namespace) -> int:
     for name, value in (("--queries", args.queries), ("-k", args.k)):
         if value < 1:
             raise SelfsupError(f"{name} must be at least 1, got {value}")
-    cfg = faces_config(args.overrides, args.weights)
+    root = args.data_root.expanduser()
+    cfg = faces_config(args.overrides, args.weights, root, args.min_images)
     res = run_faces(
-        cfg, args.data_root.expanduser(), args.out, min_images=args.min_images,
+        cfg, root, args.out, min_images=args.min_images,
         n_queries=args.queries, k=args.k,
     )  # fmt: skip
     print(f"LFW: {res['n_people']} people with >= {res['min_images']} images, "

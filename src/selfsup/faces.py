@@ -15,6 +15,8 @@ pretrained (frozen) and the fine-tuned backbone:
   pairs may show people the fine-tuning saw (``pairs_seen_in_finetuning`` counts them);
 * grids of the most similar and least similar training faces of a few test queries.
 
+Without weights the backbone starts from random init, and its records say ``random-init``.
+
 Writes ``RUN_DIR/config.yaml``, ``results.json``, ``plots/faces-{pretrained,finetuned}.png``
 and the fine-tuning's metrics and checkpoint under ``RUN_DIR/evals/``.
 """
@@ -39,9 +41,9 @@ from selfsup.data.lfw import (
     LFW,
     LFW_TEST_FRACTION,
     Pair,
-    find_pairs,
     load_faces,
     load_lfw,
+    pairs_file,
     read_pairs,
 )
 from selfsup.errors import DataError
@@ -60,9 +62,15 @@ FACE_DEFAULTS = [
 """Defaults of the faces workflow, before the command line's ``key=value`` overrides."""
 
 
-def faces_config(overrides: list[str], weights: str | None) -> Config:
-    extra = [f"backbone.weights={weights}"] if weights else []
-    return load_config(None, [*FACE_DEFAULTS, *extra, *overrides])
+def faces_config(
+    overrides: list[str], weights: str | None, data_root: Path, min_images: int
+) -> Config:
+    """The workflow's config: its defaults, then the command line's overrides; the weights,
+    data root and LFW subset recorded in it (``config.yaml``) for provenance."""
+    cfg = load_config(None, [*FACE_DEFAULTS, *overrides])
+    cfg.backbone.weights = weights or cfg.backbone.weights
+    cfg.data.root, cfg.data.dataset = str(data_root), f"lfw:{min_images}"
+    return cfg
 
 
 def run_faces(
@@ -86,14 +94,17 @@ def run_faces(
     backbone = build_backbone(cfg.backbone, in_channels=3, image_size=size)
     if cfg.backbone.weights:
         load_backbone_weights(backbone, cfg.backbone.weights)
-    mean, std = (cfg.data.mean, cfg.data.std) if cfg.data.mean else channel_stats(train.images)
+    mean, std = channel_stats(train.images)  # the evaluations' rule: measured on train
+    if cfg.data.mean and cfg.data.std:
+        mean, std = cfg.data.mean, cfg.data.std
     ctx = EvalContext(
         dataset=train.name, train=train, num_classes=len(lfw.images.classes), size=size,
-        mean=list(mean), std=list(std or [1.0] * 3), channels=3, device=device, seed=cfg.seed,
+        mean=list(mean), std=list(std), channels=3, device=device, seed=cfg.seed,
         cfg=cfg.eval, run_cfg=cfg, work_dir=out / "evals",
     )  # fmt: skip
+    pairs = _pair_images(lfw, size, data_root)  # a bad pairs file fails before training
     model, info = _finetune(ctx, backbone)
-    pairs = _pair_images(lfw, size, data_root)
+    start = "pretrained" if cfg.backbone.weights else "random-init"
     results: dict[str, Any] = {
         "weights": cfg.backbone.weights,
         "backbone": cfg.backbone.name,
@@ -106,7 +117,7 @@ def run_faces(
         "verification": {},
         "grids": {},
     }
-    for init, net in (("pretrained", backbone), ("finetuned", model.backbone)):
+    for init, net in ((start, backbone), ("finetuned", model.backbone)):
         bank, query = ctx.extract(net, train), ctx.extract(net, test)
         results["identification"][init] = _identify(ctx, bank, train, query, test)
         if pairs is not None:
@@ -161,13 +172,14 @@ class PairSet:
 
 def _pair_images(lfw: LFW, size: int, root: Path) -> PairSet | None:
     """The pairs of ``pairs.txt`` and their images, or None when the file is absent."""
-    try:
-        pairs = read_pairs(find_pairs(lfw.images_dir))
-    except DataError as err:
-        if "not found" not in str(err):
-            raise
-        print(f"selfsup: {err}; verification skipped", file=sys.stderr)
+    path = pairs_file(lfw.images_dir)
+    if path is None:
+        print(
+            f"selfsup: no pairs.txt in {lfw.images_dir.parent}; verification skipped",
+            file=sys.stderr,
+        )
         return None
+    pairs = read_pairs(path)
     names = sorted({p for pair in pairs for p in (pair.first, pair.second)})
     files = [lfw.images_dir / n / f"{n}_{i:04d}.jpg" for n, i in names]
     absent = [f for f in files if not f.is_file()]

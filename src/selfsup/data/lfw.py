@@ -228,9 +228,8 @@ def read_pairs(path: Path) -> list[Pair]:
     return pairs
 
 
-def find_pairs(images_dir: Path, name: str = "pairs.txt") -> Path:
-    """``pairs.txt`` next to the image folder (``lfw-py/``), or a DataError saying where."""
+def pairs_file(images_dir: Path, name: str = "pairs.txt") -> Path | None:
+    """``pairs.txt`` (or another pairs file) beside the image folder, in ``lfw-py/``; None when
+    absent."""
     path = images_dir.parent / name
-    if not path.is_file():
-        raise DataError(f"LFW pairs file not found at {path}; {GET_LFW.format(root='ROOT')}")
-    return path
+    return path if path.is_file() else None
