@@ -15,6 +15,7 @@ from selfsup.backbones import build_backbone
 from selfsup.backbones.weights import load_backbone_weights
 from selfsup.config import load_config
 from selfsup.errors import CheckpointError
+from selfsup.train.checkpoint import save_checkpoint
 
 
 def _ours(*overrides: str, size: int = 32) -> torch.nn.Module:
@@ -50,6 +51,10 @@ def _features(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 RESNET_FORMATS = {
     # facebookresearch/vicreg and barlowtwins resnet50.pth: the backbone alone, no fc
     "vicreg / barlowtwins resnet.pth": lambda net: _no_fc(net),
+    # an old torchvision file: no num_batches_tracked
+    "torchvision < 0.4.1": lambda net: {
+        k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")
+    },
     # torchvision's own state dict: fc.* is dropped
     "torchvision": lambda net: net.state_dict(),
     # VICReg / Barlow Twins full checkpoint: DDP-wrapped model with a projector
@@ -151,6 +156,14 @@ def test_selfsup_state_with_ddp_prefix_loads(tmp_path) -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), src(x))
+    # a selfsup run directory: its last checkpoint's backbone, the projector left out
+    model = {f"backbone.{k}": v + 1 for k, v in src.state_dict().items()}
+    model["projector.0.weight"] = torch.zeros(4, 16)
+    save_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", model=model, step=3)
+    load_backbone_weights(ours, tmp_path / "run", quiet=True)
+    for key, value in model.items():
+        if key.startswith("backbone."):
+            assert torch.equal(ours.state_dict()[key.removeprefix("backbone.")], value)
 
 
 def test_resnet50_weights_into_resnet18_name_the_keys_and_the_fix(tmp_path) -> None:

@@ -120,6 +120,10 @@ def to_backbone_state(obj: Any, target: dict[str, torch.Tensor]) -> Converted:
         if key.removeprefix(best).startswith(HEADS):
             dropped.append(key.removeprefix(best))
             del state[key]
+    counters = [k for k in target if k.endswith("num_batches_tracked") and k not in state]
+    if counters:  # older torchvision files lack batch norm's step counter (unused: momentum set)
+        state.update({k: target[k] for k in counters})
+        notes.append(f"{len(counters)} batch-norm num_batches_tracked counters were absent")
     pos = best + "pos_embed"
     if pos in state and pos in target and state[pos].shape != target[pos].shape:
         state[pos] = resize_pos_embed(state[pos], target[pos].shape)
