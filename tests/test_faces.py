@@ -164,3 +164,27 @@ def test_faces_without_weights_or_pairs_is_a_random_init_baseline(tmp_path, caps
     assert res["weights"] is None and res["verification"] is None
     assert set(res["identification"]) == {"random-init", "finetuned", "classifier_top1"}
     assert (out / "plots" / "faces-random-init.png").is_file()
+
+
+def test_torchvision_download_only_when_asked(tmp_path, monkeypatch) -> None:
+    from selfsup.data import lfw
+
+    calls = []
+
+    def fake_lfw_people(root, download):  # writes torchvision's layout, as its download would
+        calls.append(download)
+        make_lfw(tmp_path / "ok")
+
+    monkeypatch.setattr(lfw, "LFWPeople", fake_lfw_people)
+    with pytest.raises(DataError, match="unpack them into"):
+        load_lfw(tmp_path / "ok", image_size=8)
+    assert calls == []
+    assert len(load_lfw(tmp_path / "ok", min_images=4, image_size=8, download=True).files) == 15
+    assert calls == [True]
+
+    def offline(root, download):
+        raise ValueError("LFW dataset is no longer available for automatic download")
+
+    monkeypatch.setattr(lfw, "LFWPeople", offline)
+    with pytest.raises(DataError, match=r"downloading LFW through torchvision .* failed"):
+        load_lfw(tmp_path / "empty", download=True)

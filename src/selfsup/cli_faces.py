@@ -1,5 +1,5 @@
-"""``selfsup faces``: pretrained weights -> fine-tuned on LFW identities -> identification,
-verification and similar / dissimilar face grids (see :mod:`selfsup.faces`)."""
+"""selfsup faces: pretrained weights -> fine-tuned on LFW identities -> identification,
+verification and similar / dissimilar face grids (the workflow is selfsup.faces)."""
 
 from __future__ import annotations
 

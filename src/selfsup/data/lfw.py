@@ -43,8 +43,9 @@ DEFAULT_MIN_IMAGES = 20
 LFW_TEST_FRACTION = 0.2  # share of each person's images in the test split
 FACE_CROP = 0.5  # side of the central square kept, as a fraction of the image side
 GET_LFW = (
-    "torchvision can no longer download LFW; download lfw-funneled.tgz and pairs.txt (e.g. the "
-    "Kaggle mirror jessicali9530/lfw-dataset) and unpack them into {root}/lfw-py/"
+    "download lfw-funneled.tgz and pairs.txt (LFW's site, or the mirror torchvision's LFWPeople "
+    "names) and unpack them into {root}/lfw-py/; data.download=true tries torchvision's own "
+    "download, which recent torchvision versions no longer offer"
 )
 
 
@@ -74,10 +75,7 @@ def find_lfw(root: Path, download: bool = False) -> Path:
             ) from err
         return find_lfw(root, download=False)
     looked = ", ".join(str(b / n) for b in bases for n in IMAGE_FOLDERS)
-    raise DataError(
-        f"LFW not found: looked for {looked}. To get it: pass --download (data.download=true) "
-        f"to try torchvision, or {GET_LFW.format(root=root)}"
-    )
+    raise DataError(f"LFW not found: looked for {looked}. To get it: {GET_LFW.format(root=root)}")
 
 
 def scan_people(images_dir: Path) -> dict[str, list[Path]]:
@@ -173,10 +171,6 @@ class LFW:
         part = self.images.subset(train if split == "train" else test)
         part.split = split
         return part
-
-    def index(self) -> dict[tuple[str, int], int]:
-        """(person, image number) -> row of ``images`` (numbers as in the file names)."""
-        return {(f.parent.name, int(f.stem.rsplit("_", 1)[1])): i for i, f in enumerate(self.files)}
 
 
 def load_lfw(
