@@ -195,7 +195,7 @@ def _pair_images(lfw: LFW, size: int, root: Path) -> PairSet | None:
     )
 
 
-def _verify(ctx: EvalContext, net: nn.Module, pairs: PairSet, people: list[str]) -> dict:
+def _verify(ctx: EvalContext, net: nn.Module, pairs: PairSet, people: list[str]) -> dict[str, Any]:
     """10-fold verification accuracy of ``net``'s cosine scores; ``people`` are the identities
     the fine-tuning trained on (pairs showing one of them are counted)."""
     feats = ctx.extract(net, pairs.images)

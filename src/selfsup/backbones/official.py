@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from selfsup.backbones.vit import VIT_SIZES
 from selfsup.errors import CheckpointError
 
-CONTAINERS = ("teacher", "model", "state_dict", "model_state_dict", "backbone")
-"""Keys of a full checkpoint that hold the model, tried in this order (DINO's teacher first)."""
+CONTAINERS = ("teacher", "model", "state_dict", "model_state_dict", "backbone", "student")
+"""Keys of a full checkpoint that hold the model, tried in this order (DINO's teacher first,
+its student only when there is no teacher)."""
 
 WRAPPERS = ("module.", "backbone.", "encoder.")
 """Prefixes of DDP (``module.``) and of the method wrappers (``backbone.`` in VICReg, Barlow
