@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from selfsup import cli_faces
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
@@ -141,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     ts.add_argument("run_dir", type=Path)
     add_viz_parser(vz_sub)
+
+    cli_faces.add_parsers(sub)
 
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)
@@ -326,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "viz":
             return _viz(args)
+        if args.command == "faces":
+            return cli_faces.run(args)
         return _eval(args)
     except SelfsupError as err:
         print(f"selfsup: error: {err}", file=sys.stderr)
