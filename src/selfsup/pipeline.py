@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from selfsup.config import (
     save_config,
 )
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
+from selfsup.data.classes import select_classes
 from selfsup.data.sources import load_dataset
 from selfsup.distributed import barrier, rank, shutdown
 from selfsup.errors import ConfigError, DataError, SelfsupError
@@ -67,7 +69,7 @@ def load_pretrain_data(cfg: Config) -> ImageArray:
         image_size=d.image_size,
         on_bad_image=d.on_bad_image,
     )
-    return seeded_subset(data, d.limit, cfg.seed)
+    return seeded_subset(select_classes(data, d.classes, "data.classes"), d.limit, cfg.seed)
 
 
 def resolve(cfg: Config, data: ImageArray) -> Config:
@@ -314,11 +316,12 @@ def head_records(
     method: Method, cfg: Config, device: torch.device, steps: int | None = None
 ) -> list[dict]:
     """The test metrics of the run's own classifier (supervised baseline, joint training), on
-    the test split of the pretraining dataset, with the pretraining normalisation; ``steps``
-    is the optimizer steps it trained for (the budget, shown in tables)."""
+    the test split of the pretraining dataset, with the pretraining normalisation, on the
+    classes it was trained on (``data.classes``); ``steps`` is the optimizer steps it trained
+    for (the budget, shown in tables)."""
     _, test = load_eval_splits(
         cfg.data.dataset,
-        cfg.eval,
+        dataclasses.replace(cfg.eval, classes=cfg.data.classes),
         root=cfg.data.root,
         download=cfg.data.download,
         image_size=cfg.data.image_size,

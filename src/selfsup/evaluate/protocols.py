@@ -40,7 +40,8 @@ def train_classifier(
     weight_decay: float,
 ) -> tuple[Classifier, int]:
     """Train a copy of ``backbone`` + a linear head on ``data`` (labels >= 0) with the crop +
-    flip view, SGD and a cosine schedule, through the training loop; its metrics and checkpoint
+    flip view, SGD and a cosine schedule (and, fine-tuned, ``backbone.dropout`` before the
+    head), through the training loop; its metrics and checkpoint
     go to ``ctx.work_dir / name``. Returns the model and the epochs it trained (raised to take
     at least ``eval.min_steps`` steps)."""
     view = crop_flip_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
@@ -48,6 +49,7 @@ def train_classifier(
     model = Classifier(
         copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen,
         head_lr_scale=1.0 if frozen else ctx.cfg.finetune.head_lr_scale,
+        dropout=0.0 if frozen else ctx.run_cfg.backbone.dropout,  # no dropout in a linear probe
     )  # fmt: skip
     rc = ctx.run_cfg
     batch = min(ctx.cfg.finetune.batch_size, len(data))

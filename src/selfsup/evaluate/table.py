@@ -42,6 +42,8 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
     "finetune": _FINETUNE,
     "pseudo-label": (
         *_FINETUNE,
+        "pseudo.pool",
+        "pseudo.pool_split",
         "pseudo.fraction",
         "pseudo.threshold",
         "pseudo.teacher",
@@ -51,15 +53,26 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# settings added after records existed: left out at these values (the behaviour before them),
+# so earlier records keep their settings ids
+LATER_SETTINGS: dict[str, tuple[Any, ...]] = {
+    "classes": (None,),
+    "pseudo.pool": ("fraction",),
+    "pseudo.teacher": (None, "pretrained"),
+}
+
+
 def eval_settings(protocol: str, cfg: Any) -> dict[str, Any]:
     """The settings of ``cfg`` (an ``EvalConfig``) that change ``protocol``'s number."""
-    names = COMMON_SETTINGS + PROTOCOL_SETTINGS.get(protocol, ())
+    names = COMMON_SETTINGS + ("classes",) + PROTOCOL_SETTINGS.get(protocol, ())
+    pool = getattr(getattr(cfg, "pseudo", None), "pool", "fraction")
+    skip = {"pseudo.pool_split"} if pool == "fraction" else {"pseudo.fraction"}
     out = {}
     for name in names:  # dotted: "knn.temperature" is cfg.knn.temperature
         node: Any = cfg
         for part in name.split("."):
             node = getattr(node, part, _MISSING)
-        if node is not _MISSING:
+        if node is not _MISSING and name not in skip and node not in LATER_SETTINGS.get(name, ()):
             out[name] = node
     return out
 
