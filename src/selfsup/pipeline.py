@@ -47,6 +47,7 @@ from selfsup.rundir import (
     read_results,
 )
 from selfsup.train.checkpoint import load_checkpoint
+from selfsup.train.compute import compute_record
 from selfsup.train.loop import check_compatible, fit, resolve_device
 
 PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
@@ -309,7 +310,27 @@ def pretrain(
     shutdown()  # evaluation is rank 0's alone, in a single process
     if not main:
         return None
-    return evaluate_run(run_dir, cfg=cfg, method=method)
+    return evaluate_run(
+        run_dir, cfg=cfg, method=method, compute=run_compute(cfg, method, data, labels, run_dir)
+    )
+
+
+def run_compute(
+    cfg: Config, method: Method, data: ImageArray, labels: torch.Tensor | None, run_dir: Path
+) -> dict[str, Any]:
+    """``results.json["compute"]``: parameters, counted FLOPs, wall time and throughput of the
+    pretraining (see :mod:`selfsup.train.compute`); steps and seconds from the last checkpoint,
+    so a resumed run counts every session."""
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    return compute_record(
+        method,
+        data.images[:2],
+        None if labels is None else labels[:2],
+        size=cfg.views.size,
+        steps=int(ckpt.get("step", 0)),
+        batch_size=cfg.train.batch_size,
+        train_seconds=float(ckpt.get("train_seconds", 0.0)),
+    )
 
 
 def head_records(
@@ -373,9 +394,11 @@ def evaluate_run(
     overrides: Sequence[str] = (),
     cfg: Config | None = None,
     method: Method | None = None,
+    compute: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's backbone (and, if configured, a random-init twin); merge the records
-    into ``results.json`` and return it."""
+    into ``results.json`` and return it. ``compute`` (pretraining's cost) replaces the one
+    already there; re-evaluating a run keeps it."""
     run_dir = Path(run_dir)
     if cfg is None or method is None:
         cfg, method = load_run(run_dir, overrides)
@@ -433,6 +456,8 @@ def evaluate_run(
         "classes": {**old.get("classes", {}), **classes},
         "evals": merge_records(old.get("evals", []), records),
     }
+    if compute or old.get("compute"):
+        results["compute"] = compute or old["compute"]
     write_json_atomic(run_dir / "results.json", results)
     save_run_plots(run_dir)  # a confusion-matrix PNG per record, in RUN_DIR/plots/
     return results
