@@ -80,8 +80,9 @@ def pseudo_label_teacher(
     head = getattr(method, "head", None)
     if not isinstance(head, nn.Linear) or head.out_features != ctx.num_classes:
         raise ConfigError(
-            f"eval.pseudo.teacher={str(run)!r} must be pretrained, scratch, or a supervised or "
-            f"joint run with {ctx.num_classes} classes (selfsup supervised --config ...)"
+            f"eval.pseudo.teacher={str(run)!r} must be a supervised or joint run with "
+            f"{ctx.num_classes} classes (selfsup supervised --config ...), or one of the "
+            "teachers pretrained (the probe) and scratch"
         )
     check_teacher_never_saw(run, pool, ctx)
 
