@@ -161,6 +161,25 @@ def test_scratch_teacher_is_trained_from_a_random_init_on_the_labelled_images(
     assert student.net is backbone and len(student.data) == N_TRAIN + rec["n_pseudo"]
 
 
+def test_finetuned_teacher_starts_from_the_evaluated_backbone(
+    stl: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(stl.root, "eval.pseudo.teacher=finetuned", "eval.pseudo.ratios=[1.0]")
+    backbone = tiny_backbone(cfg, seed=123)
+    nets = []
+    real = semisupervised.train_choosing_lr
+
+    def spy(ctx, net, data, val, **kw):
+        nets.append((kw["name"], net))
+        return real(ctx, net, data, val, **kw)
+
+    monkeypatch.setattr(semisupervised, "train_choosing_lr", spy)
+    (rec,) = evaluate(cfg, tmp_path, backbone)
+    assert rec["teacher"] == "finetuned"
+    assert [n.startswith("pseudo-teacher-finetuned") for n, _ in nets] == [True, False]
+    assert all(net is backbone for _, net in nets)
+
+
 @pytest.mark.parametrize("split", ["test", "train", "train+unlabeled"])
 def test_a_pool_split_with_training_or_test_images_is_refused(
     stl: SimpleNamespace, tmp_path: Path, split: str

@@ -291,8 +291,9 @@ class PseudoEval:
     fraction: float = 0.1  # pool=fraction only
     threshold: float = 0.99
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.4, 1.0, 2.0, 10.0])
-    # pretrained (or null): the backbone's linear probe; scratch: the same architecture from a
-    # random init trained on the labelled images; anything else: a supervised / joint run dir
+    # pretrained (or null): the backbone's linear probe; finetuned: the backbone fine-tuned on
+    # the labelled images; scratch: the same architecture from a random init fine-tuned the
+    # same way; anything else: a supervised / joint run directory
     teacher: str | None = "pretrained"
 
 

@@ -11,8 +11,9 @@ Where the labelled images and the unlabeled pool come from (``eval.pseudo.pool``
   images is refused.
 
 A teacher labels ``ratio x n_labelled`` pool images (``eval.pseudo.teacher``): ``pretrained``,
-the backbone's linear probe fitted on the labelled images; ``scratch``, the same architecture
-from a random init fine-tuned on them (the teacher without pretraining); or the classifier of a
+the backbone's linear probe fitted on the labelled images; ``finetuned``, the backbone
+fine-tuned on them; ``scratch``, the same architecture from a random init fine-tuned on them
+the same way (the teacher without pretraining); or the classifier of a
 supervised / joint run directory (it should have been trained without the pool's labels to keep
 the premise). Those with confidence >= ``eval.pseudo.threshold`` join the labelled set
 (``n_pseudo`` of the record: the images kept), and a student (the backbone fine-tuned with a
@@ -57,24 +58,30 @@ def pseudo_label_teacher(
     backbone: nn.Module, ctx: EvalContext, labelled: ImageArray, val: ImageArray, pool: ImageArray
 ) -> tuple[str, Teacher]:
     """(name, images -> class probabilities (N, K) on the CPU) for ``eval.pseudo.teacher``:
-    ``pretrained`` (or None), the backbone's linear probe fitted on ``labelled``; ``scratch``,
-    a random-init copy of the architecture fine-tuned on ``labelled`` (its lr chosen on
-    ``val``, held-out training images); else the classifier of that run directory (a
+    ``pretrained`` (or None), the backbone's linear probe fitted on ``labelled``;
+    ``finetuned``, the backbone fine-tuned on ``labelled``, and ``scratch``, a random-init copy
+    of the architecture fine-tuned the same way (the lr chosen on ``val``, held-out training
+    images); else the classifier of that run directory (a
     supervised or joint run, with its own normalisation; refused if it was trained on the
     label of any ``pool`` image)."""
     c = ctx.cfg
     if c.pseudo.teacher in (None, "pretrained"):
         probe, _ = ctx.fit_probe(backbone, labelled)
         return "probe", lambda data: probe.predict(ctx.features(backbone, data)).softmax(1).cpu()
-    if c.pseudo.teacher == "scratch":
-        torch.manual_seed(ctx.seed)
-        fresh = build_backbone(ctx.run_cfg.backbone, in_channels=ctx.channels, image_size=ctx.size)
+    if c.pseudo.teacher in ("finetuned", "scratch"):
+        net = backbone
+        if c.pseudo.teacher == "scratch":
+            torch.manual_seed(ctx.seed)
+            net = build_backbone(
+                ctx.run_cfg.backbone, in_channels=ctx.channels, image_size=ctx.size
+            )
+        name = f"pseudo-teacher-{c.pseudo.teacher}-s{ctx.seed}"
         model, _ = train_choosing_lr(
-            ctx, fresh, labelled, val, name=f"pseudo-teacher-scratch-s{ctx.seed}", frozen=False,
-            epochs=c.finetune.epochs, lrs=c.finetune.lrs, weight_decay=c.finetune.weight_decay,
+            ctx, net, labelled, val, name=name, frozen=False, epochs=c.finetune.epochs,
+            lrs=c.finetune.lrs, weight_decay=c.finetune.weight_decay,
         )  # fmt: skip
         logits = ctx.classifier_scores(model)
-        return "scratch", lambda data: logits(data).float().softmax(1).cpu()
+        return c.pseudo.teacher, lambda data: logits(data).float().softmax(1).cpu()
     run = Path(ctx.cfg.pseudo.teacher)
     tcfg, method = load_run(run)
     head = getattr(method, "head", None)
@@ -82,7 +89,7 @@ def pseudo_label_teacher(
         raise ConfigError(
             f"eval.pseudo.teacher={str(run)!r} must be a supervised or joint run with "
             f"{ctx.num_classes} classes (selfsup supervised --config ...), or one of the "
-            "teachers pretrained (the probe) and scratch"
+            "teachers pretrained (the probe), finetuned and scratch"
         )
     check_teacher_never_saw(run, pool, ctx)
 

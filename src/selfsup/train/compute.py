@@ -65,16 +65,17 @@ def train_step_flops(
     return int(counter.get_total_flops())
 
 
-def hardware() -> dict[str, Any]:
-    """The GPU's name (CUDA) or the CPU's model (``model name`` of /proc/cpuinfo, else
-    :func:`platform.processor`), the logical CPU count and the torch version."""
+def hardware(device: torch.device) -> dict[str, Any]:
+    """What ran on ``device``: ``device`` is the GPU's name (CUDA) or the CPU's model (``model
+    name`` of /proc/cpuinfo, else :func:`platform.processor`); also the CPU model, the logical
+    CPU count and the torch version."""
     cpu = platform.processor() or platform.machine()
     if CPUINFO.is_file():
         for line in CPUINFO.read_text(errors="replace").splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {"device": gpu or cpu, "gpu": gpu, "cpu": cpu, "cpu_count": os.cpu_count(),
             "torch": torch.__version__}  # fmt: skip
 
@@ -91,12 +92,15 @@ def compute_record(
 ) -> dict[str, Any]:
     """``results.json["compute"]`` of a run: ``method`` trained for ``steps`` steps of
     ``batch_size`` images in ``train_seconds``; ``sample`` (2, C, H, W) uint8 training images
-    (and their ``labels`` for a method that takes them) for the training-step count; ``size``
-    the side of its training views."""
+    (and their ``labels`` for a method that takes them) for the training-step count (None
+    with fewer than two: batch norm cannot train on one); ``size`` the side of its training
+    views."""
     backbone = method.backbone
     device = next(backbone.parameters()).device
     x = torch.zeros(1, sample.shape[1], size, size, device=device)
-    step_flops = train_step_flops(method, sample, labels) // len(sample)
+    step_flops = None
+    if len(sample) >= 2:
+        step_flops = train_step_flops(method, sample, labels) // len(sample)
     seen = steps * batch_size
     return {
         "params": {
@@ -109,8 +113,8 @@ def compute_record(
         "train_step_flops_per_image": step_flops,
         "steps": steps,
         "images_seen": seen,
-        "train_flops": step_flops * seen,
+        "train_flops": None if step_flops is None else step_flops * seen,
         "train_wall_s": round(train_seconds, 3),
         "images_per_s": round(seen / train_seconds, 2) if train_seconds > 0 else None,
-        "hardware": hardware(),
+        "hardware": hardware(device),
     }
