@@ -20,6 +20,7 @@ from selfsup.analysis.compute import COMPUTE_AXES, plot_accuracy_vs_compute
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
+from selfsup.cli_curves import add_viz_parser, viz_curves
 from selfsup.config import (
     EVAL_PRESETS,
     Config,
@@ -147,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
         help="one t-SNE panel per epoch saved during training (viz.embed_epochs=[1,5,...])",
     )
     ts.add_argument("run_dir", type=Path)
+    add_viz_parser(vz_sub)
 
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)
@@ -214,6 +216,8 @@ def _viz(args: argparse.Namespace) -> int:
     if args.viz == "tsne":
         print(f"t-SNE panels: {tsne_panels(args.run_dir)}")
         return 0
+    if args.viz == "curves":
+        return viz_curves(args)
     for name, value in (
         ("-k", args.k),
         ("--queries", args.queries),
