@@ -351,7 +351,7 @@ COMPUTE_COLUMNS: tuple[tuple[str, Any, str, str], ...] = (
     ("backbone params (M)", lambda c: c["params"]["backbone"] / 1e6, "{:.2f}", "{:.6g}"),
     ("total params (M)", lambda c: c["params"]["total"] / 1e6, "{:.2f}", "{:.6g}"),
     ("GFLOPs/img", lambda c: c["flops_per_image"] / 1e9, "{:.3g}", "{:.6g}"),
-    ("train wall (s)", lambda c: c["train_wall_s"], "{:.0f}", "{:.6g}"),
+    ("train wall (s)", lambda c: c["train_wall_s"], "{:.4g}", "{:.6g}"),
     ("img/s", lambda c: c["images_per_s"], "{:.0f}", "{:.6g}"),
 )
 
