@@ -18,6 +18,7 @@ from selfsup.data.array import ImageArray
 from selfsup.errors import ConfigError
 from selfsup.evaluate import semisupervised
 from selfsup.evaluate.harness import evaluate_backbone
+from selfsup.evaluate.table import eval_settings, settings_id
 from tiny import TINY
 
 CPU = torch.device("cpu")
@@ -187,3 +188,20 @@ def test_a_pool_split_with_training_or_test_images_is_refused(
     cfg = config(stl.root, f"eval.pseudo.pool_split={split}", "eval.pseudo.ratios=[1.0]")
     with pytest.raises(ConfigError, match="pool_split"):
         evaluate(cfg, tmp_path, tiny_backbone(cfg))
+
+
+def test_new_settings_change_ids_only_when_set(stl: SimpleNamespace) -> None:
+    """Records written before eval.classes / eval.pseudo.pool existed keep their settings ids:
+    at their old behaviour the new keys are left out (and teacher pretrained is the old null)."""
+    default = load_config(None, []).eval
+    settings = eval_settings("pseudo-label", default)
+    assert settings["pseudo.teacher"] is None and "pseudo.fraction" in settings
+    assert not {"classes", "pseudo.pool", "pseudo.pool_split"} & set(settings)
+    ids = {
+        settings_id(eval_settings("pseudo-label", load_config(None, list(o)).eval))
+        for o in [(), ("eval.pseudo.teacher=null",), ("eval.classes=0-4",),
+                  ("eval.pseudo.pool=unlabeled",), ("eval.pseudo.teacher=scratch",)]
+    }  # fmt: skip
+    assert len(ids) == 4  # null and pretrained are one teacher
+    unlabeled = eval_settings("pseudo-label", config(stl.root).eval)
+    assert unlabeled["pseudo.pool_split"] == "unlabeled" and "pseudo.fraction" not in unlabeled

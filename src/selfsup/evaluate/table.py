@@ -55,11 +55,9 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
 
 # settings added after records existed: left out at these values (the behaviour before them),
 # so earlier records keep their settings ids
-LATER_SETTINGS: dict[str, tuple[Any, ...]] = {
-    "classes": (None,),
-    "pseudo.pool": ("fraction",),
-    "pseudo.teacher": (None, "pretrained"),
-}
+LATER_SETTINGS: dict[str, tuple[Any, ...]] = {"classes": (None,), "pseudo.pool": ("fraction",)}
+# values that mean what an earlier value meant, recorded as that one (same settings id)
+SAME_AS_BEFORE: dict[str, dict[Any, Any]] = {"pseudo.teacher": {"pretrained": None}}
 
 
 def eval_settings(protocol: str, cfg: Any) -> dict[str, Any]:
@@ -73,7 +71,7 @@ def eval_settings(protocol: str, cfg: Any) -> dict[str, Any]:
         for part in name.split("."):
             node = getattr(node, part, _MISSING)
         if node is not _MISSING and name not in skip and node not in LATER_SETTINGS.get(name, ()):
-            out[name] = node
+            out[name] = SAME_AS_BEFORE[name].get(node, node) if name in SAME_AS_BEFORE else node
     return out
 
 
