@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from selfsup import cli_faces
+from selfsup.analysis.compute import COMPUTE_AXES, plot_accuracy_vs_compute
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
@@ -115,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
         help="pool runs whose configs differ only in seed into one row (mean ± std over "
         "pretraining seeds)",
     )
+    tb.add_argument(
+        "--plot-compute",
+        type=Path,
+        metavar="PNG",
+        help="also draw --metric against pretraining compute (--compute-axis) into PNG",
+    )
+    tb.add_argument("--compute-axis", choices=list(COMPUTE_AXES), default="flops")
 
     ex = sub.add_parser(
         "export",
@@ -304,6 +312,8 @@ def _table(args: argparse.Namespace) -> int:
             keys.append(json.dumps(saved, sort_keys=True, default=str))
         runs = merge_seed_runs([(n, r, k) for (n, r), k in zip(runs, keys, strict=True)])
     print(comparison_table(runs, fmt=args.format, metric=args.metric))
+    if args.plot_compute:
+        plot_accuracy_vs_compute(runs, args.plot_compute, x=args.compute_axis, metric=args.metric)
     if args.paired:
         print("\n".join(["", "Paired tests against the first run:", *paired_tests(runs)]))
     return 0

@@ -22,6 +22,7 @@ from typing import Any, Union
 import yaml
 
 from selfsup.atomic import write_text_atomic
+from selfsup.data.classes import parse_class_spec
 from selfsup.errors import ConfigError
 from selfsup.heads import parse_mlp_spec
 from selfsup.registry import Registry
@@ -175,6 +176,9 @@ class BackboneConfig:
     # start from these weights: a .safetensors file (`selfsup export`), a plain state dict, a
     # selfsup checkpoint or run directory; None: random init
     weights: str | None = None
+    # dropout before the classifier head of the supervised baseline and of the fine-tuned
+    # evaluations (finetune, pseudo-label students and scratch teacher); 0 turns it off
+    dropout: float = 0.0
 
 
 @dataclass
@@ -190,6 +194,9 @@ class DataConfig:
     mean: list[float] | None = None  # per-channel normalisation; None: measured on the data
     std: list[float] | None = None
     on_bad_image: str = "skip"  # skip (listed in the cache's bad-image report) | fail
+    # keep only these classes, relabelled 0..K-1 in this order (names kept): a list of class
+    # indices or ranges such as "0-49"; null keeps every class (see selfsup.data.classes)
+    classes: list[int] | str | None = None
 
 
 @dataclass
@@ -272,19 +279,29 @@ class FinetuneEval:
 
 @dataclass
 class PseudoEval:
-    """``pseudo-label``: a teacher (the probe on the labelled fraction, or a supervised / joint
-    run) labels unlabeled images; confident ones (>= threshold) join the labelled set; a
-    student is fine-tuned on both, one per ratio."""
+    """``pseudo-label``: a teacher (the probe on the labelled images, a classifier trained from
+    scratch on them, or a supervised / joint run) labels unlabeled images; confident ones
+    (>= threshold) join the labelled set; a student is fine-tuned on both, one per ratio."""
 
-    fraction: float = 0.1
+    # where the unlabeled pool comes from: fraction = the training split beyond a labelled
+    # ``fraction``; unlabeled = every labelled training image kept, the pool drawn from the
+    # dataset's split ``pool_split`` (STL-10's 100k ``unlabeled``)
+    pool: str = "fraction"
+    pool_split: str = "unlabeled"  # pool=unlabeled only
+    fraction: float = 0.1  # pool=fraction only
     threshold: float = 0.99
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.4, 1.0, 2.0, 10.0])
-    teacher: str | None = None  # a supervised / joint run directory; None: the probe
+    # pretrained (or null): the backbone's linear probe; finetuned: the backbone fine-tuned on
+    # the labelled images; scratch: the same architecture from a random init fine-tuned the
+    # same way; anything else: a supervised / joint run directory
+    teacher: str | None = "pretrained"
 
 
 @dataclass
 class EvalConfig:
     protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])
+    # keep only these classes of every evaluation dataset, relabelled 0..K-1 (as data.classes)
+    classes: list[int] | str | None = None
     # which backbone to evaluate: auto = the method's official choice (DINO / DINO-Twins: the
     # EMA teacher, as DINO's eval_knn.py; every other method: the trained student)
     backbone: str = "auto"  # auto | student | teacher
@@ -498,6 +515,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("backbone", "stem"): ("auto", "small", "imagenet"),
     ("data", "on_bad_image"): ("skip", "fail"),
     ("eval", "backbone"): ("auto", "student", "teacher"),
+    ("eval.pseudo", "pool"): ("fraction", "unlabeled"),
 }
 
 
@@ -515,7 +533,7 @@ def check_choices(cfg: Config) -> None:
     """Enumerated values must be one of their choices (names in registries are checked where
     they are looked up)."""
     for section, key in CHOICES:
-        check_choice(section, key, getattr(getattr(cfg, section), key))
+        check_choice(section, key, _lookup(cfg, f"{section}.{key}")[1])
 
 
 @dataclass(frozen=True)
@@ -556,6 +574,7 @@ RANGES: dict[str, tuple[Range, str]] = {
     "seed": (Range(0, 2**32 - 1), "a random seed"),
     "backbone.depths": (AT_LEAST_1, "blocks per stage of small_resnet"),
     "backbone.widths": (AT_LEAST_1, "channels per stage of small_resnet"),
+    "backbone.dropout": (Range(0, 1, hi_open=True), "the share of features dropped; 0 is off"),
     "data.limit": (AT_LEAST_1, "images to train on; null uses them all"),
     "data.image_size": (AT_LEAST_1, "decoded side in pixels; null: the dataset's own"),
     "data.std": (POSITIVE, "per-channel std; null measures it on the data"),
@@ -700,6 +719,8 @@ def check_ranges(cfg: Config) -> None:
             "backbone.depths=[2,1,1,1] backbone.widths=[64,128,256,512]"
         )
     e = cfg.eval
+    parse_class_spec(cfg.data.classes, "data.classes")
+    parse_class_spec(e.classes, "eval.classes")
     for key in ("linear_aug.lrs", "finetune.lrs"):
         if not _lookup(cfg, f"eval.{key}")[1]:
             raise ConfigError(f"eval.{key}=[] is empty; give at least one lr, e.g. [0.05]")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from selfsup.config import (
     save_config,
 )
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
+from selfsup.data.classes import select_classes
 from selfsup.data.sources import load_dataset
 from selfsup.distributed import barrier, rank, shutdown
 from selfsup.errors import ConfigError, DataError, SelfsupError
@@ -45,6 +47,7 @@ from selfsup.rundir import (
     read_results,
 )
 from selfsup.train.checkpoint import load_checkpoint
+from selfsup.train.compute import compute_record
 from selfsup.train.heldout import carve_validation_split, heldout_monitor
 from selfsup.train.loop import check_compatible, fit, resolve_device
 
@@ -68,7 +71,7 @@ def load_pretrain_data(cfg: Config) -> ImageArray:
         image_size=d.image_size,
         on_bad_image=d.on_bad_image,
     )
-    return seeded_subset(data, d.limit, cfg.seed)
+    return seeded_subset(select_classes(data, d.classes, "data.classes"), d.limit, cfg.seed)
 
 
 def resolve(cfg: Config, data: ImageArray) -> Config:
@@ -322,18 +325,39 @@ def pretrain(
     shutdown()  # evaluation is rank 0's alone, in a single process
     if not main:
         return None
-    return evaluate_run(run_dir, cfg=cfg, method=method)
+    return evaluate_run(
+        run_dir, cfg=cfg, method=method, compute=run_compute(cfg, method, data, labels, run_dir)
+    )
+
+
+def run_compute(
+    cfg: Config, method: Method, data: ImageArray, labels: torch.Tensor | None, run_dir: Path
+) -> dict[str, Any]:
+    """``results.json["compute"]``: parameters, counted FLOPs, wall time and throughput of the
+    pretraining (see :mod:`selfsup.train.compute`); steps and seconds from the last checkpoint,
+    so a resumed run counts every session."""
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    return compute_record(
+        method,
+        data.images[:2],
+        None if labels is None else labels[:2],
+        size=cfg.views.size,
+        steps=int(ckpt.get("step", 0)),
+        batch_size=cfg.train.batch_size,
+        train_seconds=float(ckpt.get("train_seconds", 0.0)),
+    )
 
 
 def head_records(
     method: Method, cfg: Config, device: torch.device, steps: int | None = None
 ) -> list[dict]:
     """The test metrics of the run's own classifier (supervised baseline, joint training), on
-    the test split of the pretraining dataset, with the pretraining normalisation; ``steps``
-    is the optimizer steps it trained for (the budget, shown in tables)."""
+    the test split of the pretraining dataset, with the pretraining normalisation, on the
+    classes it was trained on (``data.classes``); ``steps`` is the optimizer steps it trained
+    for (the budget, shown in tables)."""
     _, test = load_eval_splits(
         cfg.data.dataset,
-        cfg.eval,
+        dataclasses.replace(cfg.eval, classes=cfg.data.classes),
         root=cfg.data.root,
         download=cfg.data.download,
         image_size=cfg.data.image_size,
@@ -385,9 +409,11 @@ def evaluate_run(
     overrides: Sequence[str] = (),
     cfg: Config | None = None,
     method: Method | None = None,
+    compute: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's backbone (and, if configured, a random-init twin); merge the records
-    into ``results.json`` and return it."""
+    into ``results.json`` and return it. ``compute`` (pretraining's cost) replaces the one
+    already there; re-evaluating a run keeps it."""
     run_dir = Path(run_dir)
     if cfg is None or method is None:
         cfg, method = load_run(run_dir, overrides)
@@ -445,6 +471,8 @@ def evaluate_run(
         "classes": {**old.get("classes", {}), **classes},
         "evals": merge_records(old.get("evals", []), records),
     }
+    if compute or old.get("compute"):
+        results["compute"] = compute or old["compute"]
     write_json_atomic(run_dir / "results.json", results)
     save_run_plots(run_dir)  # a confusion-matrix PNG per record, in RUN_DIR/plots/
     return results

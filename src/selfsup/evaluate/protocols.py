@@ -43,7 +43,8 @@ def train_classifier(
     val: ImageArray | None = None,
 ) -> tuple[Classifier, int]:
     """Train a copy of ``backbone`` + a linear head on ``data`` (labels >= 0) with the crop +
-    flip view, SGD and a cosine schedule, through the training loop; its metrics and checkpoint
+    flip view, SGD and a cosine schedule (and, fine-tuned, ``backbone.dropout`` before the
+    head), through the training loop; its metrics and checkpoint
     go to ``ctx.work_dir / name``. Returns the model and the epochs it trained (raised to take
     at least ``eval.min_steps`` steps). With held-out training images ``val`` and
     ``eval.val_images`` > 0, each epoch also logs train / val loss and top-1 on at most that many
@@ -53,6 +54,7 @@ def train_classifier(
     model = Classifier(
         copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen,
         head_lr_scale=1.0 if frozen else ctx.cfg.finetune.head_lr_scale,
+        dropout=0.0 if frozen else ctx.run_cfg.backbone.dropout,  # no dropout in a linear probe
     )  # fmt: skip
     rc = ctx.run_cfg
     batch = min(ctx.cfg.finetune.batch_size, len(data))
