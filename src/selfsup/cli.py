@@ -19,6 +19,7 @@ import yaml
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
+from selfsup.cli_retrieval import add_parsers as add_retrieval_parsers
 from selfsup.config import (
     EVAL_PRESETS,
     Config,
@@ -139,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         help="one t-SNE panel per epoch saved during training (viz.embed_epochs=[1,5,...])",
     )
     ts.add_argument("run_dir", type=Path)
+    add_retrieval_parsers(sub, vz_sub)  # index, retrieve, embed; viz attention, corr
 
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)
@@ -313,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
+        if getattr(args, "handler", None) is not None:  # subcommands of the cli_* modules
+            return args.handler(args)
         if args.command in ("pretrain", "supervised", "joint"):
             init_from_env()  # under torchrun: join the process group (DDP)
             return _pretrain(args)

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from selfsup.analysis.collapse import collapse_stats, collapse_warning
+from selfsup.analysis.correlation import corr_saver
 from selfsup.analysis.plots import save_run_plots
 from selfsup.atomic import remove_temporaries, write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
@@ -112,6 +113,7 @@ RUN_FILES = (
     "checkpoints",
     "evals",
     "embeddings",
+    "correlation",
     "plots",
     "export",
 )
@@ -238,25 +240,35 @@ def embedding_saver(cfg: Config, data: ImageArray, device: torch.device, run_dir
 
 
 def epoch_hook(
-    cfg: Config, data: ImageArray, device: torch.device, labels, run_dir: Path
+    cfg: Config,
+    data: ImageArray,
+    device: torch.device,
+    labels,
+    run_dir: Path,
+    method: Method | None = None,
 ) -> tuple[Any, int]:
     """(hook, every): what the loop runs on the backbone after every ``every``-th epoch: the
-    online kNN monitor every ``eval.monitor_every`` epochs and the embedding saver at
-    ``viz.embed_epochs``; (None, 0) when neither is on."""
+    online kNN monitor every ``eval.monitor_every`` epochs, the embedding saver at
+    ``viz.embed_epochs`` and the correlation saver at ``viz.corr_epochs`` (it needs
+    ``method``); (None, 0) when none is on."""
     knn = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
     saver = embedding_saver(cfg, data, device, run_dir) if cfg.viz.embed_epochs else None
-    if knn is None and saver is None:
+    corr = None
+    if cfg.viz.corr_epochs and method is not None:
+        corr = corr_saver(cfg, data, method, device, run_dir)
+    if knn is None and saver is None and corr is None:
         return None, 0
 
     def hook(backbone: nn.Module, epoch: int) -> dict[str, Any]:
         scores = {}
         if knn is not None and epoch % cfg.eval.monitor_every == 0:
             scores = knn(backbone, epoch)
-        if saver is not None:
-            saver(backbone, epoch)
+        for save in (saver, corr):
+            if save is not None:
+                save(backbone, epoch)
         return scores
 
-    return hook, 1 if saver is not None else cfg.eval.monitor_every
+    return hook, 1 if saver is not None or corr is not None else cfg.eval.monitor_every
 
 
 def pretrain(
@@ -293,7 +305,7 @@ def pretrain(
     barrier()
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)
-    monitor, every = epoch_hook(cfg, data, device, labels, run_dir)
+    monitor, every = epoch_hook(cfg, data, device, labels, run_dir, method)
     train_run(
         method,
         data.images,
