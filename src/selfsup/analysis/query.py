@@ -44,7 +44,7 @@ def resolve_query(text: str, meta: dict[str, Any], data: ImageArray) -> Query:
     path = Path(text).expanduser()
     if path.is_file():
         try:
-            image = torch.from_numpy(decode(path, data.image_size[0]))
+            image = torch.from_numpy(np.array(decode(path, data.image_size[0])))
         except Exception as e:  # PIL raises many kinds of errors for a file it cannot use
             raise DataError(f"cannot read the query image {path}: {e}") from e
         return Query(match_channels(image[None], data.channels)[0], None, path.stem)
