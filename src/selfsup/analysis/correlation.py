@@ -40,10 +40,12 @@ def pair_matrix(
     z_a: torch.Tensor, z_b: torch.Tensor, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(x, y, scale) with the matrix ``x^T y / scale`` (D, D) of ``kind`` for (N, D) batches:
-    the covariance of ``z_a`` (``z_b`` unused), or the cross-correlation of the two."""
+    the two views' mean covariance (their centred rows stacked, over 2 (N - 1)), or their
+    cross-correlation."""
     n = z_a.shape[0]
-    if kind == "covariance":  # of each view; the two are averaged by the caller
-        return z_a - z_a.mean(0), z_a - z_a.mean(0), float(n - 1)
+    if kind == "covariance":
+        x = torch.cat([z_a - z_a.mean(0), z_b - z_b.mean(0)])
+        return x, x, float(2 * (n - 1))
     return batch_standardise(z_a), batch_standardise(z_b), float(n)
 
 
@@ -61,11 +63,7 @@ def summarise(x: torch.Tensor, y: torch.Tensor, scale: float) -> dict[str, Any]:
 
 def corr_matrix(z_a: torch.Tensor, z_b: torch.Tensor, kind: str) -> dict[str, Any]:
     """:func:`summarise` of the cross-correlation of two views or their mean covariance."""
-    z_a, z_b = z_a.double(), z_b.double()
-    if kind != "covariance":
-        return summarise(*pair_matrix(z_a, z_b, kind))
-    a, b = summarise(*pair_matrix(z_a, z_a, kind)), summarise(*pair_matrix(z_b, z_b, kind))
-    return {key: (a[key] + b[key]) / 2 for key in a}
+    return summarise(*pair_matrix(z_a.double(), z_b.double(), kind))
 
 
 def corr_kind(method: nn.Module) -> str:
