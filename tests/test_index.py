@@ -149,3 +149,16 @@ def test_a_missing_or_stale_index_says_to_run_selfsup_index(run: Path, tmp_path:
     assert "is stale" in err and f"rerun: selfsup index {copy} --dataset synthetic" in err
     assert main(["index", str(copy)]) == 0
     assert main(["retrieve", str(copy), "--query", "0"]) == 0
+
+
+def test_image_folder_files_follow_the_images_past_a_bad_file(tmp_path: Path) -> None:
+    """The ids of an image folder are the files of the images kept, in order, also when a bad
+    file is left out, and a subset keeps its images' files."""
+    written = write_image_folder(tmp_path / "flat", classes=None, per_class=4, size=16)
+    (tmp_path / "flat" / "img001b.png").write_bytes(b"not an image")  # sorted among the good
+    data = load_dataset(f"imagefolder:{tmp_path / 'flat'}", root=tmp_path / "root", image_size=16)
+    assert data.files == [p.name for p in written["paths"]]
+    for image, rgb in zip(data.images, written["rgb"], strict=True):
+        assert np.array_equal(image.permute(1, 2, 0).numpy(), rgb)
+    assert data.subset(torch.tensor([3, 1])).files == ["img003.png", "img001.png"]
+    assert data.subset(slice(1, 3)).files == ["img001.png", "img002.png"]
