@@ -114,6 +114,7 @@ RUN_FILES = (
     "evals",
     "embeddings",
     "correlation",
+    "index",
     "plots",
     "export",
 )
