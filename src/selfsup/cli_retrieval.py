@@ -16,8 +16,6 @@ from selfsup.analysis.index import build_index, embed_split
 from selfsup.analysis.query import hit_lines, retrieve
 from selfsup.errors import SelfsupError
 
-SPLITS = ("train", "test")
-
 
 def _dataset_args(p: argparse.ArgumentParser, *, default_split: str = "train") -> None:
     p.add_argument(
@@ -26,7 +24,11 @@ def _dataset_args(p: argparse.ArgumentParser, *, default_split: str = "train") -
         help="a dataset name, e.g. cifar10 or imagefolder:PATH (default: the run's pretraining "
         "dataset)",
     )
-    p.add_argument("--split", choices=SPLITS, default=default_split, help="default: %(default)s")
+    p.add_argument(
+        "--split",
+        default=default_split,
+        help="train or test (STL-10 also unlabeled, train+unlabeled); default: %(default)s",
+    )
 
 
 def add_parsers(sub: Any, viz_sub: Any) -> None:

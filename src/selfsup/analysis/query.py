@@ -96,12 +96,13 @@ def retrieve(
 
 def hit_lines(res: Retrieved) -> list[str]:
     """The table ``selfsup retrieve`` prints: rank, id, class, cosine similarity."""
-    ids = res.meta["ids"]
-    width = max([len(str(ids[i])) for i, _ in res.hits] + [2])
-    lines = [f"{'rank':>4}  {'id':<{width}}  {'class':<14}  cosine"]
-    for rank, (item, sim) in enumerate(res.hits, 1):
-        label = class_name(res.meta, res.meta["labels"][item])
-        lines.append(f"{rank:>4}  {ids[item]!s:<{width}}  {label:<14}  {sim:+.4f}")
+    ids, labels = res.meta["ids"], res.meta["labels"]
+    rows = [(str(ids[i]), class_name(res.meta, labels[i]), sim) for i, sim in res.hits]
+    w_id = max([len(r[0]) for r in rows] + [2])
+    w_class = max([len(r[1]) for r in rows] + [5])
+    lines = [f"{'rank':>4}  {'id':<{w_id}}  {'class':<{w_class}}  cosine"]
+    for rank, (id_, label, sim) in enumerate(rows, 1):
+        lines.append(f"{rank:>4}  {id_:<{w_id}}  {label:<{w_class}}  {sim:+.4f}")
     return lines
 
 
