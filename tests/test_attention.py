@@ -9,7 +9,7 @@ import torch
 
 from selfsup.analysis.attention import cls_attention
 from selfsup.analysis.encoder import load_encoder
-from selfsup.backbones.vit import ViT
+from selfsup.backbones.vit import VIT_SIZES, ViT
 from selfsup.cli import main
 from tiny import TINY
 
@@ -55,7 +55,7 @@ def test_attention_maps_need_a_vit(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["viz", "attention", str(run)]) == 2
     err = capsys.readouterr().err
-    assert "attention maps need a ViT backbone (vit_tiny_p4, vit_small_p4)" in err
+    assert f"attention maps need a ViT backbone ({', '.join(VIT_SIZES)})" in err
     assert "small_resnet" in err and not (run / "plots" / "attention.png").exists()
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import yaml
 
+from selfsup import cli_faces
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
+from selfsup.cli_curves import add_viz_parser, viz_curves
 from selfsup.cli_retrieval import add_parsers as add_retrieval_parsers
 from selfsup.config import (
     EVAL_PRESETS,
@@ -140,7 +142,10 @@ def _parser() -> argparse.ArgumentParser:
         help="one t-SNE panel per epoch saved during training (viz.embed_epochs=[1,5,...])",
     )
     ts.add_argument("run_dir", type=Path)
+    add_viz_parser(vz_sub)
     add_retrieval_parsers(sub, vz_sub)  # index, retrieve, embed; viz attention, corr
+
+    cli_faces.add_parsers(sub)
 
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)
@@ -208,6 +213,8 @@ def _viz(args: argparse.Namespace) -> int:
     if args.viz == "tsne":
         print(f"t-SNE panels: {tsne_panels(args.run_dir)}")
         return 0
+    if args.viz == "curves":
+        return viz_curves(args)
     for name, value in (
         ("-k", args.k),
         ("--queries", args.queries),
@@ -326,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "viz":
             return _viz(args)
+        if args.command == "faces":
+            return cli_faces.run(args)
         return _eval(args)
     except SelfsupError as err:
         print(f"selfsup: error: {err}", file=sys.stderr)

@@ -296,6 +296,10 @@ class EvalConfig:
     compare_pixels: bool = True  # also kNN / linear on the flattened normalised pixels
     monitor_every: int = 0  # online kNN every N epochs during pretraining (0: off)
     monitor_limit: int = 2000  # images used by the online kNN monitor
+    # training images held out (seeded, class-stratified, never the test split) for per-epoch
+    # train / validation curves: supervised, joint and fine-tuning runs log train_loss,
+    # train_top1, val_loss, val_top1; SSL and joint runs val_ssl_loss (0: off, nothing held out)
+    val_images: int = 0
     batch_size: int = 512  # feature extraction batch
     seeds: list[int] | None = None  # evaluation seeds (subsets, training); None: [seed]
     min_steps: int = 300  # every trained evaluation gets at least this many optimizer steps
@@ -591,6 +595,10 @@ RANGES: dict[str, tuple[Range, str]] = {
     "eval.test_limit": (AT_LEAST_1, "test images to report on; null uses them all"),
     "eval.monitor_every": (NON_NEGATIVE, "epochs between online kNN checks; 0 turns it off"),
     "eval.monitor_limit": (Range(2), "images of the online kNN (a fifth queries the rest)"),
+    "eval.val_images": (
+        NON_NEGATIVE,
+        "training images held out for per-epoch validation curves; 0 turns them off",
+    ),
     "eval.batch_size": (AT_LEAST_1, "feature-extraction batch"),
     "eval.min_steps": (NON_NEGATIVE, "optimizer steps every trained evaluation gets at least"),
     "eval.linear_aug.epochs": (AT_LEAST_1, "epochs"),

@@ -46,6 +46,7 @@ from selfsup.rundir import (
     read_results,
 )
 from selfsup.train.checkpoint import load_checkpoint
+from selfsup.train.heldout import carve_validation_split, heldout_monitor
 from selfsup.train.loop import check_compatible, fit, resolve_device
 
 PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
@@ -246,18 +247,24 @@ def epoch_hook(
     device: torch.device,
     labels,
     run_dir: Path,
+    *,
     method: Method | None = None,
+    val: ImageArray | None = None,
 ) -> tuple[Any, int]:
     """(hook, every): what the loop runs on the backbone after every ``every``-th epoch: the
     online kNN monitor every ``eval.monitor_every`` epochs, the embedding saver at
-    ``viz.embed_epochs`` and the correlation saver at ``viz.corr_epochs`` (it needs
-    ``method``); (None, 0) when none is on."""
+    ``viz.embed_epochs``, ``method``'s correlation saver at ``viz.corr_epochs`` and, with
+    held-out images ``val``, ``method``'s per-epoch held-out curves
+    (:mod:`selfsup.train.heldout`); (None, 0) when none is on."""
     knn = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
     saver = embedding_saver(cfg, data, device, run_dir) if cfg.viz.embed_epochs else None
+    curves = None
+    if val is not None and method is not None:
+        curves = heldout_monitor(cfg, method, data, labels, val, device)
     corr = None
     if cfg.viz.corr_epochs and method is not None:
         corr = corr_saver(cfg, data, method, device, run_dir)
-    if knn is None and saver is None and corr is None:
+    if knn is None and saver is None and curves is None and corr is None:
         return None, 0
 
     def hook(backbone: nn.Module, epoch: int) -> dict[str, Any]:
@@ -267,9 +274,12 @@ def epoch_hook(
         for save in (saver, corr):
             if save is not None:
                 save(backbone, epoch)
+        if curves is not None:
+            scores = {**scores, **curves()}
         return scores
 
-    return hook, 1 if saver is not None or corr is not None else cfg.eval.monitor_every
+    every_epoch = saver is not None or curves is not None or corr is not None
+    return hook, 1 if every_epoch else cfg.eval.monitor_every
 
 
 def pretrain(
@@ -290,6 +300,7 @@ def pretrain(
         saved_dict = yaml.safe_load(saved.read_text())
         check_compatible({"config": saved_dict}, config_to_dict(cfg), saved)
     data = load_pretrain_data(cfg)
+    data, val = carve_validation_split(data, cfg.eval.val_images, cfg.seed)  # eval.val_images
     cfg = resolve(cfg, data)
     data, labels = training_labels(cfg, data)
     main = rank() == 0
@@ -306,7 +317,7 @@ def pretrain(
     barrier()
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)
-    monitor, every = epoch_hook(cfg, data, device, labels, run_dir, method)
+    monitor, every = epoch_hook(cfg, data, device, labels, run_dir, method=method, val=val)
     train_run(
         method,
         data.images,
