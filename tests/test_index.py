@@ -17,6 +17,8 @@ from selfsup.analysis import feature_file
 from selfsup.analysis.retrieval import exact_neighbours
 from selfsup.cli import main
 from selfsup.data.sources import load_dataset
+from selfsup.evaluate.features import extract_features
+from selfsup.rundir import load_run
 from selfsup.train.checkpoint import load_checkpoint
 from tiny import TINY
 
@@ -162,3 +164,28 @@ def test_image_folder_files_follow_the_images_past_a_bad_file(tmp_path: Path) ->
         assert np.array_equal(image.permute(1, 2, 0).numpy(), rgb)
     assert data.subset(torch.tensor([3, 1])).files == ["img003.png", "img001.png"]
     assert data.subset(slice(1, 3)).files == ["img001.png", "img002.png"]
+
+
+def test_a_dino_run_is_indexed_with_its_teacher(tmp_path: Path) -> None:
+    """The evaluation backbone: DINO's EMA teacher, not the student (eval.backbone=auto)."""
+    run = tmp_path / "dino"
+    quick = [a for a in TINY if not a.startswith("method.projector")] + [
+        "method.name=dino", "method.out_dim=64", "method.hidden_dim=32",
+        "method.bottleneck_dim=16", "method.local_crops=2", "train.epochs=1",
+        "data.limit=64", "eval.protocols=[knn]", "eval.knn.k=[5]",
+        "eval.compare_random=false", "eval.compare_pixels=false", "eval.monitor_every=0",
+    ]  # fmt: skip
+    assert main(["pretrain", "--out", str(run), *quick]) == 0
+    assert main(["index", str(run), "--split", "test"]) == 0
+    meta = json.loads((run / "index" / "synthetic-test.json").read_text())
+    assert meta["backbone"] == "teacher"
+    feats, _ = embedded(run, tmp_path, "--split", "test")
+    cfg, method = load_run(run)
+    images = load_dataset("synthetic", "test", image_size=16).images[:8]
+    kw = dict(
+        size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, precision=cfg.train.precision
+    )
+    teacher = extract_features(method.teacher[0], images, **kw)
+    student = extract_features(method.backbone, images, **kw)
+    assert torch.allclose(feats[:8], teacher, atol=1e-5)
+    assert not torch.allclose(feats[:8], student, atol=1e-3)
