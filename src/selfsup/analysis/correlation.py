@@ -15,6 +15,7 @@ diagonal and the root-mean-square off-diagonal entry of the whole matrix.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,17 @@ def embedder(method: nn.Module) -> tuple[str, nn.Module]:
     return "backbone", inner.backbone
 
 
-def corr_saver(cfg: Config, data: ImageArray, method: nn.Module, device: Any, run_dir: Path):
+def corr_saver(
+    cfg: Config, data: ImageArray, method: nn.Module, device: torch.device | str, run_dir: Path
+) -> Callable[[nn.Module, int], None]:
     """After each epoch of ``viz.corr_epochs``: the matrix of :func:`corr_kind` of a fixed
     sample of ``viz.corr_limit`` training images' first two views (one view drawn twice for a
     one-view method) into ``RUN_DIR/correlation/epoch-NNNN.json``."""
+    device = torch.device(device)
     sample = seeded_subset(data, cfg.viz.corr_limit, cfg.seed + 4).images
     specs = (list(method.view_specs) * 2)[:2]
     kind, (source, net) = corr_kind(method), embedder(method)
-    autocast = autocast_for(torch.device(device), use_bf16(cfg.train.precision, device))
+    autocast = autocast_for(device, use_bf16(cfg.train.precision, device))
 
     @torch.no_grad()
     def save(_backbone: nn.Module, epoch: int) -> None:
