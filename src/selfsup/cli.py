@@ -22,6 +22,7 @@ from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
 from selfsup.cli_curves import add_viz_parser, viz_curves
+from selfsup.cli_retrieval import add_parsers as add_retrieval_parsers
 from selfsup.config import (
     EVAL_PRESETS,
     Config,
@@ -150,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ts.add_argument("run_dir", type=Path)
     add_viz_parser(vz_sub)
+    add_retrieval_parsers(sub, vz_sub)  # index, retrieve, embed; viz attention, corr
 
     cli_faces.add_parsers(sub)
 
@@ -330,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
+        if getattr(args, "handler", None) is not None:  # subcommands of the cli_* modules
+            return args.handler(args)
         if args.command in ("pretrain", "supervised", "joint"):
             init_from_env()  # under torchrun: join the process group (DDP)
             return _pretrain(args)

@@ -332,12 +332,16 @@ class EvalConfig:
 
 @dataclass
 class VizConfig:
-    """Pictures of the representation during training (``selfsup viz tsne RUN``)."""
+    """Pictures of the representation during training (``selfsup viz tsne / corr RUN``)."""
 
     # epochs after which the backbone features of a fixed, class-balanced sample of labelled
     # training images are saved (RUN_DIR/embeddings/), the same images every time
     embed_epochs: list[int] = field(default_factory=list)
     embed_limit: int = 1000  # images in that sample
+    # epochs after which the projector's cross-correlation (VICReg: covariance) matrix of two
+    # views of a fixed sample of training images is saved (RUN_DIR/correlation/)
+    corr_epochs: list[int] = field(default_factory=list)
+    corr_limit: int = 256  # images in that sample
 
 
 @dataclass
@@ -603,6 +607,8 @@ RANGES: dict[str, tuple[Range, str]] = {
     "eval.linear.max_iter": (AT_LEAST_1, "probe L-BFGS iterations"),
     "viz.embed_epochs": (AT_LEAST_1, "epochs after which to save embeddings"),
     "viz.embed_limit": (AT_LEAST_1, "images whose embeddings are saved"),
+    "viz.corr_epochs": (AT_LEAST_1, "epochs after which to save the correlation matrix"),
+    "viz.corr_limit": (Range(2), "images of the correlation matrix (at least 2)"),
     "eval.val_fraction": (Range(0, 1, True, True), "the share of training images held out"),
     "eval.train_limit": (AT_LEAST_1, "training images to evaluate with; null uses them all"),
     "eval.test_limit": (AT_LEAST_1, "test images to report on; null uses them all"),

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from selfsup.analysis.collapse import collapse_stats, collapse_warning
+from selfsup.analysis.correlation import corr_saver
 from selfsup.analysis.plots import save_run_plots
 from selfsup.atomic import remove_temporaries, write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
@@ -116,6 +117,8 @@ RUN_FILES = (
     "checkpoints",
     "evals",
     "embeddings",
+    "correlation",
+    "index",
     "plots",
     "export",
 )
@@ -253,27 +256,33 @@ def epoch_hook(
 ) -> tuple[Any, int]:
     """(hook, every): what the loop runs on the backbone after every ``every``-th epoch: the
     online kNN monitor every ``eval.monitor_every`` epochs, the embedding saver at
-    ``viz.embed_epochs`` and, with held-out images ``val``, ``method``'s per-epoch held-out
-    curves (:mod:`selfsup.train.heldout`); (None, 0) when none is on."""
+    ``viz.embed_epochs``, ``method``'s correlation saver at ``viz.corr_epochs`` and, with
+    held-out images ``val``, ``method``'s per-epoch held-out curves
+    (:mod:`selfsup.train.heldout`); (None, 0) when none is on."""
     knn = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
     saver = embedding_saver(cfg, data, device, run_dir) if cfg.viz.embed_epochs else None
     curves = None
     if val is not None and method is not None:
         curves = heldout_monitor(cfg, method, data, labels, val, device)
-    if knn is None and saver is None and curves is None:
+    corr = None
+    if cfg.viz.corr_epochs and method is not None:
+        corr = corr_saver(cfg, data, method, device, run_dir)
+    if knn is None and saver is None and curves is None and corr is None:
         return None, 0
 
     def hook(backbone: nn.Module, epoch: int) -> dict[str, Any]:
         scores = {}
         if knn is not None and epoch % cfg.eval.monitor_every == 0:
             scores = knn(backbone, epoch)
-        if saver is not None:
-            saver(backbone, epoch)
+        for save in (saver, corr):
+            if save is not None:
+                save(backbone, epoch)
         if curves is not None:
             scores = {**scores, **curves()}
         return scores
 
-    return hook, 1 if saver is not None or curves is not None else cfg.eval.monitor_every
+    every_epoch = saver is not None or curves is not None or corr is not None
+    return hook, 1 if every_epoch else cfg.eval.monitor_every
 
 
 def pretrain(
