@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup test demo lint format bench-views fashion-mnist clean
+.PHONY: setup test demo lint format bench-views fashion-mnist chromium clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed chromium
 
 test: setup
 	$(PY) -m pytest
@@ -35,6 +35,16 @@ fashion-mnist:
 		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || \
 		echo "apt could not install dataset-fashion-mnist; torchvision will download it"; \
+	fi
+
+# tests/test_report.py opens the HTML report in headless Chromium (Debian's chromium package,
+# driven by playwright; nothing is downloaded). Installed here when missing, with apt and root;
+# elsewhere install it yourself, point SELFSUP_CHROMIUM at one, or set SELFSUP_NO_BROWSER=1.
+chromium:
+	@if [ -z "$$SELFSUP_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q chromium >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || \
+		echo "apt could not install chromium; the browser tests will fail (SELFSUP_NO_BROWSER=1 skips them)"; \
 	fi
 
 demo: setup fashion-mnist

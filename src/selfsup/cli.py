@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from selfsup import cli_faces
+from selfsup import cli_faces, cli_report
 from selfsup.analysis.compute import COMPUTE_AXES, plot_accuracy_vs_compute
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
@@ -154,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     add_retrieval_parsers(sub, vz_sub)  # index, retrieve, embed; viz attention, corr
 
     cli_faces.add_parsers(sub)
+
+    cli_report.add_parsers(sub)
 
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)

@@ -6,7 +6,8 @@ Features are compared by cosine similarity. Search is exact (one matrix product)
 query are the nearest neighbours of its negation. :func:`recall_at_k` says how many of the
 exact neighbours ANNOY found, :func:`precision_at_k` the share of neighbours with the query's
 class. :func:`retrieval_study` puts the pretrained backbone, its random-init twin and the raw
-pixels side by side and draws the grid (``selfsup viz retrieval RUN_DIR``).
+pixels side by side, draws the grid and saves the numbers beside it (``plots/retrieval.json``,
+for the report; ``selfsup viz retrieval RUN_DIR``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.analysis.plots import pyplot, save_figure
+from selfsup.atomic import write_json_atomic
 from selfsup.backbones import build_backbone
 from selfsup.backbones.pixels import Pixels
 from selfsup.data.array import ImageArray, channel_stats, seeded_subset
@@ -100,7 +102,8 @@ def retrieval_study(
     """Retrieve from ``bank_limit`` training images for ``query_limit`` test images with the
     run's backbone, its random-init twin and the raw pixels; precision@k of each, ANNOY's
     recall@k against exact search, and ``RUN_DIR/plots/retrieval.png``: ``n_queries`` rows of
-    query | the k most similar | the k least similar images (pretrained features)."""
+    query | the k most similar | the k least similar images (pretrained features), with these
+    numbers in ``plots/retrieval.json``."""
     cfg, method = load_run(run_dir)
     d = cfg.data
     train, test = load_eval_splits(
@@ -138,6 +141,10 @@ def retrieval_study(
         far = exact_neighbours(fb, fq[shown], k, dissimilar=True)
     grid = Path(run_dir) / "plots" / "retrieval.png"
     draw_grid(queries.subset(shown), bank, near, far, grid, title=_title(precision, k))
+    search = "exact" if recall is None else "annoy"
+    numbers = {"k": k, "precision": precision, "recall": recall, "bank": len(bank),
+               "queries": len(queries), "search": search}  # fmt: skip
+    write_json_atomic(grid.with_suffix(".json"), numbers)  # the figures of the run's report
     return RetrievalResult(precision, recall, k, grid, shown.tolist())
 
 

@@ -246,14 +246,24 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def init_table(records: list[dict[str, Any]]) -> str:
-    """Rows: measurement x dataset; columns: top-1 / macro-F1 (percent) for each init
-    (pretrained, random, ...), as mean ± std over seeds when the records repeat over seeds."""
+def init_rows(
+    records: list[dict[str, Any]],
+) -> tuple[list[str], dict[str, dict[str, dict[str, Any]]]]:
+    """The inits of ``records`` in column order (pretrained, random, pixels, others) and the
+    seed aggregates by row label (measurement x dataset) and init: the cells of ``init_table``
+    and of the HTML report."""
     aggs = aggregate(records)
     inits = sorted(dict.fromkeys(a["init"] for a in aggs), key=lambda i: _rank(i, INIT_ORDER))
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     for label, a in zip(_row_labels(aggs), aggs, strict=True):
         rows.setdefault(label, {})[a["init"]] = a
+    return inits, rows
+
+
+def init_table(records: list[dict[str, Any]]) -> str:
+    """Rows: measurement x dataset; columns: top-1 / macro-F1 (percent) for each init
+    (pretrained, random, ...), as mean ± std over seeds when the records repeat over seeds."""
+    inits, rows = init_rows(records)
     lines = [["evaluation"] + [f"{i} top-1 / F1" for i in inits]]
     for label, by_init in rows.items():
         cells = [label]

@@ -1,0 +1,151 @@
+"""`selfsup report`: the self-contained HTML page of a run, checked in headless Chromium.
+
+The browser tests need playwright and Chromium (`make setup` installs both where apt and root
+are available). Without Chromium they FAIL, naming the fix; set SELFSUP_NO_BROWSER=1 to skip
+them knowingly on a machine that cannot have a browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selfsup.analysis.browser import check_page, chromium_path, save_screenshot
+from selfsup.analysis.report import discover_figures
+from selfsup.cli import main
+from selfsup.errors import SelfsupError
+from tiny import TINY
+
+RUN = [*TINY, "eval.protocols=[knn]", "eval.knn.k=[5]", "eval.monitor_every=1",
+       "viz.embed_epochs=[1,2]", "viz.embed_limit=60"]  # fmt: skip
+IMG_SRC = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"')
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A tiny finished run (kNN with both baselines, monitors each epoch, embeddings after
+    epochs 1 and 2) with its t-SNE and retrieval figures, and one figure no caption table
+    knows, whose name needs escaping."""
+    out = tmp_path_factory.mktemp("report") / "run"
+    assert main(["pretrain", "--out", str(out), *RUN]) == 0
+    assert main(["viz", "tsne", str(out)]) == 0
+    assert main(["viz", "retrieval", str(out), "-k", "4", "--queries", "3"]) == 0
+    shutil.copy(out / "plots" / "tsne.png", out / "plots" / "zz<new>&.png")
+    return out
+
+
+def require_browser() -> None:
+    """Fail (not skip) with the fix when Chromium is missing, unless SELFSUP_NO_BROWSER=1."""
+    if os.environ.get("SELFSUP_NO_BROWSER") == "1":
+        pytest.skip("SELFSUP_NO_BROWSER=1: browser checks skipped on request")
+    try:
+        chromium_path()
+    except SelfsupError as err:
+        pytest.fail(f"{err} (or set SELFSUP_NO_BROWSER=1 to skip the browser tests)")
+
+
+def test_report_holds_every_section_table_and_figure(run_dir: Path, capsys) -> None:
+    assert main(["report", str(run_dir)]) == 0
+    text = (run_dir / "report.html").read_text()
+    assert text.index('id="index"') < text.index('id="run"')
+    for section in ("run", "results", "retrieval", "collapse-monitors", "figures", "config"):
+        assert f'<h2 id="{section}">' in text and f'href="#{section}"' in text
+    # the kNN table: pretrained next to both baselines, numbers from results.json
+    results = json.loads((run_dir / "results.json").read_text())
+    top1 = {r["init"]: r["top1"] for r in results["evals"]}
+    assert set(top1) == {"pretrained", "random", "pixels"}
+    for name in ("pretrained top-1", "random init top-1", "raw pixels top-1"):
+        assert f"<th>{name}</th>" in text
+    for value in top1.values():
+        assert f"{100 * value:.1f}%" in text
+    # retrieval: precision@k of the three features and ANNOY's recall, from retrieval.json
+    saved = json.loads((run_dir / "plots" / "retrieval.json").read_text())
+    assert saved["k"] == 4 and set(saved["precision"]) == {"pretrained", "random init",
+                                                           "raw pixels"}  # fmt: skip
+    assert f"<td>ANNOY (pretrained features)</td><td>{100 * saved['recall']:.1f}%</td>" in text
+    for name, p in saved["precision"].items():
+        assert f"<td>{name}</td><td>{100 * p:.1f}%</td>" in text
+    # one monitor row per epoch
+    assert re.search(r"<tr><td>1</td><td>[0-9.]+</td>", text)
+    assert re.search(r"<tr><td>2</td><td>[0-9.]+</td>", text)
+    # every PNG embedded, known ones first; the unknown one captioned by its escaped name
+    pngs = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+    embedded = IMG_SRC.findall(text)
+    names = [html.unescape(alt) for _, alt in embedded]
+    assert sorted(names) == pngs
+    assert names[:3] == ["curves.png", "tsne.png", "retrieval.png"]
+    assert names[-1] == "zz<new>&.png"
+    assert "zz&lt;new&gt;&amp;.png" in text and "zz<new>" not in text
+    assert sum(n.startswith("confusion-") for n in names) == 3
+    for data, alt in embedded:
+        assert base64.b64decode(data) == (run_dir / "plots" / html.unescape(alt)).read_bytes()
+    # self-contained: nothing is fetched from anywhere
+    assert not re.search(r'(src|href)="(?!data:|#)', text)
+    assert "<script" not in text and "<link" not in text
+    assert (run_dir / "config.yaml").read_text().splitlines()[0] in text
+
+
+def test_known_figures_come_first_and_unknown_ones_by_name(tmp_path: Path) -> None:
+    plots = tmp_path / "plots"
+    (plots / "faces").mkdir(parents=True)
+    for name in ("b.png", "confusion-x.png", "corr.png", "a.png", "curves.png", "faces/g.png"):
+        (plots / name).write_bytes(b"")
+    got = [(p.relative_to(plots).as_posix(), c) for p, c in discover_figures(plots)]
+    assert [n for n, _ in got] == [
+        "curves.png",
+        "corr.png",
+        "confusion-x.png",
+        "a.png",
+        "b.png",
+        "faces/g.png",
+    ]
+    assert got[3] == ("a.png", "a.png")
+    assert got[2][1] == "Confusion matrix: confusion-x.png"
+
+
+def test_report_of_a_folder_without_a_run_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no run (no config.yaml)" in capsys.readouterr().err
+
+
+def test_report_renders_in_chromium_and_a_corrupt_image_is_caught(run_dir: Path, capsys) -> None:
+    require_browser()
+    shot = run_dir / "shot.png"
+    assert main(["report", str(run_dir), "--screenshot", str(shot)]) == 0
+    assert "browser check: 7 images decoded" in capsys.readouterr().out
+    png = shot.read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) < 1_000_000
+    # the same page with one image's base64 payload damaged: the check must fail on it
+    text = (run_dir / "report.html").read_text()
+    data, alt = IMG_SRC.findall(text)[1]
+    broken = run_dir / "broken.html"
+    broken.write_text(text.replace(data, "AAAA" + data[40:], 1))
+    check = check_page(broken)
+    assert not check.ok and check.images == 7
+    assert check.broken_images == [html.unescape(alt)]
+
+
+def test_a_screenshot_over_the_limit_is_stored_with_a_palette(tmp_path: Path) -> None:
+    gradient = np.linspace(0, 255, 300 * 200 * 3).reshape(300, 200, 3).astype(np.uint8)
+    noisy = gradient ^ np.random.default_rng(0).integers(0, 4, gradient.shape, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noisy).save(buf, format="PNG")
+    raw = buf.getvalue()
+    small = save_screenshot(raw, tmp_path / "a.png", max_bytes=len(raw) - 1)
+    with Image.open(small) as image:
+        assert image.mode == "P" and image.size == (200, 300)
+        back = np.asarray(image.convert("RGB")).astype(int)
+    assert small.stat().st_size < len(raw)
+    assert np.abs(back - noisy).mean() < 8  # the same picture, in 256 colours
+    kept = save_screenshot(raw, tmp_path / "b.png", max_bytes=len(raw))
+    assert kept.read_bytes() == raw
