@@ -23,6 +23,7 @@ from selfsup.atomic import write_text_atomic
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import (
     BASELINE_NAMES,
+    INIT_ORDER,
     PROTOCOL_ORDER,
     baseline_verdict,
     format_cell,
@@ -46,6 +47,8 @@ KNOWN_FIGURES: tuple[tuple[str, str], ...] = (
     ("faces*.png", "Face grid"),
     ("confusion-*.png", "Confusion matrix"),
 )  # fmt: skip
+
+SMALL_FIGURES = ("confusion-*.png",)  # shown three to a row
 
 PROTOCOL_TITLES = {
     "knn": "kNN",
@@ -72,10 +75,11 @@ table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
 th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: #f2f2f2; }
-td.worse { color: #b00020; } td.better { color: #0a7a2f; }
+.worse { color: #b00020; } .better { color: #0a7a2f; }
 small, .note { color: #555; }
 figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #333; font-size: 0.92em; }
+figure.small { display: inline-block; width: 32%; margin: 0.5em 0.5%; vertical-align: top; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 table.facts td { text-align: left; }
 """
@@ -207,13 +211,23 @@ def discover_figures(plots: Path) -> list[tuple[Path, str]]:
     found = sorted(plots.rglob("*.png")) if plots.is_dir() else []
     out: list[tuple[Path, str]] = []
     for pattern, caption in KNOWN_FIGURES:
-        for path in found:
+        for path in sorted(found, key=_init_last):
             if fnmatch.fnmatch(path.name, pattern) and all(path != p for p, _ in out):
                 detail = path.relative_to(plots).as_posix()
                 out.append((path, caption if "*" not in pattern else f"{caption}: {detail}"))
     seen = {p for p, _ in out}
     out += [(p, p.relative_to(plots).as_posix()) for p in found if p not in seen]
     return out
+
+
+def _init_last(path: Path) -> tuple[str, int]:
+    """Sort key that puts the figures of one measurement together, pretrained, random init,
+    raw pixels in turn: ``confusion-knn-ds-pretrained-k20-s0.png`` as ("confusion-knn-ds--k20
+    -s0.png", 0)."""
+    for rank, init in enumerate(INIT_ORDER):
+        if f"-{init}-" in path.name:
+            return str(path.with_name(path.name.replace(f"-{init}-", "--"))), rank
+    return str(path), -1
 
 
 def data_uri(path: Path) -> str:
@@ -226,8 +240,10 @@ def figures_section(figures: Sequence[tuple[Path, str]], plots: Path) -> str:
     parts = []
     for path, caption in figures:
         name = path.relative_to(plots).as_posix()
+        small = any(fnmatch.fnmatch(path.name, p) for p in SMALL_FIGURES)
+        cls = ' class="small"' if small else ""
         parts.append(
-            f'<figure id="fig-{slug(name)}"><img src="{data_uri(path)}" alt="{esc(name)}">'
+            f'<figure id="fig-{slug(name)}"{cls}><img src="{data_uri(path)}" alt="{esc(name)}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
     return "".join(parts)
