@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import io
 import json
 import os
@@ -21,7 +22,7 @@ import pytest
 from PIL import Image
 
 from selfsup.analysis.browser import check_page, chromium_path, save_screenshot
-from selfsup.analysis.report import discover_figures
+from selfsup.analysis.report import discover_figures, write_report
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 from tiny import TINY
@@ -45,9 +46,12 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def require_browser() -> None:
-    """Fail (not skip) with the fix when Chromium is missing, unless SELFSUP_NO_BROWSER=1."""
+    """Fail (not skip) with the fix when playwright or Chromium is missing, unless
+    SELFSUP_NO_BROWSER=1."""
     if os.environ.get("SELFSUP_NO_BROWSER") == "1":
         pytest.skip("SELFSUP_NO_BROWSER=1: browser checks skipped on request")
+    if importlib.util.find_spec("playwright") is None:
+        pytest.fail("playwright is not installed: pip install -e '.[dev]' (or make setup)")
     try:
         chromium_path()
     except SelfsupError as err:
@@ -92,7 +96,18 @@ def test_report_holds_every_section_table_and_figure(run_dir: Path, capsys) -> N
     # self-contained: nothing is fetched from anywhere
     assert not re.search(r'(src|href)="(?!data:|#)', text)
     assert "<script" not in text and "<link" not in text
-    assert (run_dir / "config.yaml").read_text().splitlines()[0] in text
+    assert f"<pre>{html.escape((run_dir / 'config.yaml').read_text())}</pre>" in text
+
+
+def test_a_run_not_yet_evaluated_gets_a_report_that_says_what_is_missing(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    shutil.copy(run_dir / "config.yaml", tmp_path / "config.yaml")
+    text = (write_report(tmp_path)).read_text()
+    assert "No results.json: the run has not been evaluated yet." in text
+    assert "run <code>selfsup viz retrieval</code>" in text
+    assert "train with eval.monitor_every=1" in text
+    assert "No figures under plots/." in text and "<img" not in text
 
 
 def test_known_figures_come_first_and_unknown_ones_by_name(tmp_path: Path) -> None:
@@ -125,14 +140,17 @@ def test_report_renders_in_chromium_and_a_corrupt_image_is_caught(run_dir: Path,
     assert "browser check: 7 images decoded" in capsys.readouterr().out
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) < 1_000_000
-    # the same page with one image's base64 payload damaged: the check must fail on it
+    # the same page with one image's base64 payload damaged and a script that logs an error and
+    # throws: the check must report all three
     text = (run_dir / "report.html").read_text()
     data, alt = IMG_SRC.findall(text)[1]
     broken = run_dir / "broken.html"
-    broken.write_text(text.replace(data, "AAAA" + data[40:], 1))
+    script = '<script>console.error("boom"); throw new Error("bang");</script></body>'
+    broken.write_text(text.replace(data, "AAAA" + data[40:], 1).replace("</body>", script))
     check = check_page(broken)
     assert not check.ok and check.images == 7
     assert check.broken_images == [html.unescape(alt)]
+    assert check.console_errors == ["boom"] and "bang" in check.page_errors[0]
 
 
 def test_a_screenshot_over_the_limit_is_stored_with_a_palette(tmp_path: Path) -> None:
