@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from selfsup.analysis.browser import check_page, chromium_path, save_screenshot
-from selfsup.analysis.report import discover_figures, write_report
+from selfsup.analysis.report import discover_figures, results_section, write_report
 from selfsup.cli import main
 from selfsup.errors import SelfsupError
 from tiny import TINY
@@ -167,3 +167,29 @@ def test_a_screenshot_over_the_limit_is_stored_with_a_palette(tmp_path: Path) ->
     assert np.abs(back - noisy).mean() < 8  # the same picture, in 256 colours
     kept = save_screenshot(raw, tmp_path / "b.png", max_bytes=len(raw))
     assert kept.read_bytes() == raw
+
+
+def test_results_tables_show_seed_spread_and_the_margin_over_the_best_baseline() -> None:
+    def rec(protocol: str, init: str, seed: int, top1: float, **kw) -> dict:
+        return {"protocol": protocol, "dataset": "ds<1>", "init": init, "seed": seed,
+                "top1": top1, "f1_macro": top1 - 0.01, **kw}  # fmt: skip
+
+    evals = [
+        rec("finetune", "pretrained", 0, 0.60, fraction=0.01),
+        rec("finetune", "pretrained", 1, 0.62, fraction=0.01),
+        rec("finetune", "random", 0, 0.40, fraction=0.01),
+        rec("finetune", "random", 1, 0.44, fraction=0.01),
+        rec("knn", "pretrained", 0, 0.70, k=20),
+        rec("knn", "pixels", 0, 0.75, k=20),
+        rec("pseudo-label", "pretrained", 0, 0.66, fraction=0.1, ratio=0.4),
+    ]
+    text = results_section({"evals": evals})
+    assert [m for m in re.findall(r"<h3>([^<]+)</h3>", text)] == [
+        "kNN", "Fine-tuning", "Semi-supervised (pseudo-labels)"
+    ]  # fmt: skip
+    assert "<td>finetune 1% on ds&lt;1&gt;</td><td>2</td><td>61.0 ± 1.4% " in text
+    assert "<td>42.0 ± 2.8% " in text  # the random-init twin of the same fine-tuning
+    assert '<span class="better">+19.0</span>' in text  # 61.0 - 42.0
+    assert '<span class="worse">-5.0</span>' in text  # kNN: raw pixels are ahead
+    assert "does NOT beat raw pixels" in text
+    assert "pretrained − best baseline" not in text.split("Semi-supervised")[1]  # no baseline

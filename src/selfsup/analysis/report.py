@@ -112,9 +112,9 @@ def results_section(results: dict[str, Any] | None) -> str:
         return '<p class="note">No results.json: the run has not been evaluated yet.</p>'
     records = results["evals"]
     parts = []
+    known = {p: i for i, p in enumerate(PROTOCOL_ORDER)}
     protocols = dict.fromkeys(r["protocol"] for r in records)
-    for protocol in sorted(protocols, key=lambda p: PROTOCOL_ORDER.index(p)
-                           if p in PROTOCOL_ORDER else len(PROTOCOL_ORDER)):  # fmt: skip
+    for protocol in sorted(protocols, key=lambda p: known.get(p, len(known))):
         inits, rows = init_rows([r for r in records if r["protocol"] == protocol])
         baselines = [i for i in BASELINE_NAMES if i in inits]
         header = ["evaluation", "seeds", *(f"{INIT_NAMES.get(i, i)} top-1" for i in inits)]
@@ -126,7 +126,7 @@ def results_section(results: dict[str, Any] | None) -> str:
             cells = [esc(label), str(n)]
             for i in inits:
                 a = by_init.get(i)
-                if a is None:
+                if a is None or a["top1"] is None:
                     cells.append("-")
                     continue
                 top1 = format_cell(a["top1"], a["top1_std"], a["n"])
