@@ -108,24 +108,26 @@ def test_a_run_not_yet_evaluated_gets_a_report_that_says_what_is_missing(
     assert "run <code>selfsup viz retrieval</code>" in text
     assert "train with eval.monitor_every=1" in text
     assert "No figures under plots/." in text and "<img" not in text
+    (tmp_path / "results.json").write_text(json.dumps({"verification": {"acc": 0.75}}))
+    text = (write_report(tmp_path)).read_text()  # results without evaluation records: shown
+    assert "results.json (no evaluation records):" in text and "&quot;acc&quot;: 0.75" in text
 
 
 def test_known_figures_come_first_and_unknown_ones_by_name(tmp_path: Path) -> None:
     plots = tmp_path / "plots"
     (plots / "faces").mkdir(parents=True)
-    for name in ("b.png", "confusion-x.png", "corr.png", "a.png", "curves.png", "faces/g.png"):
+    names = ("b.png", "confusion-x.png", "corr.png", "a.png", "curves.png", "faces/g.png",
+             "faces-pretrained.png", "train_val.png", "notes.txt")  # fmt: skip
+    for name in names:
         (plots / name).write_bytes(b"")
     got = [(p.relative_to(plots).as_posix(), c) for p, c in discover_figures(plots)]
     assert [n for n, _ in got] == [
-        "curves.png",
-        "corr.png",
-        "confusion-x.png",
-        "a.png",
-        "b.png",
-        "faces/g.png",
-    ]
-    assert got[3] == ("a.png", "a.png")
-    assert got[2][1] == "Confusion matrix: confusion-x.png"
+        "curves.png", "train_val.png", "corr.png", "faces-pretrained.png", "confusion-x.png",
+        "a.png", "b.png", "faces/g.png",
+    ]  # fmt: skip
+    assert got[5] == ("a.png", "a.png")
+    assert got[4][1] == "Confusion matrix: confusion-x.png"
+    assert got[3][1].endswith(": faces-pretrained.png")
 
 
 def test_report_of_a_folder_without_a_run_is_a_clear_error(tmp_path: Path, capsys) -> None:

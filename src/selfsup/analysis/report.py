@@ -37,14 +37,19 @@ REPORT_NAME = "report.html"
 KNOWN_FIGURES: tuple[tuple[str, str], ...] = (
     ("curves.png", "Training curves: the loss, its parts and the learning rate per step; the "
      "online kNN and collapse monitors per epoch"),
-    ("train_val.png", "Training and validation curves"),
+    ("train_val.png", "Train against validation per epoch: cross-entropy and top-1 on a fixed "
+     "training sample and on held-out training images"),
+    ("compare_curves.png", "Curves of several runs side by side"),
     ("tsne.png", "t-SNE of the backbone features of the same training images after each "
      "saved epoch, coloured by class"),
     ("retrieval.png", "Retrieval: per test query, its most similar (left) and least similar "
      "(right) training images by the pretrained features; green names match the query's class"),
-    ("attention*.png", "Attention maps"),
-    ("corr*.png", "Feature correlation"),
-    ("faces*.png", "Face grid"),
+    ("retrieve-*.png", "A query of the run's saved index (selfsup retrieve)"),
+    ("attention*.png", "Attention of the CLS token over the patches in the last block, per "
+     "head and their mean"),
+    ("corr*.png", "The matrix the method acts on (VICReg: covariance; others: Barlow Twins "
+     "cross-correlation of two views) over the saved epochs"),
+    ("faces*.png", "Faces: the most and least similar training faces of test queries"),
     ("confusion-*.png", "Confusion matrix"),
 )  # fmt: skip
 
@@ -108,8 +113,11 @@ def _percent(value: Any) -> str:
 def results_section(results: dict[str, Any] | None) -> str:
     """One table per protocol: rows = measurement, columns = top-1 (macro-F1) of each init,
     and the pretrained top-1 minus the best baseline in points."""
-    if not results or not results.get("evals"):
+    if not results:
         return '<p class="note">No results.json: the run has not been evaluated yet.</p>'
+    if not results.get("evals"):  # not a table of evaluation records (a face study's results)
+        text = json.dumps(results, indent=2, default=str)
+        return f"<p>results.json (no evaluation records):</p><pre>{esc(text)}</pre>"
     records = results["evals"]
     parts = []
     known = {p: i for i, p in enumerate(PROTOCOL_ORDER)}
