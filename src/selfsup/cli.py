@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from selfsup import cli_prepare
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
@@ -165,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="eval.key=value",
         help="eval settings for this evaluation only, e.g. eval.compare_random=true",
     )
+    cli_prepare.add_parsers(sub)
     return p
 
 
@@ -320,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             return _table(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "prepare":
+            return cli_prepare.run(args)
         if args.command == "viz":
             return _viz(args)
         return _eval(args)

@@ -79,6 +79,8 @@ class Batches:
         self._free: queue.Queue[_Buffer | None] = queue.Queue()
         self._ready: queue.Queue[object] = queue.Queue()
         self._stream = torch.cuda.Stream(self.device) if self._cuda else None
+        self.buffers = [_Buffer(), _Buffer()]
+        """The two reusable host buffers (filled once the reading starts)."""
 
     def __enter__(self) -> Batches:
         return self
@@ -101,8 +103,8 @@ class Batches:
             return
         if self._thread is not None or self._stop.is_set():
             raise RuntimeError("a Batches object is iterated once")
-        for _ in range(2):
-            self._free.put(_Buffer())
+        for buffer in self.buffers:
+            self._free.put(buffer)
         self._thread = threading.Thread(target=self._read, name="selfsup-batches", daemon=True)
         self._thread.start()
         held: _Buffer | None = None
