@@ -78,7 +78,7 @@ class Batches:
         self._stop = threading.Event()
         self._free: queue.Queue[_Buffer | None] = queue.Queue()
         self._ready: queue.Queue[object] = queue.Queue()
-        self._stream = torch.cuda.Stream(self.device) if self._cuda else None
+        self._stream: torch.cuda.Stream | None = None  # the copy stream, made when reading
         self.buffers = [_Buffer(), _Buffer()]
         """The two reusable host buffers (filled once the reading starts)."""
 
@@ -105,6 +105,8 @@ class Batches:
             raise RuntimeError("a Batches object is iterated once")
         for buffer in self.buffers:
             self._free.put(buffer)
+        if self._cuda:
+            self._stream = torch.cuda.Stream(self.device)
         self._thread = threading.Thread(target=self._read, name="selfsup-batches", daemon=True)
         self._thread.start()
         held: _Buffer | None = None
