@@ -95,6 +95,10 @@ def test_corrupt_images_are_skipped_with_a_count_or_fail_naming_the_file(
     assert "skipped 1 bad image file(s)" in capsys.readouterr().err
     report = json.loads((tmp_path / "c" / "train" / "bad.json").read_text())
     assert [Path(s["path"]).name for s in report["skipped"]] == ["broken.jpg"]
+    assert len(load_dataset(f"cache:{tmp_path / 'c'}")) == 8
+    assert "1 bad image file(s) were left out" in capsys.readouterr().err
+    with pytest.raises(DataError, match=r"bad image .*broken\.jpg"):
+        load_dataset(f"cache:{tmp_path / 'c'}", on_bad_image="fail")
     with pytest.raises(DataError, match=r"bad image .*broken\.jpg"):
         prepare.prepare_image_folder(folder, 8, tmp_path / "c2", on_bad_image="fail")
     assert not (tmp_path / "c2").exists()

@@ -247,7 +247,7 @@ def decode_serially(files: list[Path], size: int) -> Iterator[np.ndarray | str]:
     return (decode_or_reason(f, size) for f in files)
 
 
-def _bad_error(path: Path | str, reason: str) -> DataError:
+def bad_image_error(path: Path | str, reason: str) -> DataError:
     return DataError(
         f"bad image {path}: {reason}. With data.on_bad_image=fail the first bad image stops "
         "the run: remove or replace this file, or set data.on_bad_image=skip to leave bad "
@@ -273,14 +273,14 @@ def list_split(path: Path, split: str, fail: bool) -> Listing:
     folder = split_folder(path.expanduser().absolute(), split)
     candidates, candidate_labels, classes, skipped = scan(folder)
     if fail and skipped:
-        raise _bad_error(*skipped[0])
+        raise bad_image_error(*skipped[0])
     files, labels, listing = [], [], []
     for f, label in zip(candidates, candidate_labels, strict=True):
         try:
             stat = f.stat()
         except OSError as e:
             if fail:
-                raise _bad_error(f, f"cannot read the file: {e.strerror or e}") from e
+                raise bad_image_error(f, f"cannot read the file: {e.strerror or e}") from e
             skipped.append((f, f"cannot read the file: {e.strerror or e}"))
             continue
         files.append(f)
@@ -352,7 +352,7 @@ def load_image_folder(
     if bad_list:
         first = bad_list[0]
         if fail:
-            raise _bad_error(first["path"], first["reason"])
+            raise bad_image_error(first["path"], first["reason"])
         print(
             f"selfsup: {folder}: skipped {len(bad_list)} bad image file(s) of "
             f"{len(bad_list) + images.shape[0]} (the first {first['path']}: {first['reason']}); "
@@ -396,7 +396,7 @@ def _build(
             reason = "empty file (0 bytes)" if listing[i][1] == 0 else result
             if isinstance(reason, str):  # any failure to decode means this file is unusable
                 if fail:
-                    raise _bad_error(files[i], reason)
+                    raise bad_image_error(files[i], reason)
                 bad.append((files[i], reason))
                 continue
             out[len(good)] = result

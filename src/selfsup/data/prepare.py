@@ -34,6 +34,7 @@ from selfsup.config import check_choice
 from selfsup.data.array import ImageArray
 from selfsup.data.imagefolder import (
     Decoder,
+    bad_image_error,
     build_cache,
     decode_or_reason,
     decode_serially,
@@ -144,9 +145,13 @@ def prepare_image_folder(
     return counts
 
 
-def load_prepared(path: str | Path, split: str, image_size: int | None = None) -> ImageArray:
+def load_prepared(
+    path: str | Path, split: str, image_size: int | None = None, on_bad_image: str = "skip"
+) -> ImageArray:
     """``split`` of the prepared cache at ``path``: uint8 images memory-mapped (nothing is read
-    until used), labels and class names. ``image_size``, when given, must be the cache's."""
+    until used), labels and class names. ``image_size``, when given, must be the cache's. Files
+    left out when it was prepared are named on stderr, or with ``on_bad_image="fail"`` the
+    first is a :class:`DataError` (as for ``imagefolder:PATH``)."""
     root = Path(path).expanduser()
     how = f"create it with: selfsup prepare imagefolder:FOLDER --size S --out {root}"
     if not root.is_dir():
@@ -182,5 +187,15 @@ def load_prepared(path: str | Path, split: str, image_size: int | None = None) -
             f"{len(meta.get('labels', []))} x 3 x {size} x {size} uint8 meta.json describes); "
             "prepare it again with --overwrite"
         )
-    images, labels, _ = cached
+    images, labels, bad = cached
+    if bad:
+        first = bad[0]
+        if on_bad_image == "fail":
+            raise bad_image_error(first["path"], first["reason"])
+        print(
+            f"selfsup: {where}: {len(bad)} bad image file(s) were left out when it was prepared "
+            f"(the first {first['path']}: {first['reason']}); all are listed in "
+            f"{where / 'bad.json'}",
+            file=sys.stderr,
+        )
     return ImageArray(images, torch.tensor(labels, dtype=torch.int64), list(meta["classes"]))

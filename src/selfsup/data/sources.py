@@ -345,7 +345,7 @@ def _imagefolder(req: _Request) -> ImageArray:
 @_DATASETS.register("cache:PATH")
 def _cache(req: _Request) -> ImageArray:
     assert req.path is not None
-    return load_prepared(req.path, req.split, req.image_size)
+    return load_prepared(req.path, req.split, req.image_size, req.on_bad_image)
 
 
 @_DATASETS.register("synthetic")
