@@ -110,7 +110,7 @@ def main() -> None:
     print(f"\n{hardware(torch.device('cpu'))}; load average before {load}, after {os.getloadavg()}")
     print("| what | images/s |\n|---|---|")
     for name, value in rows.items():
-        print(f"| {name} | {value:,.0f} |")
+        print(f"| {name} | {value:,.0f} |" if value >= 100 else f"| {name} | {value:.2f} |")
     print(f"\nreading is {reads['batches'] / step:,.0f}x faster than the step it feeds")
     print(json.dumps({"rows": rows, "load_before": load, "load_after": os.getloadavg()}))
 
