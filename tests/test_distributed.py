@@ -22,6 +22,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from selfsup.data.views import make_views, ssl_view
+from selfsup.distributed import any_rank, mark_synced, mean_across_ranks, synced_buffer_names
 from selfsup.losses import barlow_twins_loss, dino_center_update, nt_xent_loss, vicreg_loss
 from selfsup.parts.queue import FeatureQueue
 
@@ -101,6 +103,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         results["queue"], results["ptr"] = fq.queue, fq.ptr
         teacher_crops = [t[local] for t in data["teacher"]]
         results["center"] = dino_center_update(data["center"], teacher_crops, momentum=0.9)
+        results["any"] = (any_rank(rank == 1), any_rank(False))  # rank 1 alone diverged
+        results["mean"] = mean_across_ranks(torch.tensor([float(rank) + 1.0]))
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -161,3 +165,37 @@ def test_dino_center_uses_the_global_batch_mean(ranks: list[dict]) -> None:
     expected = dino_center_update(data["center"], list(data["teacher"]), momentum=0.9)
     for res in ranks:
         torch.testing.assert_close(res["center"], expected, **TOL)
+
+
+def test_a_shard_of_the_views_is_those_rows_of_the_global_batchs_views() -> None:
+    """Each rank draws the view parameters of the whole global batch and keeps its rows, so the
+    views of samples rank::world equal one process's views of the global batch."""
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    m, s = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    specs = [ssl_view(16, m, s, blur_p=0.5, solarize_p=0.5), ssl_view(12, m, s)]
+    whole = make_views(images, specs, torch.Generator().manual_seed(3))
+    for r in range(2):
+        part = make_views(images[r::2], specs, torch.Generator().manual_seed(3), shard=(r, 2))
+        for v, w in zip(part, whole, strict=True):
+            torch.testing.assert_close(v, w[r::2])
+    unsharded = make_views(images[1::2], specs, torch.Generator().manual_seed(3))
+    assert not torch.allclose(unsharded[0], whole[0][1::2])  # the check above can fail
+    with pytest.raises(ValueError, match="shard"):
+        make_views(images, specs, torch.Generator(), shard=(2, 2))
+
+
+def test_synced_buffers_are_named_for_ddp_to_leave_out() -> None:
+    root = nn.Module()
+    root.queue = FeatureQueue(8, 4)
+    root.head = nn.BatchNorm1d(4)
+    mark_synced(root, "center")
+    assert sorted(synced_buffer_names(root)) == ["center", "queue.ptr", "queue.queue"]
+
+
+def test_a_divergence_on_one_rank_is_seen_by_every_rank(ranks: list[dict]) -> None:
+    """The loop stops (or skips a step) on every rank together when one rank's loss is not
+    finite; alone, the others would wait at the next collective. DINO-Twins' step-0 weight is
+    the mean over ranks."""
+    assert [r["any"] for r in ranks] == [(True, False)] * WORLD
+    for r in ranks:
+        torch.testing.assert_close(r["mean"], torch.tensor([1.5]))

@@ -64,6 +64,7 @@ def test_prepared_cache_equals_imagefolder_decoding(tmp_path: Path) -> None:
         assert torch.equal(cached.images, decoded.images)
         assert torch.equal(cached.labels, decoded.labels)
         assert cached.classes == decoded.classes == ["ant", "bee", "cow"]
+        assert cached.files == decoded.files and "ant/photo.jpg" in cached.files
         assert cached.name == f"cache:{tmp_path / 'cache'}" and cached.split == split
         assert str(tmp_path / "cache" / split / "images.npy") in _mapped_files(cached.images)
     meta = json.loads((tmp_path / "cache" / "train" / "meta.json").read_text())

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from selfsup import cli_prepare
+from selfsup import cli_faces, cli_prepare
+from selfsup.analysis.compute import COMPUTE_AXES, plot_accuracy_vs_compute
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
+from selfsup.cli_curves import add_viz_parser, viz_curves
+from selfsup.cli_retrieval import add_parsers as add_retrieval_parsers
 from selfsup.config import (
     EVAL_PRESETS,
     Config,
@@ -114,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         help="pool runs whose configs differ only in seed into one row (mean ± std over "
         "pretraining seeds)",
     )
+    tb.add_argument(
+        "--plot-compute",
+        type=Path,
+        metavar="PNG",
+        help="also draw --metric against pretraining compute (--compute-axis) into PNG",
+    )
+    tb.add_argument("--compute-axis", choices=list(COMPUTE_AXES), default="flops")
 
     ex = sub.add_parser(
         "export",
@@ -140,6 +150,10 @@ def _parser() -> argparse.ArgumentParser:
         help="one t-SNE panel per epoch saved during training (viz.embed_epochs=[1,5,...])",
     )
     ts.add_argument("run_dir", type=Path)
+    add_viz_parser(vz_sub)
+    add_retrieval_parsers(sub, vz_sub)  # index, retrieve, embed; viz attention, corr
+
+    cli_faces.add_parsers(sub)
 
     ev = sub.add_parser("eval", help="evaluate a finished run's backbone")
     ev.add_argument("run_dir", type=Path)
@@ -208,6 +222,8 @@ def _viz(args: argparse.Namespace) -> int:
     if args.viz == "tsne":
         print(f"t-SNE panels: {tsne_panels(args.run_dir)}")
         return 0
+    if args.viz == "curves":
+        return viz_curves(args)
     for name, value in (
         ("-k", args.k),
         ("--queries", args.queries),
@@ -299,6 +315,8 @@ def _table(args: argparse.Namespace) -> int:
             keys.append(json.dumps(saved, sort_keys=True, default=str))
         runs = merge_seed_runs([(n, r, k) for (n, r), k in zip(runs, keys, strict=True)])
     print(comparison_table(runs, fmt=args.format, metric=args.metric))
+    if args.plot_compute:
+        plot_accuracy_vs_compute(runs, args.plot_compute, x=args.compute_axis, metric=args.metric)
     if args.paired:
         print("\n".join(["", "Paired tests against the first run:", *paired_tests(runs)]))
     return 0
@@ -315,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
+        if getattr(args, "handler", None) is not None:  # subcommands of the cli_* modules
+            return args.handler(args)
         if args.command in ("pretrain", "supervised", "joint"):
             init_from_env()  # under torchrun: join the process group (DDP)
             return _pretrain(args)
@@ -326,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             return cli_prepare.run(args)
         if args.command == "viz":
             return _viz(args)
+        if args.command == "faces":
+            return cli_faces.run(args)
         return _eval(args)
     except SelfsupError as err:
         print(f"selfsup: error: {err}", file=sys.stderr)

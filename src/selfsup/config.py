@@ -22,6 +22,7 @@ from typing import Any, Union
 import yaml
 
 from selfsup.atomic import write_text_atomic
+from selfsup.data.classes import parse_class_spec
 from selfsup.errors import ConfigError
 from selfsup.heads import parse_mlp_spec
 from selfsup.registry import Registry
@@ -175,6 +176,9 @@ class BackboneConfig:
     # start from these weights: a .safetensors file (`selfsup export`), a plain state dict, a
     # selfsup checkpoint or run directory; None: random init
     weights: str | None = None
+    # dropout before the classifier head of the supervised baseline and of the fine-tuned
+    # evaluations (finetune, pseudo-label students and scratch teacher); 0 turns it off
+    dropout: float = 0.0
 
 
 @dataclass
@@ -190,6 +194,9 @@ class DataConfig:
     mean: list[float] | None = None  # per-channel normalisation; None: measured on the data
     std: list[float] | None = None
     on_bad_image: str = "skip"  # skip (listed in the cache's bad-image report) | fail
+    # keep only these classes, relabelled 0..K-1 in this order (names kept): a list of class
+    # indices or ranges such as "0-49"; null keeps every class (see selfsup.data.classes)
+    classes: list[int] | str | None = None
 
 
 @dataclass
@@ -272,19 +279,29 @@ class FinetuneEval:
 
 @dataclass
 class PseudoEval:
-    """``pseudo-label``: a teacher (the probe on the labelled fraction, or a supervised / joint
-    run) labels unlabeled images; confident ones (>= threshold) join the labelled set; a
-    student is fine-tuned on both, one per ratio."""
+    """``pseudo-label``: a teacher (the probe on the labelled images, a classifier trained from
+    scratch on them, or a supervised / joint run) labels unlabeled images; confident ones
+    (>= threshold) join the labelled set; a student is fine-tuned on both, one per ratio."""
 
-    fraction: float = 0.1
+    # where the unlabeled pool comes from: fraction = the training split beyond a labelled
+    # ``fraction``; unlabeled = every labelled training image kept, the pool drawn from the
+    # dataset's split ``pool_split`` (STL-10's 100k ``unlabeled``)
+    pool: str = "fraction"
+    pool_split: str = "unlabeled"  # pool=unlabeled only
+    fraction: float = 0.1  # pool=fraction only
     threshold: float = 0.99
     ratios: list[float] = field(default_factory=lambda: [0.0, 0.4, 1.0, 2.0, 10.0])
-    teacher: str | None = None  # a supervised / joint run directory; None: the probe
+    # pretrained (or null): the backbone's linear probe; finetuned: the backbone fine-tuned on
+    # the labelled images; scratch: the same architecture from a random init fine-tuned the
+    # same way; anything else: a supervised / joint run directory
+    teacher: str | None = "pretrained"
 
 
 @dataclass
 class EvalConfig:
     protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])
+    # keep only these classes of every evaluation dataset, relabelled 0..K-1 (as data.classes)
+    classes: list[int] | str | None = None
     # which backbone to evaluate: auto = the method's official choice (DINO / DINO-Twins: the
     # EMA teacher, as DINO's eval_knn.py; every other method: the trained student)
     backbone: str = "auto"  # auto | student | teacher
@@ -296,6 +313,10 @@ class EvalConfig:
     compare_pixels: bool = True  # also kNN / linear on the flattened normalised pixels
     monitor_every: int = 0  # online kNN every N epochs during pretraining (0: off)
     monitor_limit: int = 2000  # images used by the online kNN monitor
+    # training images held out (seeded, class-stratified, never the test split) for per-epoch
+    # train / validation curves: supervised, joint and fine-tuning runs log train_loss,
+    # train_top1, val_loss, val_top1; SSL and joint runs val_ssl_loss (0: off, nothing held out)
+    val_images: int = 0
     batch_size: int = 512  # feature extraction batch
     seeds: list[int] | None = None  # evaluation seeds (subsets, training); None: [seed]
     min_steps: int = 300  # every trained evaluation gets at least this many optimizer steps
@@ -311,12 +332,16 @@ class EvalConfig:
 
 @dataclass
 class VizConfig:
-    """Pictures of the representation during training (``selfsup viz tsne RUN``)."""
+    """Pictures of the representation during training (``selfsup viz tsne / corr RUN``)."""
 
     # epochs after which the backbone features of a fixed, class-balanced sample of labelled
     # training images are saved (RUN_DIR/embeddings/), the same images every time
     embed_epochs: list[int] = field(default_factory=list)
     embed_limit: int = 1000  # images in that sample
+    # epochs after which the projector's cross-correlation (VICReg: covariance) matrix of two
+    # views of a fixed sample of training images is saved (RUN_DIR/correlation/)
+    corr_epochs: list[int] = field(default_factory=list)
+    corr_limit: int = 256  # images in that sample
 
 
 @dataclass
@@ -494,6 +519,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("backbone", "stem"): ("auto", "small", "imagenet"),
     ("data", "on_bad_image"): ("skip", "fail"),
     ("eval", "backbone"): ("auto", "student", "teacher"),
+    ("eval.pseudo", "pool"): ("fraction", "unlabeled"),
 }
 
 
@@ -511,7 +537,7 @@ def check_choices(cfg: Config) -> None:
     """Enumerated values must be one of their choices (names in registries are checked where
     they are looked up)."""
     for section, key in CHOICES:
-        check_choice(section, key, getattr(getattr(cfg, section), key))
+        check_choice(section, key, _lookup(cfg, f"{section}.{key}")[1])
 
 
 @dataclass(frozen=True)
@@ -552,6 +578,7 @@ RANGES: dict[str, tuple[Range, str]] = {
     "seed": (Range(0, 2**32 - 1), "a random seed"),
     "backbone.depths": (AT_LEAST_1, "blocks per stage of small_resnet"),
     "backbone.widths": (AT_LEAST_1, "channels per stage of small_resnet"),
+    "backbone.dropout": (Range(0, 1, hi_open=True), "the share of features dropped; 0 is off"),
     "data.limit": (AT_LEAST_1, "images to train on; null uses them all"),
     "data.image_size": (AT_LEAST_1, "decoded side in pixels; null: the dataset's own"),
     "data.std": (POSITIVE, "per-channel std; null measures it on the data"),
@@ -580,11 +607,17 @@ RANGES: dict[str, tuple[Range, str]] = {
     "eval.linear.max_iter": (AT_LEAST_1, "probe L-BFGS iterations"),
     "viz.embed_epochs": (AT_LEAST_1, "epochs after which to save embeddings"),
     "viz.embed_limit": (AT_LEAST_1, "images whose embeddings are saved"),
+    "viz.corr_epochs": (AT_LEAST_1, "epochs after which to save the correlation matrix"),
+    "viz.corr_limit": (Range(2), "images of the correlation matrix (at least 2)"),
     "eval.val_fraction": (Range(0, 1, True, True), "the share of training images held out"),
     "eval.train_limit": (AT_LEAST_1, "training images to evaluate with; null uses them all"),
     "eval.test_limit": (AT_LEAST_1, "test images to report on; null uses them all"),
     "eval.monitor_every": (NON_NEGATIVE, "epochs between online kNN checks; 0 turns it off"),
     "eval.monitor_limit": (Range(2), "images of the online kNN (a fifth queries the rest)"),
+    "eval.val_images": (
+        NON_NEGATIVE,
+        "training images held out for per-epoch validation curves; 0 turns them off",
+    ),
     "eval.batch_size": (AT_LEAST_1, "feature-extraction batch"),
     "eval.min_steps": (NON_NEGATIVE, "optimizer steps every trained evaluation gets at least"),
     "eval.linear_aug.epochs": (AT_LEAST_1, "epochs"),
@@ -692,6 +725,8 @@ def check_ranges(cfg: Config) -> None:
             "backbone.depths=[2,1,1,1] backbone.widths=[64,128,256,512]"
         )
     e = cfg.eval
+    parse_class_spec(cfg.data.classes, "data.classes")
+    parse_class_spec(e.classes, "eval.classes")
     for key in ("linear_aug.lrs", "finetune.lrs"):
         if not _lookup(cfg, f"eval.{key}")[1]:
             raise ConfigError(f"eval.{key}=[] is empty; give at least one lr, e.g. [0.05]")

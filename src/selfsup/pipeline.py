@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from selfsup.analysis.collapse import collapse_stats, collapse_warning
+from selfsup.analysis.correlation import corr_saver
 from selfsup.analysis.plots import save_run_plots
 from selfsup.atomic import remove_temporaries, write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
@@ -26,6 +28,7 @@ from selfsup.config import (
     save_config,
 )
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
+from selfsup.data.classes import select_classes
 from selfsup.data.sources import load_dataset
 from selfsup.distributed import barrier, rank, shutdown
 from selfsup.errors import ConfigError, DataError, SelfsupError
@@ -45,6 +48,8 @@ from selfsup.rundir import (
     read_results,
 )
 from selfsup.train.checkpoint import load_checkpoint
+from selfsup.train.compute import compute_record
+from selfsup.train.heldout import carve_validation_split, heldout_monitor
 from selfsup.train.loop import check_compatible, fit, resolve_device
 
 PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
@@ -67,7 +72,7 @@ def load_pretrain_data(cfg: Config) -> ImageArray:
         image_size=d.image_size,
         on_bad_image=d.on_bad_image,
     )
-    return seeded_subset(data, d.limit, cfg.seed)
+    return seeded_subset(select_classes(data, d.classes, "data.classes"), d.limit, cfg.seed)
 
 
 def resolve(cfg: Config, data: ImageArray) -> Config:
@@ -112,6 +117,8 @@ RUN_FILES = (
     "checkpoints",
     "evals",
     "embeddings",
+    "correlation",
+    "index",
     "plots",
     "export",
 )
@@ -238,25 +245,44 @@ def embedding_saver(cfg: Config, data: ImageArray, device: torch.device, run_dir
 
 
 def epoch_hook(
-    cfg: Config, data: ImageArray, device: torch.device, labels, run_dir: Path
+    cfg: Config,
+    data: ImageArray,
+    device: torch.device,
+    labels,
+    run_dir: Path,
+    *,
+    method: Method | None = None,
+    val: ImageArray | None = None,
 ) -> tuple[Any, int]:
     """(hook, every): what the loop runs on the backbone after every ``every``-th epoch: the
-    online kNN monitor every ``eval.monitor_every`` epochs and the embedding saver at
-    ``viz.embed_epochs``; (None, 0) when neither is on."""
+    online kNN monitor every ``eval.monitor_every`` epochs, the embedding saver at
+    ``viz.embed_epochs``, ``method``'s correlation saver at ``viz.corr_epochs`` and, with
+    held-out images ``val``, ``method``'s per-epoch held-out curves
+    (:mod:`selfsup.train.heldout`); (None, 0) when none is on."""
     knn = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
     saver = embedding_saver(cfg, data, device, run_dir) if cfg.viz.embed_epochs else None
-    if knn is None and saver is None:
+    curves = None
+    if val is not None and method is not None:
+        curves = heldout_monitor(cfg, method, data, labels, val, device)
+    corr = None
+    if cfg.viz.corr_epochs and method is not None:
+        corr = corr_saver(cfg, data, method, device, run_dir)
+    if knn is None and saver is None and curves is None and corr is None:
         return None, 0
 
     def hook(backbone: nn.Module, epoch: int) -> dict[str, Any]:
         scores = {}
         if knn is not None and epoch % cfg.eval.monitor_every == 0:
             scores = knn(backbone, epoch)
-        if saver is not None:
-            saver(backbone, epoch)
+        for save in (saver, corr):
+            if save is not None:
+                save(backbone, epoch)
+        if curves is not None:
+            scores = {**scores, **curves()}
         return scores
 
-    return hook, 1 if saver is not None else cfg.eval.monitor_every
+    every_epoch = saver is not None or curves is not None or corr is not None
+    return hook, 1 if every_epoch else cfg.eval.monitor_every
 
 
 def pretrain(
@@ -277,6 +303,7 @@ def pretrain(
         saved_dict = yaml.safe_load(saved.read_text())
         check_compatible({"config": saved_dict}, config_to_dict(cfg), saved)
     data = load_pretrain_data(cfg)
+    data, val = carve_validation_split(data, cfg.eval.val_images, cfg.seed)  # eval.val_images
     cfg = resolve(cfg, data)
     data, labels = training_labels(cfg, data)
     main = rank() == 0
@@ -293,7 +320,7 @@ def pretrain(
     barrier()
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)
-    monitor, every = epoch_hook(cfg, data, device, labels, run_dir)
+    monitor, every = epoch_hook(cfg, data, device, labels, run_dir, method=method, val=val)
     train_run(
         method,
         data.images,
@@ -307,18 +334,39 @@ def pretrain(
     shutdown()  # evaluation is rank 0's alone, in a single process
     if not main:
         return None
-    return evaluate_run(run_dir, cfg=cfg, method=method)
+    return evaluate_run(
+        run_dir, cfg=cfg, method=method, compute=run_compute(cfg, method, data, labels, run_dir)
+    )
+
+
+def run_compute(
+    cfg: Config, method: Method, data: ImageArray, labels: torch.Tensor | None, run_dir: Path
+) -> dict[str, Any]:
+    """``results.json["compute"]``: parameters, counted FLOPs, wall time and throughput of the
+    pretraining (see :mod:`selfsup.train.compute`); steps and seconds from the last checkpoint,
+    so a resumed run counts every session."""
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    return compute_record(
+        method,
+        data.images[:2],
+        None if labels is None else labels[:2],
+        size=cfg.views.size,
+        steps=int(ckpt.get("step", 0)),
+        batch_size=cfg.train.batch_size,
+        train_seconds=float(ckpt.get("train_seconds", 0.0)),
+    )
 
 
 def head_records(
     method: Method, cfg: Config, device: torch.device, steps: int | None = None
 ) -> list[dict]:
     """The test metrics of the run's own classifier (supervised baseline, joint training), on
-    the test split of the pretraining dataset, with the pretraining normalisation; ``steps``
-    is the optimizer steps it trained for (the budget, shown in tables)."""
+    the test split of the pretraining dataset, with the pretraining normalisation, on the
+    classes it was trained on (``data.classes``); ``steps`` is the optimizer steps it trained
+    for (the budget, shown in tables)."""
     _, test = load_eval_splits(
         cfg.data.dataset,
-        cfg.eval,
+        dataclasses.replace(cfg.eval, classes=cfg.data.classes),
         root=cfg.data.root,
         download=cfg.data.download,
         image_size=cfg.data.image_size,
@@ -370,9 +418,11 @@ def evaluate_run(
     overrides: Sequence[str] = (),
     cfg: Config | None = None,
     method: Method | None = None,
+    compute: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's backbone (and, if configured, a random-init twin); merge the records
-    into ``results.json`` and return it."""
+    into ``results.json`` and return it. ``compute`` (pretraining's cost) replaces the one
+    already there; re-evaluating a run keeps it."""
     run_dir = Path(run_dir)
     if cfg is None or method is None:
         cfg, method = load_run(run_dir, overrides)
@@ -430,6 +480,8 @@ def evaluate_run(
         "classes": {**old.get("classes", {}), **classes},
         "evals": merge_records(old.get("evals", []), records),
     }
+    if compute or old.get("compute"):
+        results["compute"] = compute or old["compute"]
     write_json_atomic(run_dir / "results.json", results)
     save_run_plots(run_dir)  # a confusion-matrix PNG per record, in RUN_DIR/plots/
     return results

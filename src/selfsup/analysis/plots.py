@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from selfsup.analysis.curves import epoch_keys, epoch_series, read_metrics, run_labels
 from selfsup.atomic import atomic_path
+from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import column_label
 
 ANNOTATE_MAX_CLASSES = 20
@@ -143,7 +145,8 @@ STEP_KEYS_SKIPPED = ("step", "epoch", "lr", "images_per_s")  # not loss parts
 def save_curves_png(run_dir: str | Path) -> Path | None:
     """``plots/curves.png`` from ``metrics.jsonl``: the loss and each logged part against the
     step, the learning rate, and the epoch records (online kNN, collapse monitors) against the
-    epoch. None when the run has logged no step."""
+    epoch; the held-out ``val_ssl_loss`` (``eval.val_images``) as points at each epoch's last
+    step on the SSL loss panel. None when the run has logged no step."""
     run_dir = Path(run_dir)
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -170,6 +173,13 @@ def save_curves_png(run_dir: str | Path) -> Path | None:
         ax.plot(x, [r.get(key) for r in steps], lw=1)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
+    held = [r for r in recs if "val_ssl_loss" in r and "loss" not in r]
+    if held:  # a joint run's SSL loss is its ssl_loss part; an SSL run's is the loss itself
+        ax = flat[parts.index("ssl_loss") if "ssl_loss" in parts else 0]
+        ax.lines[0].set_label("train (per step)")
+        ax.plot([r["step"] for r in held], [r["val_ssl_loss"] for r in held], "o-", ms=3,
+                label="held-out (val_ssl_loss)")  # fmt: skip
+        ax.legend(fontsize=7)
     for ax, key in zip(flat[len(parts) + 1 :], monitors, strict=False):
         ax.plot([r["epoch"] for r in epochs], [r[key] for r in epochs], marker="o", ms=3)
         ax.set_title(key.removeprefix("monitor_"), fontsize=9)
@@ -179,6 +189,73 @@ def save_curves_png(run_dir: str | Path) -> Path | None:
     fig.suptitle(f"{run_dir.name}: training curves (metrics.jsonl)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, run_dir / "plots" / "curves.png", dpi=100)
+
+
+def save_train_val_png(run_dir: str | Path) -> Path | None:
+    """``plots/train_val.png`` from ``metrics.jsonl``: loss and top-1, train against held-out
+    (``eval.val_images``), per epoch. None when the run has no held-out classification
+    curves."""
+    run_dir = Path(run_dir)
+    recs = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    if not epoch_series(recs, "val_loss")[0]:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), squeeze=False)
+    for ax, what in zip(axes[0], ("loss", "top1"), strict=True):
+        for side in ("train", "val"):
+            epochs, values = epoch_series(recs, f"{side}_{what}")
+            name = "train (fixed sample)" if side == "train" else "validation (held out)"
+            ax.plot(epochs, values, marker="o", ms=3, label=name)
+        ax.set_title("cross-entropy" if what == "loss" else "top-1 accuracy", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{run_dir.name}: train vs validation", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, run_dir / "plots" / "train_val.png", dpi=100)
+
+
+def compare_curves(
+    run_dirs: Sequence[str | Path],
+    keys: Sequence[str],
+    out_png: str | Path,
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """One figure comparing several runs' per-epoch curves: a panel per key of ``keys`` (e.g.
+    ``val_top1``, ``val_loss``), a line per run that logged it (labels: ``labels``, else the
+    run directories' names). A run directory may be a trained evaluation's
+    (``RUN_DIR/evals/linear-aug-s0-lr0.1``), so pretrain-then-linear and joint training can
+    stand in one figure. Returns ``out_png``."""
+    if not run_dirs or not keys:
+        raise SelfsupError("compare_curves needs at least one run directory and one key")
+    labels = list(labels) if labels is not None else run_labels(run_dirs)
+    if len(labels) != len(run_dirs):
+        raise SelfsupError(f"{len(labels)} labels for {len(run_dirs)} run directories")
+    records = [read_metrics(d) for d in run_dirs]
+    for key in keys:
+        if not any(epoch_series(r, key)[0] for r in records):
+            found = sorted({k for r in records for k in epoch_keys(r)})
+            raise SelfsupError(
+                f"no run logged {key!r} per epoch; they have: {', '.join(found) or 'none'} "
+                "(train with eval.val_images=N to log the held-out curves)"
+            )
+    plt = pyplot()
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for i, (recs, label) in enumerate(zip(records, labels, strict=True)):
+            epochs, values = epoch_series(recs, key)
+            if epochs:  # a run keeps its colour in every panel
+                ax.plot(epochs, values, marker="o", ms=3, label=label, color=f"C{i % 10}")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return save_figure(fig, out_png, dpi=100)
 
 
 def save_run_plots(run_dir: str | Path) -> list[Path]:
@@ -203,5 +280,5 @@ def save_run_plots(run_dir: str | Path) -> list[Path]:
         title += f"\nseed {rec.get('seed', 0)}{top1}"
         classes = _class_names(results, rec["dataset"], len(confusion))
         written.append(save_confusion_png(confusion, classes, path, title))
-    curves = save_curves_png(run_dir)
-    return written if curves is None else [*written, curves]
+    curves = [save_curves_png(run_dir), save_train_val_png(run_dir)]
+    return [*written, *(p for p in curves if p is not None)]

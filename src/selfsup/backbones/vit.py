@@ -29,6 +29,11 @@ from selfsup.errors import ConfigError
 VIT_SIZES: dict[str, tuple[int, int, int, int]] = {
     "vit_tiny_p4": (192, 12, 3, 4),
     "vit_small_p4": (384, 12, 6, 4),
+    # the published ImageNet sizes, to start from DINO's checkpoints (dino_vits16, dino_vitb8 ...)
+    "vit_small_p16": (384, 12, 6, 16),
+    "vit_small_p8": (384, 12, 6, 8),
+    "vit_base_p16": (768, 12, 12, 16),
+    "vit_base_p8": (768, 12, 12, 8),
 }
 
 

@@ -4,14 +4,19 @@ Out: :func:`export_backbone` writes a run's backbone as a safetensors file (tens
 string metadata table only: nothing in it can run code when loaded, so it is the format to
 share; safetensors comes with timm) or as a plain ``torch`` state dict.
 In: :func:`load_backbone_weights` reads a safetensors file, a plain state dict, a selfsup
-checkpoint or a selfsup run directory, always without unpickling code (``weights_only=True``),
-strips the usual prefixes (``backbone.``, ``module.``) and loads strictly: a wrong
-architecture is an error that names the missing and unexpected keys.
+checkpoint or a selfsup run directory, or a checkpoint in an official format (VICReg, Barlow
+Twins, DINO, torchvision: :mod:`selfsup.backbones.official` maps their keys), always without
+unpickling code (``weights_only=True``; argparse ``Namespace``, which DINO's full checkpoints
+store, is the one class allowed besides tensors and containers), reports the keys it drops
+(classifier and projector heads) and loads strictly: a wrong architecture is an error that
+names the missing and unexpected keys and says what to set.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +25,11 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from selfsup.atomic import write_atomic
+from selfsup.backbones.official import few, fit_error, to_backbone_state
 from selfsup.errors import CheckpointError
 from selfsup.train.checkpoint import load_checkpoint
 
 EXPORT_FORMATS = ("safetensors", "torch")
-PREFIXES = ("module.", "backbone.")
 
 
 def backbone_state(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -47,8 +52,9 @@ def export_backbone(
     return path
 
 
-def read_state(path: Path) -> dict[str, torch.Tensor]:
-    """A backbone state dict from any of the accepted sources (see the module docstring)."""
+def read_state(path: Path) -> Any:
+    """The object stored at ``path`` (a run directory reads its last checkpoint): a selfsup
+    checkpoint as its backbone's state dict, anything else as loaded (see the module docstring)."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
@@ -62,7 +68,8 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
                 f"backbone.weights: {path} is not a valid safetensors file ({err})"
             ) from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(
             f"backbone.weights: cannot read {path} as a plain state dict ({type(err).__name__}: "
@@ -70,44 +77,27 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     if isinstance(obj, dict) and "model" in obj and "format" in obj:
         return backbone_state(load_checkpoint(path)["model"])
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"backbone.weights: {path} does not hold a state dict of tensors")
     return obj
 
 
-def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
-
-
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load ``path`` into ``backbone`` strictly, or say which keys do not match."""
-    state = _strip(read_state(Path(path)))
-    missing, unexpected = _mismatch(backbone, state)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"backbone.weights={path} does not fit this backbone: missing {_few(missing)}; "
-            f"unexpected {_few(unexpected)}. Check backbone.name / widths / depths / stem."
-        )
+def load_backbone_weights(backbone: nn.Module, path: str | Path, *, quiet: bool = False) -> None:
+    """Load ``path`` into ``backbone`` strictly, or say which keys do not match and what to do.
+    The keys left out (heads) and how the file was read are printed on stderr unless ``quiet``."""
+    where = f"backbone.weights={path}"
+    target = backbone.state_dict()
     try:
-        backbone.load_state_dict(state, strict=True)
-    except RuntimeError as err:  # same keys, other shapes
-        raise CheckpointError(
-            f"backbone.weights={path} does not fit this backbone: {err}"
-        ) from None
-
-
-def _mismatch(backbone: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    mine = set(backbone.state_dict())
-    return sorted(mine - set(state)), sorted(set(state) - mine)
-
-
-def _few(keys: list[str], n: int = 5) -> str:
-    if not keys:
-        return "none"
-    more = f" and {len(keys) - n} more" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
+        conv = to_backbone_state(read_state(Path(path)), target)
+    except CheckpointError as err:
+        raise CheckpointError(f"{where}: {err}") from None
+    error = fit_error(where, conv, target)
+    if error is not None:
+        raise error
+    backbone.load_state_dict(conv.state, strict=True)
+    if not quiet:
+        dropped = f"; dropped {few(conv.dropped)}" if conv.dropped else ""
+        notes = "".join(f"; {n}" for n in conv.notes)
+        print(
+            f"selfsup: loaded {where} ({len(conv.state)} tensors, {conv.source} keys)"
+            f"{dropped}{notes}",
+            file=sys.stderr,
+        )

@@ -26,6 +26,8 @@ class ImageArray:
         classes: class names, ``classes[label]``; empty for an unlabeled split.
         name: the dataset name it came from (e.g. ``"cifar10"``), for provenance.
         split: the split name (e.g. ``"train"``).
+        files: image folders only: each image's file, relative to the split folder (its id in
+            ``selfsup index`` / ``embed``); empty for array datasets, whose ids are positions.
     """
 
     images: torch.Tensor
@@ -33,6 +35,7 @@ class ImageArray:
     classes: list[str] = field(default_factory=list)
     name: str = ""
     split: str = ""
+    files: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -43,6 +46,10 @@ class ImageArray:
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(
                 f"labels must be ({self.images.shape[0]},), got {tuple(self.labels.shape)}"
+            )
+        if self.files and len(self.files) != self.images.shape[0]:
+            raise ValueError(
+                f"files must name {self.images.shape[0]} images, got {len(self.files)}"
             )
 
     def __len__(self) -> int:
@@ -61,10 +68,14 @@ class ImageArray:
         return bool((self.labels >= 0).any())
 
     def subset(self, index: torch.Tensor | slice) -> ImageArray:
-        """The images and labels at ``index`` (same classes, name, split)."""
-        return ImageArray(
-            self.images[index], self.labels[index], list(self.classes), self.name, self.split
+        """The images, labels (and files) at ``index`` (same classes, name, split)."""
+        files = (
+            [self.files[i] for i in torch.arange(len(self))[index].tolist()] if self.files else []
         )
+        return ImageArray(
+            self.images[index], self.labels[index], list(self.classes), self.name, self.split,
+            files,
+        )  # fmt: skip
 
     def fingerprints(self) -> np.ndarray:
         """One 64-bit content hash per image (N,) uint64 (BLAKE2b of its pixels): identifies an

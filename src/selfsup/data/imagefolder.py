@@ -359,7 +359,11 @@ def load_image_folder(
             f"all are listed in {report}",
             file=sys.stderr,
         )
-    return ImageArray(images, torch.tensor(good_labels, dtype=torch.int64), classes)
+    left_out = {b["path"] for b in bad_list}  # the cache holds the other files, in order
+    kept = [f.relative_to(folder).as_posix() for f in found.files if str(f) not in left_out]
+    if len(kept) != images.shape[0]:
+        raise DataError(f"the cache {npy} does not match {folder}; delete it and retry")
+    return ImageArray(images, torch.tensor(good_labels, dtype=torch.int64), classes, files=kept)
 
 
 def _report(folder: Path, loaded: int, bad: Skipped) -> dict[str, object]:

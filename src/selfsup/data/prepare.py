@@ -198,4 +198,8 @@ def load_prepared(
             f"{where / 'bad.json'}",
             file=sys.stderr,
         )
-    return ImageArray(images, torch.tensor(labels, dtype=torch.int64), list(meta["classes"]))
+    paths = meta.get("paths")
+    if not isinstance(paths, list) or len(paths) != len(labels):
+        raise DataError(f"{where / 'meta.json'} does not list a path per image; prepare it again")
+    labels_t = torch.tensor(labels, dtype=torch.int64)
+    return ImageArray(images, labels_t, list(meta["classes"]), files=[str(p) for p in paths])

@@ -12,6 +12,9 @@ Names, their splits, and where their files are looked for (``root`` is the data 
 * ``imagefolder:PATH`` (train, test): your own images, see :mod:`selfsup.data.imagefolder`.
 * ``cache:PATH`` (train, test): an image folder decoded once by ``selfsup prepare``, read
   memory-mapped (data bigger than memory), see :mod:`selfsup.data.prepare`.
+* ``lfw`` / ``lfw:MIN`` (train, test): LFW faces in torchvision's ``root/lfw-py/`` layout, the
+  people with at least MIN (default 20) images as classes, a seeded split by image; see
+  :mod:`selfsup.data.lfw`.
 * ``synthetic`` (train, test): generated, nothing on disk, see :mod:`selfsup.data.synthetic`.
 
 Files are read in their published formats (see :mod:`selfsup.data.formats`); ``download=True``
@@ -34,6 +37,7 @@ from selfsup.config import check_choice
 from selfsup.data import formats
 from selfsup.data.array import ImageArray
 from selfsup.data.imagefolder import load_image_folder
+from selfsup.data.lfw import DEFAULT_MIN_IMAGES, LFW_TEST_FRACTION, load_lfw
 from selfsup.data.prepare import load_prepared
 from selfsup.data.synthetic import make_synthetic
 from selfsup.errors import ConfigError, DataError
@@ -58,12 +62,14 @@ DATASET_SPLITS: dict[str, tuple[str, ...]] = {
     "cifar100": ("train", "test"),
     "fashion-mnist": ("train", "test"),
     "imagefolder:PATH": ("train", "test"),
+    "lfw": ("train", "test"),
     "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
     "synthetic": ("train", "test"),
 }
 """The valid splits of each dataset name in :func:`dataset_names`."""
 
 _WITH_PATH = ("imagefolder:", "cache:")  # names that carry a path: PREFIX + PATH
+_LFW = "lfw:"
 _GET_IT = "pass --download (or set data.download=true) to fetch it through torchvision into {root}"
 
 
@@ -125,6 +131,8 @@ def load_dataset(
             key, path = f"{prefix}PATH", name[len(prefix) :]
             if not path:
                 raise ConfigError(f"dataset {prefix!r} needs a folder: write {prefix}PATH")
+    if name.startswith(_LFW):
+        key, path = "lfw", name[len(_LFW) :]
     loader = _DATASETS.get(key)
     if split not in DATASET_SPLITS[key]:
         raise ConfigError(
@@ -346,6 +354,18 @@ def _imagefolder(req: _Request) -> ImageArray:
 def _cache(req: _Request) -> ImageArray:
     assert req.path is not None
     return load_prepared(req.path, req.split, req.image_size, req.on_bad_image)
+
+
+@_DATASETS.register("lfw")
+def _lfw(req: _Request) -> ImageArray:
+    """``lfw:MIN``: the people with at least MIN images; the split seed is fixed (0) so every
+    run sees the same test images (``selfsup faces`` takes its own seed)."""
+    if req.path is not None and not req.path.isdigit():
+        raise ConfigError(f"dataset lfw:MIN needs a whole number of images, got lfw:{req.path}")
+    min_images = DEFAULT_MIN_IMAGES if req.path is None else int(req.path)
+    size = 64 if req.image_size is None else req.image_size
+    faces = load_lfw(req.root, min_images=min_images, image_size=size, download=req.download)
+    return faces.split(req.split, LFW_TEST_FRACTION, seed=0)
 
 
 @_DATASETS.register("synthetic")

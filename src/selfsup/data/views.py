@@ -279,10 +279,16 @@ def make_views(
     generator: torch.Generator,
     *,
     compile: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[Tensor]:
     """One normalised float32 view (B, C, spec.size, spec.size) per spec of the uint8 batch
     ``images`` (B, C, H, W), C in {1, 3}, on any device; ``generator`` (on the same device) is
     the only source of randomness, so a seeded generator gives identical views.
+
+    ``shard=(rank, world)``: ``images`` are samples ``rank::world`` of a global batch of
+    ``B * world`` (how :class:`~selfsup.train.loop.BatchStream` shards it). The parameters are
+    drawn for the whole global batch and this shard's rows kept, so every sample gets the view
+    it would get in one process with the same generator state: N processes train as one.
 
     ``compile=True`` runs the ops through ``torch.compile``, which fuses their element-wise
     passes (several times faster on the CPU; equal to the eager result up to float rounding)."""
@@ -301,12 +307,31 @@ def make_views(
             raise ValueError(f"mean {spec.mean} and std {spec.std} differ in length")
         mean = _stats(spec.mean, channels, "mean", images.device)
         stats.append((mean, _stats(spec.std, channels, "std", images.device)))
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {shard} must be (rank, world) with 0 <= rank < world")
     x = images.float().div_(255.0)  # converted once, shared by every view
     ops = compiled_ops() if compile else EAGER
+    whole = torch.Size((x.shape[0] * world, *x.shape[1:]))
     return [
-        apply_view(x, spec, _draw(spec, x.shape, generator), m, s, ops)
+        apply_view(x, spec, _shard(_draw(spec, whole, generator), rank, world), m, s, ops)
         for spec, (m, s) in zip(specs, stats, strict=True)
     ]
+
+
+def _shard(p: ViewParams, rank: int, world: int) -> ViewParams:
+    """Rows ``rank::world`` of every per-sample parameter of a global batch."""
+    if world == 1:
+        return p
+
+    def rows(v: Tensor | tuple[Tensor, ...] | None) -> Tensor | tuple[Tensor, ...] | None:
+        if v is None:
+            return None
+        if isinstance(v, tuple):
+            return tuple(t[rank::world] for t in v)
+        return v[rank::world]
+
+    return {k: rows(v) for k, v in p.items()}
 
 
 def ssl_view(

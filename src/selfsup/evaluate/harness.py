@@ -23,6 +23,7 @@ from torch import nn
 
 from selfsup.config import Config, EvalConfig
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
+from selfsup.data.classes import select_classes
 from selfsup.data.sources import load_dataset
 from selfsup.evaluate import protocols as _protocols  # noqa: F401  (registers knn, linear, ...)
 from selfsup.evaluate import semisupervised as _semisupervised  # noqa: F401  (pseudo-label)
@@ -42,12 +43,17 @@ def load_eval_splits(
     download: bool,
     image_size: int | None,
 ) -> tuple[ImageArray, ImageArray]:
-    """The (train, test) splits used to evaluate on ``dataset``, limited as configured.
+    """The (train, test) splits used to evaluate on ``dataset``: the classes of
+    ``eval.classes`` (relabelled 0..K-1), limited as configured.
 
     The ``eval.train_limit`` / ``eval.test_limit`` subsets are drawn with a fixed seed, not the
     run's, so runs with different seeds are scored on the same images and compare."""
     train, test = (
-        labelled(load_dataset(dataset, s, root=root, download=download, image_size=image_size))
+        select_classes(
+            labelled(load_dataset(dataset, s, root=root, download=download, image_size=image_size)),
+            cfg.classes,
+            "eval.classes",
+        )
         for s in ("train", "test")
     )
     return seeded_subset(train, cfg.train_limit, EVAL_SUBSET_SEED), seeded_subset(

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from selfsup.analysis.plots import save_train_val_png
 from selfsup.config import TrainConfig
 from selfsup.data.array import ImageArray
 from selfsup.data.recipes import crop_flip_view
@@ -25,6 +26,7 @@ from selfsup.evaluate.linear import (
 )
 from selfsup.evaluate.sampling import class_balanced_indices, complement
 from selfsup.methods.supervised import Classifier
+from selfsup.train.heldout import classification_curves, curve_samples
 from selfsup.train.loop import fit
 
 
@@ -38,16 +40,21 @@ def train_classifier(
     epochs: int,
     lr: float,
     weight_decay: float,
+    val: ImageArray | None = None,
 ) -> tuple[Classifier, int]:
     """Train a copy of ``backbone`` + a linear head on ``data`` (labels >= 0) with the crop +
-    flip view, SGD and a cosine schedule, through the training loop; its metrics and checkpoint
+    flip view, SGD and a cosine schedule (and, fine-tuned, ``backbone.dropout`` before the
+    head), through the training loop; its metrics and checkpoint
     go to ``ctx.work_dir / name``. Returns the model and the epochs it trained (raised to take
-    at least ``eval.min_steps`` steps)."""
+    at least ``eval.min_steps`` steps). With held-out training images ``val`` and
+    ``eval.val_images`` > 0, each epoch also logs train / val loss and top-1 on at most that many
+    of them (:mod:`selfsup.train.heldout`) and ``plots/train_val.png`` is drawn."""
     view = crop_flip_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
     torch.manual_seed(ctx.seed)
     model = Classifier(
         copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen,
         head_lr_scale=1.0 if frozen else ctx.cfg.finetune.head_lr_scale,
+        dropout=0.0 if frozen else ctx.run_cfg.backbone.dropout,  # no dropout in a linear probe
     )  # fmt: skip
     rc = ctx.run_cfg
     batch = min(ctx.cfg.finetune.batch_size, len(data))
@@ -75,7 +82,17 @@ def train_classifier(
         "train": dataclasses.asdict(train),
         "seed": ctx.seed,
     }
-    fit(model, ctx.images(data), train, out, seed=ctx.seed, identity=identity, labels=data.labels)
+    monitor = None
+    if val is not None and ctx.cfg.val_images:
+        train_s, val_s = curve_samples(data, val, ctx.cfg.val_images, ctx.seed)
+        scores = ctx.classifier_scores(model)
+        monitor = lambda _backbone, _epoch: classification_curves(scores, train_s, val_s)  # noqa: E731
+    fit(
+        model, ctx.images(data), train, out, seed=ctx.seed, identity=identity,
+        labels=data.labels, monitor=monitor, monitor_every=1 if monitor else 0,
+    )  # fmt: skip
+    if monitor is not None:
+        save_train_val_png(out)
     return model.eval(), epochs
 
 
@@ -114,7 +131,7 @@ def train_choosing_lr(
     for lr in lrs:
         model, n_epochs = train_classifier(
             ctx, backbone, data, name=f"{name}-lr{lr:g}", frozen=frozen, epochs=epochs,
-            lr=lr, weight_decay=weight_decay,
+            lr=lr, weight_decay=weight_decay, val=val,
         )  # fmt: skip
         acc = 0.0
         if len(lrs) > 1:
@@ -175,7 +192,7 @@ def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     held-out training images kept (the model then trained on the rest of the split)."""
     c = ctx.cfg
     fit_idx = val_idx = torch.arange(len(ctx.train))
-    if len(c.linear_aug.lrs) > 1:
+    if len(c.linear_aug.lrs) > 1 or c.val_images:  # held-out images to choose on / for curves
         fit_idx, val_idx = held_out(ctx, fit_idx)
     model, info = train_choosing_lr(
         ctx,

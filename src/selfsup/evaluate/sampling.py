@@ -31,3 +31,28 @@ def complement(n: int, index: torch.Tensor) -> torch.Tensor:
     keep = torch.ones(n, dtype=torch.bool)
     keep[index] = False
     return keep.nonzero().squeeze(1)
+
+
+def stratified_holdout(
+    labels: torch.Tensor, n: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held) sorted indices: ``n`` images held out in proportion to each label value's
+    share (a label of -1, unlabeled, is a group of its own), the rest kept. Within a group the
+    order is a permutation seeded by ``seed`` alone; the ``n`` images of smallest in-group rank /
+    group size are held, so every group gives ``round(n * n_c / N)`` images give or take one
+    and the total is exactly ``n``. The same seed and labels always hold the same images."""
+    labels = labels.cpu()
+    if not 0 < n < len(labels):
+        raise ConfigError(
+            f"cannot hold out {n} of {len(labels)} images: eval.val_images must be in "
+            f"[1, {len(labels) - 1}] (or 0 to turn validation curves off)"
+        )
+    g = torch.Generator().manual_seed(seed)
+    key = torch.empty(len(labels), dtype=torch.float64)
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().squeeze(1)
+        order = members[torch.randperm(len(members), generator=g)]
+        key[order] = (torch.arange(len(members), dtype=torch.float64) + 0.5) / len(members)
+    tie_break = torch.rand(len(labels), generator=g, dtype=torch.float64) * 1e-9
+    held = torch.argsort(key + tie_break)[:n]
+    return complement(len(labels), held), held.sort().values

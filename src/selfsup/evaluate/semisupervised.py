@@ -1,14 +1,25 @@
 """Semi-supervised pseudo-labelling (the ``pseudo-label`` protocol).
 
-From the training split, a class-balanced ``eval.pseudo.fraction`` keeps its labels; the rest is
-the unlabeled pool (its true labels are hidden from training and only used to report how
-accurate the pseudo-labels were). A teacher labels ``ratio x n_labelled`` pool images: the
-backbone's linear probe fitted on the labelled part, or the classifier of a supervised / joint
-run (``eval.pseudo.teacher=RUN_DIR``; it should have been trained without the pool's labels to
-keep the premise). Those with confidence >= ``eval.pseudo.threshold`` join the labelled set, and
-a student (the backbone fine-tuned with a fresh head) is trained on both. One student per ratio
-of ``eval.pseudo.ratios`` (1:0, 1:0.4, 1:1, 1:2, 1:10 by default); ratio 0 is the labelled-only
-baseline.
+Where the labelled images and the unlabeled pool come from (``eval.pseudo.pool``):
+
+* ``fraction`` (the default): from the training split, a class-balanced ``eval.pseudo.fraction``
+  keeps its labels; the rest is the pool (its true labels are hidden from training and only
+  used to report how accurate the pseudo-labels were).
+* ``unlabeled``: every labelled training image keeps its label, and the pool is drawn (seeded)
+  from the dataset's separate split ``eval.pseudo.pool_split`` (STL-10's 100k ``unlabeled``
+  images, as in the STL-10 protocol of Coates et al. 2011). A split holding training or test
+  images is refused.
+
+A teacher labels ``ratio x n_labelled`` pool images (``eval.pseudo.teacher``): ``pretrained``,
+the backbone's linear probe fitted on the labelled images; ``finetuned``, the backbone
+fine-tuned on them; ``scratch``, the same architecture from a random init fine-tuned on them
+the same way (the teacher without pretraining); or the classifier of a
+supervised / joint run directory (it should have been trained without the pool's labels to keep
+the premise). Those with confidence >= ``eval.pseudo.threshold`` join the labelled set
+(``n_pseudo`` of the record: the images kept), and a student (the backbone fine-tuned with a
+fresh head) is trained on both. One student per ratio of ``eval.pseudo.ratios`` (1:0, 1:0.4,
+1:1, 1:2, 1:10 by default); ratio 0 is the labelled-only baseline. Each student's lr is chosen
+on held-out training images; the test split only scores the students.
 """
 
 from __future__ import annotations
@@ -20,7 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from selfsup.backbones import build_backbone
 from selfsup.data.array import ImageArray
+from selfsup.data.sources import load_dataset
 from selfsup.errors import ConfigError
 from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
 from selfsup.evaluate.features import run_logits
@@ -42,22 +55,41 @@ Teacher = Callable[[ImageArray], torch.Tensor]
 
 
 def pseudo_label_teacher(
-    backbone: nn.Module, ctx: EvalContext, labelled: ImageArray, pool: ImageArray
+    backbone: nn.Module, ctx: EvalContext, labelled: ImageArray, val: ImageArray, pool: ImageArray
 ) -> tuple[str, Teacher]:
-    """(name, images -> class probabilities (N, K) on the CPU): the classifier of the run in
-    ``eval.pseudo.teacher`` (a supervised or joint run, with its own normalisation; refused if
-    it was trained on the label of any ``pool`` image), else the backbone's linear probe
-    fitted on the labelled part."""
-    if ctx.cfg.pseudo.teacher is None:
+    """(name, images -> class probabilities (N, K) on the CPU) for ``eval.pseudo.teacher``:
+    ``pretrained`` (or None), the backbone's linear probe fitted on ``labelled``;
+    ``finetuned``, the backbone fine-tuned on ``labelled``, and ``scratch``, a random-init copy
+    of the architecture fine-tuned the same way (the lr chosen on ``val``, held-out training
+    images); else the classifier of that run directory (a
+    supervised or joint run, with its own normalisation; refused if it was trained on the
+    label of any ``pool`` image)."""
+    c = ctx.cfg
+    if c.pseudo.teacher in (None, "pretrained"):
         probe, _ = ctx.fit_probe(backbone, labelled)
         return "probe", lambda data: probe.predict(ctx.features(backbone, data)).softmax(1).cpu()
+    if c.pseudo.teacher in ("finetuned", "scratch"):
+        net = backbone
+        if c.pseudo.teacher == "scratch":
+            torch.manual_seed(ctx.seed)
+            net = build_backbone(
+                ctx.run_cfg.backbone, in_channels=ctx.channels, image_size=ctx.size
+            )
+        name = f"pseudo-teacher-{c.pseudo.teacher}-s{ctx.seed}"
+        model, _ = train_choosing_lr(
+            ctx, net, labelled, val, name=name, frozen=False, epochs=c.finetune.epochs,
+            lrs=c.finetune.lrs, weight_decay=c.finetune.weight_decay,
+        )  # fmt: skip
+        logits = ctx.classifier_scores(model)
+        return c.pseudo.teacher, lambda data: logits(data).float().softmax(1).cpu()
     run = Path(ctx.cfg.pseudo.teacher)
     tcfg, method = load_run(run)
     head = getattr(method, "head", None)
     if not isinstance(head, nn.Linear) or head.out_features != ctx.num_classes:
         raise ConfigError(
             f"eval.pseudo.teacher={str(run)!r} must be a supervised or joint run with "
-            f"{ctx.num_classes} classes (selfsup supervised --config ...)"
+            f"{ctx.num_classes} classes (selfsup supervised --config ...), or one of the "
+            "teachers pretrained (the probe), finetuned and scratch"
         )
     check_teacher_never_saw(run, pool, ctx)
 
@@ -103,37 +135,76 @@ def _join(labelled: ImageArray, extra: ImageArray, labels: torch.Tensor) -> Imag
     )
 
 
+def split_pool(ctx: EvalContext) -> tuple[ImageArray, ImageArray, ImageArray]:
+    """(labelled, validation, pool in a seeded random order) as ``eval.pseudo.pool`` says. The
+    validation images (held-out training images) only choose each student's lr; with
+    ``pool=unlabeled`` and a single lr nothing is chosen, so every training image is kept."""
+    c = ctx.cfg
+    order = torch.Generator().manual_seed(ctx.seed)
+    if c.pseudo.pool == "fraction":
+        lab_idx = class_balanced_indices(ctx.train.labels, c.pseudo.fraction, ctx.seed)
+        lab_idx, val_idx = held_out(ctx, lab_idx)
+        pool = complement(len(ctx.train), torch.cat([lab_idx, val_idx]))
+        pool = pool[torch.randperm(len(pool), generator=order)]
+        return ctx.train.subset(lab_idx), ctx.train.subset(val_idx), ctx.train.subset(pool)
+    everything = torch.arange(len(ctx.train))
+    lab_idx, val_idx = held_out(ctx, everything) if len(c.finetune.lrs) > 1 else (everything,) * 2
+    labelled = ctx.train.subset(lab_idx)
+    unlabeled = load_pool_split(ctx)
+    need = min(len(unlabeled), round(max(c.pseudo.ratios) * len(labelled)))
+    chosen = torch.randperm(len(unlabeled), generator=order)[:need]
+    pool = unlabeled.subset(chosen.sort().values)  # read in file order (a memmap), then shuffle
+    return labelled, ctx.train.subset(val_idx), pool.subset(torch.randperm(need, generator=order))
+
+
+def load_pool_split(ctx: EvalContext) -> ImageArray:
+    """The split ``eval.pseudo.pool_split`` of the evaluation dataset, refused when it holds
+    training or test images (the pool must be new images, and the test split is never fitted
+    on)."""
+    split, d = ctx.cfg.pseudo.pool_split, ctx.run_cfg.data
+    if {"train", "test"} & set(split.split("+")):
+        raise ConfigError(
+            f"eval.pseudo.pool_split={split!r} holds training or test images; the pool must be "
+            "a separate split of unlabeled images, e.g. eval.pseudo.pool_split=unlabeled "
+            "(stl10), or use eval.pseudo.pool=fraction"
+        )
+    return load_dataset(
+        ctx.dataset, split, root=d.root, download=d.download, image_size=d.image_size
+    )
+
+
 @PROTOCOLS.register("pseudo-label")
 def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     c = ctx.cfg
-    lab_idx = class_balanced_indices(ctx.train.labels, c.pseudo.fraction, ctx.seed)
-    lab_idx, val_idx = held_out(ctx, lab_idx)  # held-out images to choose each student's lr
-    val = ctx.train.subset(val_idx)
-    pool = complement(len(ctx.train), torch.cat([lab_idx, val_idx]))
-    pool = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed))]
-    labelled = ctx.train.subset(lab_idx)
-    teacher_name, teacher = pseudo_label_teacher(backbone, ctx, labelled, ctx.train.subset(pool))
+    labelled, val, pool = split_pool(ctx)
+    teacher_name, teacher = pseudo_label_teacher(backbone, ctx, labelled, val, pool)
     fitted = []
     for ratio in c.pseudo.ratios:
-        unlabeled = ctx.train.subset(pool[: min(len(pool), round(ratio * len(labelled)))])
+        unlabeled = pool.subset(slice(0, min(len(pool), round(ratio * len(labelled)))))
         info = {
             "ratio": ratio,
-            "fraction": c.pseudo.fraction,
+            "pool": c.pseudo.pool,
+            "fraction": c.pseudo.fraction if c.pseudo.pool == "fraction" else None,
             "threshold": c.pseudo.threshold,
             "n_labelled": len(labelled),
             "n_unlabeled": len(unlabeled),
-            "n_pseudo": 0,
+            "n_pseudo": 0,  # the pool images kept (teacher confidence >= threshold)
+            "kept_share": None,
             "pseudo_label_acc": None,
             "teacher": teacher_name,
         }
+        if c.pseudo.pool == "unlabeled":
+            info["pool_split"] = c.pseudo.pool_split
         student_data = labelled
         if len(unlabeled):
             probs = teacher(unlabeled)
             keep, pseudo = select_confident(probs, c.pseudo.threshold)
             info["n_pseudo"] = int(keep.sum())
-            if keep.any():  # the pool's true labels: only to report the pseudo-labels' accuracy
-                truth = unlabeled.labels[keep]
-                info["pseudo_label_acc"] = float((pseudo[keep] == truth).float().mean())
+            info["kept_share"] = info["n_pseudo"] / len(unlabeled)
+            if keep.any():
+                if unlabeled.has_labels:  # the pool's hidden labels: only to score the teacher
+                    truth = unlabeled.labels[keep]
+                    info["pseudo_label_acc"] = float((pseudo[keep] == truth).float().mean())
                 student_data = _join(
                     labelled, unlabeled.subset(keep.nonzero().squeeze(1)), pseudo[keep]
                 )

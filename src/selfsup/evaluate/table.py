@@ -24,7 +24,7 @@ IDENTITY = (
     "ema_teacher",
 )  # fmt: skip
 # the eval settings that change each protocol's number (besides the record's own fields)
-COMMON_SETTINGS = ("train_limit", "test_limit")
+COMMON_SETTINGS = ("train_limit", "test_limit", "classes")
 _TRAINED = ("val_fraction", "min_steps")
 _FINETUNE = ("finetune.epochs", "finetune.batch_size", "finetune.lrs", "finetune.weight_decay",
              "finetune.head_lr_scale", "crop_scale", *_TRAINED)  # fmt: skip
@@ -42,6 +42,8 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
     "finetune": _FINETUNE,
     "pseudo-label": (
         *_FINETUNE,
+        "pseudo.pool",
+        "pseudo.pool_split",
         "pseudo.fraction",
         "pseudo.threshold",
         "pseudo.teacher",
@@ -51,16 +53,25 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# settings added after records existed: left out at these values (the behaviour before them),
+# so earlier records keep their settings ids
+LATER_SETTINGS: dict[str, tuple[Any, ...]] = {"classes": (None,), "pseudo.pool": ("fraction",)}
+# values that mean what an earlier value meant, recorded as that one (same settings id)
+SAME_AS_BEFORE: dict[str, dict[Any, Any]] = {"pseudo.teacher": {"pretrained": None}}
+
+
 def eval_settings(protocol: str, cfg: Any) -> dict[str, Any]:
     """The settings of ``cfg`` (an ``EvalConfig``) that change ``protocol``'s number."""
     names = COMMON_SETTINGS + PROTOCOL_SETTINGS.get(protocol, ())
+    pool = getattr(getattr(cfg, "pseudo", None), "pool", "fraction")
+    skip = {"pseudo.pool_split"} if pool == "fraction" else {"pseudo.fraction"}
     out = {}
     for name in names:  # dotted: "knn.temperature" is cfg.knn.temperature
         node: Any = cfg
         for part in name.split("."):
             node = getattr(node, part, _MISSING)
-        if node is not _MISSING:
-            out[name] = node
+        if node is not _MISSING and name not in skip and node not in LATER_SETTINGS.get(name, ()):
+            out[name] = SAME_AS_BEFORE[name].get(node, node) if name in SAME_AS_BEFORE else node
     return out
 
 
@@ -332,6 +343,36 @@ def comparison_columns(
     return keys, labels
 
 
+# results.json["compute"] (written by pretraining, selfsup.train.compute) as table columns:
+# header, how to read the value, markdown format, csv format
+COMPUTE_COLUMNS: tuple[tuple[str, Any, str, str], ...] = (
+    ("backbone params (M)", lambda c: c["params"]["backbone"] / 1e6, "{:.2f}", "{:.6g}"),
+    ("total params (M)", lambda c: c["params"]["total"] / 1e6, "{:.2f}", "{:.6g}"),
+    ("GFLOPs/img", lambda c: c["flops_per_image"] / 1e9, "{:.3g}", "{:.6g}"),
+    ("train wall (s)", lambda c: c["train_wall_s"], "{:.4g}", "{:.6g}"),
+    ("img/s", lambda c: c["images_per_s"], "{:.0f}", "{:.6g}"),
+)
+
+
+def compute_cells(results: dict[str, Any], fmt: str = "markdown") -> list[str]:
+    """The :data:`COMPUTE_COLUMNS` cells of one run: backbone and total parameters in
+    millions, backbone GFLOPs per image (one forward), pretraining wall seconds and images per
+    second; "-"
+    (markdown) or "" (csv) where the run has no such figure."""
+    compute = results.get("compute") or {}
+    cells = []
+    for _, read, md, plain in COMPUTE_COLUMNS:
+        try:
+            value = read(compute)
+        except (KeyError, TypeError):
+            value = None
+        missing = "-" if fmt == "markdown" else ""
+        cells.append(
+            missing if value is None else (md if fmt == "markdown" else plain).format(value)
+        )
+    return cells
+
+
 def comparison_table(
     runs: Sequence[tuple[str, dict[str, Any]]], fmt: str = "markdown", metric: str = "top1"
 ) -> str:
@@ -342,7 +383,8 @@ def comparison_table(
     ``fmt="markdown"``: cells in percent with one decimal ("91.2 ± 0.3", "91.2" for one seed,
     "-" when the run lacks that measurement). ``fmt="csv"``: header ``run,<col>,<col> std,...``
     with plain fractions (6 significant digits, e.g. 0.9123); empty fields where missing (and
-    std for one seed).
+    std for one seed). When any run recorded its pretraining compute, the
+    :data:`COMPUTE_COLUMNS` follow the measurements.
     """
     if fmt not in ("markdown", "csv"):
         raise ValueError(f"unknown table format {fmt!r}; valid: 'markdown', 'csv'")
@@ -352,24 +394,26 @@ def comparison_table(
     keys, labels = comparison_columns(aggs)
     names = run_labels(runs)
     by_run = [{measurement_key(a): a for a in run_aggs} for run_aggs in aggs]
+    costs = [h for h, *_ in COMPUTE_COLUMNS] if any(r.get("compute") for _, r in runs) else []
     if fmt == "markdown":
-        rows = [["run"] + [labels[k] for k in keys]]
-        for name, found in zip(names, by_run, strict=True):
+        rows = [["run"] + [labels[k] for k in keys] + costs]
+        for name, found, (_, res) in zip(names, by_run, runs, strict=True):
             cells = [found.get(k) for k in keys]
             rows.append(
                 [name]
                 + [format_cell(a[metric], a[f"{metric}_std"], a["n"]) if a else "-" for a in cells]
+                + (compute_cells(res) if costs else [])
             )
         return markdown(rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["run"] + [h for k in keys for h in (labels[k], f"{labels[k]} std")])
-    for name, found in zip(names, by_run, strict=True):
+    writer.writerow(["run"] + [h for k in keys for h in (labels[k], f"{labels[k]} std")] + costs)
+    for name, found, (_, res) in zip(names, by_run, runs, strict=True):
         row: list[Any] = [name]
         for k in keys:
             a = found.get(k) or {}
             row += ["" if a.get(m) is None else f"{a[m]:.6g}" for m in (metric, f"{metric}_std")]
-        writer.writerow(row)
+        writer.writerow(row + (compute_cells(res, "csv") if costs else []))
     return buf.getvalue()
 
 

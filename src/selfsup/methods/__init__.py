@@ -150,7 +150,7 @@ def build_isd(cfg: Config, backbone, specs) -> Method:
 def build_supervised(cfg: Config, backbone, specs) -> Method:
     if cfg.method.num_classes < 1:
         raise ConfigError("method.num_classes must be set (pretrain sets it from the data)")
-    return Classifier(backbone, specs, cfg.method.num_classes)
+    return Classifier(backbone, specs, cfg.method.num_classes, dropout=cfg.backbone.dropout)
 
 
 def build_dino(cfg: Config, backbone, specs) -> Method:

@@ -25,6 +25,7 @@ from torch import nn
 
 from selfsup.config import DINOConfig, DINOTwinsConfig
 from selfsup.data.views import ViewSpec
+from selfsup.distributed import mark_synced, mean_across_ranks
 from selfsup.heads import DINOHead, mlp
 from selfsup.losses import barlow_twins_loss, dino_center_update, dino_loss
 from selfsup.methods.base import Method, StepOutput
@@ -62,6 +63,7 @@ class DINO(Method):
         )
         self.teacher = frozen_copy(self.student())
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
+        mark_synced(self, "center")  # updated from the global batch's mean on every rank
         self.twins = isinstance(cfg, DINOTwinsConfig)
         if self.twins:
             self.bt_projector = mlp(
@@ -69,6 +71,8 @@ class DINO(Method):
             )
             weight = -1.0 if cfg.bt_weight is None else cfg.bt_weight  # < 0: set at step 0
             self.register_buffer("bt_weight", torch.tensor(weight))
+            mark_synced(self, "bt_weight")  # calibrated from the mean over ranks
+        self._calibrate = self.twins and cfg.bt_weight is None  # until the first step has run
         self._teacher_temp = cfg.teacher_temp
         self._frozen_last_layer = False
         self._teacher_out: torch.Tensor | None = None
@@ -112,9 +116,11 @@ class DINO(Method):
         pairs = list(itertools.combinations(range(len(z)), 2))
         bt = sum(barlow_twins_loss(z[i], z[j], lambd=self.cfg.bt_lambd)[0] for i, j in pairs)
         bt = bt / len(pairs)
-        with torch.no_grad():  # calibrate once, without a host sync
-            first = 0.5 * loss.detach() / bt.detach().clamp(min=1e-12)
-            self.bt_weight.copy_(torch.where(self.bt_weight < 0, first, self.bt_weight))
+        if self._calibrate:  # once per process (a resumed run keeps its weight), no host sync
+            with torch.no_grad():
+                first = mean_across_ranks(0.5 * loss.detach() / bt.detach().clamp(min=1e-12))
+                self.bt_weight.copy_(torch.where(self.bt_weight < 0, first, self.bt_weight))
+            self._calibrate = False
         parts = {**parts, "barlow_twins": bt.detach(), "bt_weight": self.bt_weight.clone()}
         return loss + self.bt_weight * bt, parts
 

@@ -17,8 +17,11 @@ from selfsup.methods.base import Method, StepOutput
 
 
 class Classifier(Method):
-    """Backbone + ``Linear(num_features, num_classes)``; ``frozen`` keeps the backbone fixed (no
-    gradients, batch-norm statistics untouched: it stays in eval mode while the head trains)."""
+    """Backbone + ``Dropout(dropout)`` + ``Linear(num_features, num_classes)``; ``frozen`` keeps
+    the backbone fixed (no gradients, batch-norm statistics untouched: it stays in eval mode
+    while the head trains). The dropout on the pooled features is active in train mode only
+    (torchvision's VGG / AlexNet / EfficientNet classifiers place theirs the same way; 0 is the
+    identity)."""
 
     def __init__(
         self,
@@ -28,8 +31,12 @@ class Classifier(Method):
         *,
         frozen: bool = False,
         head_lr_scale: float = 1.0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(backbone, view_specs)
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.num_features, num_classes)
         self.frozen = frozen
         self.head_lr_scale = head_lr_scale
@@ -63,7 +70,7 @@ class Classifier(Method):
         """(B, C, H, W) -> (B, num_classes)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             feats = self.backbone(x)
-        return self.head(feats)
+        return self.head(self.dropout(feats))
 
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor) -> StepOutput:
         logits = self.logits(views[0]).float()

@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.distributed import is_distributed, world_size
+from selfsup.distributed import is_distributed, mark_synced, world_size
 
 
 @torch.no_grad()
@@ -42,6 +42,7 @@ class FeatureQueue(nn.Module):
         init = F.normalize(torch.randn(size, dim, generator=generator), dim=1)
         self.register_buffer("queue", init)
         self.register_buffer("ptr", torch.zeros(1, dtype=torch.long))
+        mark_synced(self, "queue", "ptr")  # every rank enqueues the same gathered keys
 
     @property
     def size(self) -> int:

@@ -7,7 +7,8 @@ scheduled learning rate, let the method update its teacher / queue / centre. Eve
 steps the buffered per-step losses are copied to the host once (one sync), checked for
 non-finite values, and appended to ``metrics.jsonl``. Each epoch ends with an atomic
 ``checkpoints/last.pt`` from which ``resume`` continues exactly (the shuffling and the views of
-epoch e are seeded by (seed, epoch, rank), so they do not depend on what ran before).
+epoch e are seeded by (seed, epoch) alone, the same on every rank, so they do not depend on
+what ran before, and N processes draw what one process would).
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from selfsup.atomic import remove_temporaries, write_text_atomic
 from selfsup.config import TrainConfig, check_choice
 from selfsup.data.views import make_views
-from selfsup.distributed import is_distributed, local_rank, rank, world_size
+from selfsup.distributed import (
+    any_rank,
+    is_distributed,
+    local_rank,
+    rank,
+    synced_buffer_names,
+    world_size,
+)
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
 from selfsup.methods.base import Method
 from selfsup.parts.schedules import warmup_cosine
@@ -286,10 +295,13 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         if device.type == "cuda":  # batch statistics over the global batch, as one process
             nn.SyncBatchNorm.convert_sync_batchnorm(method)  # (replaces BN layers in place)
-        model = nn.parallel.DistributedDataParallel(method, device_ids=ids)
+        # buffers every rank keeps equal itself (queue, DINO centre) skip DDP's broadcast
+        DDP._set_params_and_buffers_to_ignore_for_model(method, synced_buffer_names(method))
+        model = DDP(method, device_ids=ids)
     if tc.compile:
         model = torch.compile(model)
     autocast = autocast_for(device, bf16)
+    shard = (rank(), world_size())
     bar = tqdm(
         total=total,
         initial=step,
@@ -300,9 +312,9 @@ def fit(
     method.train()
     with _StopSignals() as stop, ExitStack() as readers:
         for epoch in range(start_epoch, tc.epochs):
-            view_gen = torch.Generator(device=device).manual_seed(
-                (seed * 100_003 + epoch) * 1_009 + rank()
-            )
+            # one generator state on every rank: each draws the global batch's view parameters
+            # and keeps its own rows (make_views' shard), so N processes train as one would
+            view_gen = torch.Generator(device=device).manual_seed((seed * 100_003 + epoch) * 1_009)
             if epoch == start_epoch and view_state is not None:
                 view_gen.set_state(view_state)
             epoch_start = time.perf_counter()
@@ -313,7 +325,9 @@ def fit(
             for i, batch in zip(range(first, len(batches)), reader, strict=True):
                 idx = batches[i]
                 with torch.no_grad():
-                    views = make_views(batch, method.view_specs, view_gen, compile=compile_views)
+                    views = make_views(
+                        batch, method.view_specs, view_gen, compile=compile_views, shard=shard
+                    )
                 if tc.channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 lr = warmup_cosine(
@@ -334,7 +348,8 @@ def fit(
                 with autocast:
                     out = model(views, *batch_labels)
                 optimizer.zero_grad(set_to_none=True)
-                if tc.skip_nonfinite and not bool(torch.isfinite(out.loss.detach())):
+                # every rank skips together (a rank that stepped alone would wait forever)
+                if tc.skip_nonfinite and any_rank(not bool(torch.isfinite(out.loss.detach()))):
                     skipped += 1  # (one host sync per step, only with skip_nonfinite on)
                     _log_skipped(log, bar, step, epoch, skipped, tc.skip_nonfinite, ckpt_path)
                 else:
@@ -426,6 +441,13 @@ def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path:
     ).tolist()
     elapsed = max(time.perf_counter() - pending.started, 1e-9)
     ips = pending.images / elapsed
+    finite = [all(v == v and abs(v) != float("inf") for v in values) for values in stacked]
+    if any_rank(not all(finite)) and all(finite):  # another rank diverged: stop with it
+        raise TrainingDiverged(
+            f"the loss became non-finite on another process by step {pending.steps[-1]} (epoch "
+            f"{epoch}); see its message. Lower train.lr, set train.grad_clip (e.g. 1.0) or use "
+            "train.precision=fp32."
+        )
     records = []
     for s, lr, values in zip(pending.steps, pending.lrs, stacked, strict=True):
         if not all(v == v and abs(v) != float("inf") for v in values):
@@ -457,6 +479,7 @@ def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], path: Path)
     method_arch = ("projector", "predictor", "bt_projector", "out_dim", "hidden_dim")
     method_arch += ("bottleneck_dim", "norm_last_layer", "queue_size")
     arch = [("backbone", "depths"), ("backbone", "widths"), ("joint", "enabled")]
+    arch += [("eval", "val_images")]  # which images it trains on (the held-out carve)
     arch += [("method", key) for key in method_arch]
     for section, key in names + arch:
         old, new = saved.get(section, {}), mine.get(section, {})

@@ -1,0 +1,132 @@
+"""``selfsup index / retrieve / embed`` and ``selfsup viz attention / corr``: a finished run's
+representation, searched, exported and drawn. Each parser sets ``handler``, which
+:func:`selfsup.cli.main` calls."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from selfsup.analysis.attention import attention_figure
+from selfsup.analysis.correlation import corr_panels
+from selfsup.analysis.encoder import load_encoder
+from selfsup.analysis.feature_file import write_features
+from selfsup.analysis.index import build_index, embed_split
+from selfsup.analysis.query import hit_lines, retrieve
+from selfsup.errors import SelfsupError
+
+
+def _dataset_args(p: argparse.ArgumentParser, *, default_split: str = "train") -> None:
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="a dataset name, e.g. cifar10 or imagefolder:PATH (default: the run's pretraining "
+        "dataset)",
+    )
+    p.add_argument(
+        "--split",
+        default=default_split,
+        help="train or test (STL-10 also unlabeled, train+unlabeled); default: %(default)s",
+    )
+
+
+def add_parsers(sub: Any, viz_sub: Any) -> None:
+    """The subcommands of this module, on the top-level and the ``viz`` sub-parsers."""
+    ix = sub.add_parser(
+        "index",
+        help="build an ANNOY index (angular) of a run's features of a split, saved in "
+        "RUN_DIR/index/ for selfsup retrieve",
+    )
+    ix.add_argument("run_dir", type=Path)
+    _dataset_args(ix)
+    ix.set_defaults(handler=_index)
+
+    rt = sub.add_parser(
+        "retrieve",
+        help="the k images of an index most (or least) similar to a query image, printed and drawn",
+    )
+    rt.add_argument("run_dir", type=Path)
+    rt.add_argument(
+        "--query",
+        required=True,
+        help="an image file (decoded and resized like the dataset), or an image of the indexed "
+        "split: its index, or for an image folder its relative path",
+    )
+    rt.add_argument("-k", type=int, default=8, help="images to retrieve (default 8)")
+    rt.add_argument("--dissimilar", action="store_true", help="the least similar instead")
+    rt.add_argument("--out", type=Path, help="the PNG (default: RUN_DIR/plots/retrieve-...png)")
+    _dataset_args(rt)
+    rt.set_defaults(handler=_retrieve)
+
+    em = sub.add_parser(
+        "embed",
+        help="write a run's features of a split with labels and image ids: FILE.npy + "
+        "FILE.json, or FILE.parquet (needs pyarrow)",
+    )
+    em.add_argument("run_dir", type=Path)
+    em.add_argument("--out", type=Path, required=True, help="FILE, FILE.npy or FILE.parquet")
+    _dataset_args(em)
+    em.set_defaults(handler=_embed)
+
+    at = viz_sub.add_parser(
+        "attention",
+        help="a ViT run's CLS attention over the patches in the last block, per head and "
+        "averaged, over a few images (RUN_DIR/plots/attention.png)",
+    )
+    at.add_argument("run_dir", type=Path)
+    at.add_argument("--images", type=int, default=4, help="images (rows) to draw (default 4)")
+    _dataset_args(at)
+    at.set_defaults(handler=_attention)
+
+    co = viz_sub.add_parser(
+        "corr",
+        help="the projector's cross-correlation (VICReg: covariance) matrix per epoch saved "
+        "during training (viz.corr_epochs=[1,5,...]) into RUN_DIR/plots/corr.png",
+    )
+    co.add_argument("run_dir", type=Path)
+    co.set_defaults(handler=_corr)
+
+
+def _index(args: argparse.Namespace) -> int:
+    path, meta = build_index(load_encoder(args.run_dir), args.dataset, args.split)
+    print(
+        f"indexed {meta['n']} images of {meta['dataset']} {meta['split']} ({meta['dim']}-d "
+        f"{meta['backbone']} features, checkpoint {meta['checkpoint']}): {path}"
+    )
+    return 0
+
+
+def _retrieve(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise SelfsupError(f"-k must be at least 1, got {args.k}")
+    res = retrieve(
+        load_encoder(args.run_dir), args.query, k=args.k, dissimilar=args.dissimilar,
+        dataset=args.dataset, split=args.split, out=args.out,
+    )  # fmt: skip
+    which = "least" if args.dissimilar else "most"
+    print(f"the {len(res.hits)} {which} similar images of {res.meta['dataset']} "
+          f"{res.meta['split']} to {args.query}:")  # fmt: skip
+    print("\n".join(hit_lines(res)))
+    print(f"drawn: {res.plot}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    emb = embed_split(load_encoder(args.run_dir), args.dataset, args.split)
+    files = write_features(emb, args.out)
+    print(f"wrote {len(emb.data)} x {emb.meta['dim']} features: {', '.join(map(str, files))}")
+    return 0
+
+
+def _attention(args: argparse.Namespace) -> int:
+    path = attention_figure(
+        args.run_dir, images=args.images, dataset=args.dataset, split=args.split
+    )
+    print(f"attention maps: {path}")
+    return 0
+
+
+def _corr(args: argparse.Namespace) -> int:
+    print(f"correlation matrices: {corr_panels(args.run_dir)}")
+    return 0
