@@ -51,8 +51,8 @@ def _mapped_files(tensor: torch.Tensor) -> list[str]:
 
 
 def test_dataset_names_and_splits() -> None:
-    names = ["cifar10", "cifar100", "fashion-mnist", "imagefolder:PATH", "lfw", "stl10"]
-    names.append("synthetic")
+    names = ["cache:PATH", "cifar10", "cifar100", "fashion-mnist", "imagefolder:PATH", "lfw"]
+    names += ["stl10", "synthetic"]
     assert dataset_names() == names
     assert sorted(DATASET_SPLITS) == names
     assert DATASET_SPLITS["stl10"] == ("train", "test", "unlabeled", "train+unlabeled")

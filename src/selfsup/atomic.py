@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,3 +73,32 @@ def remove_temporaries(folder: str | Path, name: str = "*") -> None:
     (never renamed over their file, so never read)."""
     for tmp in Path(folder).glob(f".{name}.*.tmp"):
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; when the block completes it is renamed onto
+    ``path`` (a folder already there is replaced only with ``overwrite``). On any error, and
+    after a kill, only a hidden ``.NAME.*.tmp`` folder is left, never a partial ``path``;
+    temporaries a kill left are removed the next time."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob(f".{path.name}.*.tmp"):
+        shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists() and overwrite:  # moved aside first: a folder cannot replace a folder
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+            os.replace(path, aside / path.name)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise WriteError(
+            f"could not write the folder {path} ({err.strerror or err}); nothing was left at "
+            f"{path} by this write. Free disk space or fix permissions, then run again"
+        ) from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for old in path.parent.glob(f".{path.name}.*.tmp"):
+            shutil.rmtree(old, ignore_errors=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from selfsup import cli_faces, cli_report
+from selfsup import cli_faces, cli_prepare, cli_report
 from selfsup.analysis.compute import COMPUTE_AXES, plot_accuracy_vs_compute
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
@@ -182,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="eval.key=value",
         help="eval settings for this evaluation only, e.g. eval.compare_random=true",
     )
+    cli_prepare.add_parsers(sub)
     return p
 
 
@@ -343,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             return _table(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "prepare":
+            return cli_prepare.run(args)
         if args.command == "viz":
             return _viz(args)
         if args.command == "faces":

@@ -33,6 +33,8 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -228,12 +230,95 @@ def _why_bad(error: BaseException) -> str:
     return f"corrupt or unsupported image: {type(error).__name__}: {error}"
 
 
-def _bad_error(path: Path | str, reason: str) -> DataError:
+Decoder = Callable[[list[Path], int], Iterator["np.ndarray | str"]]
+"""Decodes files at a size, in order: each as uint8 (3, S, S), or the reason it is unusable."""
+
+
+def decode_or_reason(path: Path, size: int) -> np.ndarray | str:
+    """:func:`decode`, or why ``path`` cannot be used (a string) when it fails."""
+    try:
+        return decode(path, size)
+    except Exception as e:  # any failure to decode means this file is unusable
+        return _why_bad(e)
+
+
+def decode_serially(files: list[Path], size: int) -> Iterator[np.ndarray | str]:
+    """The default :data:`Decoder`: one file after the other, in this process."""
+    return (decode_or_reason(f, size) for f in files)
+
+
+def bad_image_error(path: Path | str, reason: str) -> DataError:
     return DataError(
         f"bad image {path}: {reason}. With data.on_bad_image=fail the first bad image stops "
         "the run: remove or replace this file, or set data.on_bad_image=skip to leave bad "
         "images out (they are then listed in a .bad.json report next to the cache)"
     )
+
+
+@dataclass
+class Listing:
+    """One split folder's image files, ready to decode: what :func:`list_split` found."""
+
+    folder: Path
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+    listing: list[list[object]]  # [relative path, size, mtime_ns] per file: the cache key
+    skipped: Skipped  # left out while looking (links not followed, unreadable files)
+
+
+def list_split(path: Path, split: str, fail: bool) -> Listing:
+    """Find ``split`` of the image folder at ``path`` and stat every image in it; with ``fail``
+    the first file that cannot be used is a :class:`DataError`."""
+    folder = split_folder(path.expanduser().absolute(), split)
+    candidates, candidate_labels, classes, skipped = scan(folder)
+    if fail and skipped:
+        raise bad_image_error(*skipped[0])
+    files, labels, listing = [], [], []
+    for f, label in zip(candidates, candidate_labels, strict=True):
+        try:
+            stat = f.stat()
+        except OSError as e:
+            if fail:
+                raise bad_image_error(f, f"cannot read the file: {e.strerror or e}") from e
+            skipped.append((f, f"cannot read the file: {e.strerror or e}"))
+            continue
+        files.append(f)
+        labels.append(label)
+        listing.append([f.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
+    return Listing(folder, files, labels, classes, listing, skipped)
+
+
+def build_cache(
+    found: Listing,
+    npy: Path,
+    sidecar: Path,
+    report: Path,
+    image_size: int,
+    fail: bool,
+    decoder: Decoder | None = None,
+    extra: dict[str, object] | None = None,
+) -> None:
+    """Decode ``found`` into the cache ``npy`` (atomically), then its ``sidecar`` (labels,
+    classes, relative paths, bad files, and ``extra``); bad files also go to ``report``.
+
+    ``decoder`` turns the files into images in order (default: one by one in this process;
+    :mod:`selfsup.data.prepare` passes a process pool's)."""
+    good, bad = _build(
+        npy, found.files, found.listing, image_size, found.folder, fail, found.skipped, report,
+        decoder or decode_serially,
+    )  # fmt: skip
+    meta = {
+        "folder": str(found.folder),
+        "labels": [found.labels[i] for i in good],
+        "classes": found.classes,
+        "paths": [found.listing[i][0] for i in good],
+        "bad": [{"path": str(p), "reason": r} for p, r in bad],
+        **(extra or {}),
+    }
+    if bad:
+        write_json_atomic(report, _report(found.folder, len(good), bad))
+    write_json_atomic(sidecar, meta)
 
 
 def load_image_folder(
@@ -246,52 +331,28 @@ def load_image_folder(
     """
     check_choice("data", "on_bad_image", on_bad_image)
     fail = on_bad_image == "fail"
-    folder = split_folder(path.expanduser().absolute(), split)
-    candidates, candidate_labels, classes, skipped = scan(folder)
-    if fail and skipped:
-        raise _bad_error(*skipped[0])
-    files, labels, listing = [], [], []
-    for f, label in zip(candidates, candidate_labels, strict=True):
-        try:
-            stat = f.stat()
-        except OSError as e:
-            if fail:
-                raise _bad_error(f, f"cannot read the file: {e.strerror or e}") from e
-            skipped.append((f, f"cannot read the file: {e.strerror or e}"))
-            continue
-        files.append(f)
-        labels.append(label)
-        listing.append([f.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
-    skipped_key = [[str(p), reason] for p, reason in skipped]
+    found = list_split(path, split, fail)
+    folder, classes = found.folder, found.classes
+    skipped_key = [[str(p), reason] for p, reason in found.skipped]
     folder_key = cache_key(["imagefolder", str(folder), image_size])
-    key = cache_key(["imagefolder", 2, str(folder), image_size, listing, skipped_key])
+    key = cache_key(["imagefolder", 2, str(folder), image_size, found.listing, skipped_key])
     npy = cache_dir / f"imagefolder-{folder_key}-{key}.npy"
     sidecar = npy.with_suffix(".json")
     report = npy.with_suffix(".bad.json")
 
-    cached = _open_cached(npy, sidecar, image_size)
+    cached = open_cached(npy, sidecar, image_size)
     if cached is None:
-        good, bad = _build(npy, files, listing, image_size, folder, fail, skipped, report)
-        meta = {
-            "folder": str(folder),
-            "labels": [labels[i] for i in good],
-            "classes": classes,
-            "bad": [{"path": str(p), "reason": r} for p, r in bad],
-        }
-        write_json_atomic(sidecar, meta)
-        keep = {npy, sidecar}
-        if bad:
-            write_json_atomic(report, _report(folder, len(good), bad))
-            keep.add(report)
+        build_cache(found, npy, sidecar, report, image_size, fail)
+        keep = {npy, sidecar} | ({report} if report.exists() else set())
         remove_stale(cache_dir, f"imagefolder-{folder_key}-*", keep)
-        cached = _open_cached(npy, sidecar, image_size)
+        cached = open_cached(npy, sidecar, image_size)
         if cached is None:
             raise DataError(f"cannot read back the cache {npy} just written; delete it and retry")
     images, good_labels, bad_list = cached
     if bad_list:
         first = bad_list[0]
         if fail:
-            raise _bad_error(first["path"], first["reason"])
+            raise bad_image_error(first["path"], first["reason"])
         print(
             f"selfsup: {folder}: skipped {len(bad_list)} bad image file(s) of "
             f"{len(bad_list) + images.shape[0]} (the first {first['path']}: {first['reason']}); "
@@ -299,7 +360,7 @@ def load_image_folder(
             file=sys.stderr,
         )
     left_out = {b["path"] for b in bad_list}  # the cache holds the other files, in order
-    kept = [f.relative_to(folder).as_posix() for f in files if str(f) not in left_out]
+    kept = [f.relative_to(folder).as_posix() for f in found.files if str(f) not in left_out]
     if len(kept) != images.shape[0]:
         raise DataError(f"the cache {npy} does not match {folder}; delete it and retry")
     return ImageArray(images, torch.tensor(good_labels, dtype=torch.int64), classes, files=kept)
@@ -324,6 +385,7 @@ def _build(
     fail: bool,
     skipped: Skipped,
     report: Path,
+    decoder: Decoder,
 ) -> tuple[list[int], Skipped]:
     """Decode ``files`` into the cache ``npy``: the indices of the good ones, and all the files
     left out (``skipped`` from the scan, then the ones that do not decode)."""
@@ -332,17 +394,16 @@ def _build(
     bad: Skipped = list(skipped)
 
     def fill(out: np.ndarray) -> None:
-        for i, f in enumerate(tqdm(files, desc=f"decoding {folder.name}", unit="img")):
-            try:
-                if listing[i][1] == 0:
-                    raise _EmptyFile
-                out[len(good)] = decode(f, image_size)
-            except Exception as e:  # any failure to decode means this file is unusable
-                reason = "empty file (0 bytes)" if isinstance(e, _EmptyFile) else _why_bad(e)
+        results = decoder(files, image_size)
+        bar = tqdm(results, total=len(files), desc=f"decoding {folder.name}", unit="img")
+        for i, result in enumerate(bar):
+            reason = "empty file (0 bytes)" if listing[i][1] == 0 else result
+            if isinstance(reason, str):  # any failure to decode means this file is unusable
                 if fail:
-                    raise _bad_error(f, reason) from e
-                bad.append((f, reason))
+                    raise bad_image_error(files[i], reason)
+                bad.append((files[i], reason))
                 continue
+            out[len(good)] = result
             good.append(i)
         if not good:
             write_json_atomic(report, _report(folder, 0, bad))
@@ -376,11 +437,7 @@ def _build(
     return good, bad
 
 
-class _EmptyFile(Exception):
-    """A zero-byte file (checked before PIL, which would only say it cannot identify it)."""
-
-
-def _open_cached(
+def open_cached(
     npy: Path, sidecar: Path, image_size: int
 ) -> tuple[torch.Tensor, list[int], list[dict[str, str]]] | None:
     """The cached images, their labels and the bad-file list, when both files are present and

@@ -10,6 +10,8 @@ Names, their splits, and where their files are looked for (``root`` is the data 
   ``root/cifar-10-batches-py/`` and ``root/cifar-100-python/``.
 * ``stl10`` (train, test, unlabeled, train+unlabeled): the binaries in ``root/stl10_binary/``.
 * ``imagefolder:PATH`` (train, test): your own images, see :mod:`selfsup.data.imagefolder`.
+* ``cache:PATH`` (train, test): an image folder decoded once by ``selfsup prepare``, read
+  memory-mapped (data bigger than memory), see :mod:`selfsup.data.prepare`.
 * ``lfw`` / ``lfw:MIN`` (train, test): LFW faces in torchvision's ``root/lfw-py/`` layout, the
   people with at least MIN (default 20) images as classes, a seeded split by image; see
   :mod:`selfsup.data.lfw`.
@@ -36,6 +38,7 @@ from selfsup.data import formats
 from selfsup.data.array import ImageArray
 from selfsup.data.imagefolder import load_image_folder
 from selfsup.data.lfw import DEFAULT_MIN_IMAGES, LFW_TEST_FRACTION, load_lfw
+from selfsup.data.prepare import load_prepared
 from selfsup.data.synthetic import make_synthetic
 from selfsup.errors import ConfigError, DataError
 from selfsup.registry import Registry
@@ -54,6 +57,7 @@ STL10_CLASSES = [
 """Used when ``stl10_binary/class_names.txt`` is absent."""
 
 DATASET_SPLITS: dict[str, tuple[str, ...]] = {
+    "cache:PATH": ("train", "test"),
     "cifar10": ("train", "test"),
     "cifar100": ("train", "test"),
     "fashion-mnist": ("train", "test"),
@@ -64,7 +68,7 @@ DATASET_SPLITS: dict[str, tuple[str, ...]] = {
 }
 """The valid splits of each dataset name in :func:`dataset_names`."""
 
-_IMAGEFOLDER = "imagefolder:"
+_WITH_PATH = ("imagefolder:", "cache:")  # names that carry a path: PREFIX + PATH
 _LFW = "lfw:"
 _GET_IT = "pass --download (or set data.download=true) to fetch it through torchvision into {root}"
 
@@ -75,7 +79,7 @@ class _Request:
     root: Path
     download: bool
     image_size: int | None
-    path: str | None  # the PATH of imagefolder:PATH
+    path: str | None  # the PATH of imagefolder:PATH or cache:PATH
     on_bad_image: str = "skip"  # imagefolder: skip (and report) or fail on unusable files
 
 
@@ -110,7 +114,8 @@ def load_dataset(
         root: the data folder (default :func:`default_data_root`).
         download: fetch a missing dataset through torchvision (needs internet).
         image_size: side of the square images of ``imagefolder`` (default 64) and ``synthetic``
-            (default 32); the other datasets keep their native size.
+            (default 32); ``cache`` has the size it was prepared at (another is an error);
+            the other datasets keep their native size.
         on_bad_image: ``imagefolder`` only: ``"skip"`` leaves files that cannot be used out and
             lists them in a report next to the cache; ``"fail"`` raises a :class:`DataError`
             naming the first (see :mod:`selfsup.data.imagefolder`).
@@ -121,11 +126,12 @@ def load_dataset(
             or corrupt (the message names the file).
     """
     key, path = name, None
-    if name.startswith(_IMAGEFOLDER):
-        key, path = "imagefolder:PATH", name[len(_IMAGEFOLDER) :]
-        if not path:
-            raise ConfigError("dataset 'imagefolder:' needs a folder: write imagefolder:PATH")
-    elif name.startswith(_LFW):
+    for prefix in _WITH_PATH:
+        if name.startswith(prefix):
+            key, path = f"{prefix}PATH", name[len(prefix) :]
+            if not path:
+                raise ConfigError(f"dataset {prefix!r} needs a folder: write {prefix}PATH")
+    if name.startswith(_LFW):
         key, path = "lfw", name[len(_LFW) :]
     loader = _DATASETS.get(key)
     if split not in DATASET_SPLITS[key]:
@@ -342,6 +348,12 @@ def _imagefolder(req: _Request) -> ImageArray:
     return load_image_folder(
         Path(req.path), req.split, size, req.root / "cache", on_bad_image=req.on_bad_image
     )
+
+
+@_DATASETS.register("cache:PATH")
+def _cache(req: _Request) -> ImageArray:
+    assert req.path is not None
+    return load_prepared(req.path, req.split, req.image_size, req.on_bad_image)
 
 
 @_DATASETS.register("lfw")

@@ -1,6 +1,7 @@
 """One training loop for every method.
 
-Top to bottom, each step: take a shuffled index batch of the resident uint8 images, make the
+Top to bottom, each step: take a shuffled index batch of the uint8 images (resident on the
+device, or read ahead from the host by :class:`~selfsup.train.reader.Batches`), make the
 method's views on the device, run the method under autocast, step the optimizer with the
 scheduled learning rate, let the method update its teacher / queue / centre. Every ``log_every``
 steps the buffered per-step losses are copied to the host once (one sync), checked for
@@ -17,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from selfsup.parts.schedules import warmup_cosine
 from selfsup.precision import autocast_for, use_bf16
 from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.optim import build_optimizer
+from selfsup.train.reader import Batches, free_device_memory
 
 Monitor = Callable[[nn.Module, int], dict[str, float]]
 
@@ -63,14 +66,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move the uint8 images to ``device`` when they take under half of its free memory;
-    otherwise keep them on the host (batches are then copied per step)."""
-    if device.type != "cuda":
-        return images
-    free, _ = torch.cuda.mem_get_info(device)
-    if images.numel() < free // 2:
+    """Move the uint8 images to ``device`` when they take under half of its free memory
+    (PyTorch's cached blocks counted as free); otherwise keep them on the host, where
+    :class:`~selfsup.train.reader.Batches` gathers each batch into a reusable pinned buffer
+    (pinning the whole array would copy it all into locked RAM: impossible for a memmap bigger
+    than memory)."""
+    if device.type == "cuda" and images.numel() < free_device_memory(device) // 2:
         return images.to(device)
-    return images.pin_memory() if not images.is_pinned() else images
+    return images
 
 
 class BatchStream:
@@ -307,7 +310,7 @@ def fit(
         dynamic_ncols=True,
     )
     method.train()
-    with _StopSignals() as stop:
+    with _StopSignals() as stop, ExitStack() as readers:
         for epoch in range(start_epoch, tc.epochs):
             # one generator state on every rank: each draws the global batch's view parameters
             # and keeps its own rows (make_views' shard), so N processes train as one would
@@ -318,9 +321,9 @@ def fit(
             pending = _Pending.empty()
             batches = list(stream.epoch(epoch))
             first = skip if epoch == start_epoch else 0
-            for i in range(first, len(batches)):
+            reader = readers.enter_context(Batches(images, batches[first:], device))
+            for i, batch in zip(range(first, len(batches)), reader, strict=True):
                 idx = batches[i]
-                batch = images[idx.to(images.device)].to(device, non_blocking=True)
                 with torch.no_grad():
                     views = make_views(
                         batch, method.view_specs, view_gen, compile=compile_views, shard=shard
