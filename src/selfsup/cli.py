@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from selfsup import cli_study
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
 from selfsup.backbones.weights import backbone_state, export_backbone
@@ -165,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="eval.key=value",
         help="eval settings for this evaluation only, e.g. eval.compare_random=true",
     )
+    cli_study.add_parsers(sub)
     return p
 
 
@@ -322,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "viz":
             return _viz(args)
+        if args.command == "study":
+            return cli_study.run_study(args)
         return _eval(args)
     except SelfsupError as err:
         print(f"selfsup: error: {err}", file=sys.stderr)

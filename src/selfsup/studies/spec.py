@@ -1,0 +1,306 @@
+"""Study files: a YAML list of runs and the evaluations applied to each, at two scales.
+
+A study file (``studies/*.yaml``) names each run (the CLI command that trains it, a config of
+``configs/`` and overrides), each evaluation (``selfsup eval`` protocols, datasets and
+``eval.*`` overrides), per-scale overrides (``quick``: small subsets and budgets for a CPU;
+``full``: the original datasets and budgets for a GPU), the published numbers it compares
+against and the figures it draws. :func:`load_study` parses and validates it: an unknown key is
+a :class:`ConfigError` naming the key's place and the valid keys; :func:`plan` turns a study, a
+scale, dataset substitutions (``--map``) and parameters (``--param``) into the ordered cells the
+runner executes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfsup.config import apply_overrides
+from selfsup.data.sources import DATASET_SPLITS, dataset_names
+from selfsup.errors import ConfigError
+
+SCALES = ("quick", "full")
+COMMANDS = ("pretrain", "supervised", "joint", "faces")
+OWN = "own"  # the evaluation made of the records the run's own command wrote (its head, ...)
+FIGURE_KINDS = ("accuracy_vs_compute", "curves", "tsne")
+
+TOP_KEYS = ("study", "description", "params", "runs", "evals", "scales", "references", "figures")
+RUN_KEYS = ("name", "command", "config", "args", "overrides", "scales", "evals")
+EVAL_KEYS = ("protocols", "datasets", "overrides", "scales")
+SCALE_KEYS = ("train", "eval")
+PARAM_KEYS = ("default", "help")
+REFERENCE_KEYS = ("run", "eval", "dataset", "k", "fraction", "ratio", "top1", "source")
+FIGURE_KEYS = ("kind", "eval", "runs", "run", "keys", "out", "labels")
+_PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_RUN_REF = re.compile(r"\$\{run:([A-Za-z0-9_.-]+)\}")
+
+
+@dataclass
+class Run:
+    name: str
+    command: str = "pretrain"
+    config: str | None = None
+    args: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    scales: dict[str, list[str]] = field(default_factory=dict)
+    evals: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    name: str
+    protocols: list[str]
+    datasets: list[str] = field(default_factory=list)  # empty: the run's pretraining dataset(s)
+    overrides: list[str] = field(default_factory=list)
+    scales: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    description: str
+    params: dict[str, dict[str, Any]]
+    runs: list[Run]
+    evals: dict[str, Evaluation]
+    scales: dict[str, dict[str, list[str]]]
+    references: list[dict[str, Any]]
+    figures: list[dict[str, Any]]
+
+
+@dataclass
+class Cell:
+    """One unit of work: a run's training (``eval`` is None) or one evaluation of a run."""
+
+    run: str
+    eval: str | None
+    command: str
+    config: str | None = None
+    args: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    protocols: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.run}/{self.eval or 'train'}"
+
+
+def _keys(where: str, data: Any, valid: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {', '.join(valid)}")
+    for key in data:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+    for key in required:
+        if key not in data:
+            raise ConfigError(f"{where}: missing key {key!r}; valid keys: {', '.join(valid)}")
+    return data
+
+
+def _strings(where: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
+        raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+    return [str(v) for v in value]
+
+
+def _per_scale(where: str, value: Any) -> dict[str, list[str]]:
+    data = _keys(where, value or {}, SCALES)
+    return {s: _strings(f"{where}.{s}", data.get(s)) for s in SCALES}
+
+
+def _run(i: int, data: Any, root: Path) -> Run:
+    d = _keys(f"runs[{i}]", data, RUN_KEYS, ("name",))
+    where = f"runs[{i}] ({d['name']})"
+    command = d.get("command", "pretrain")
+    if command not in COMMANDS:
+        raise ConfigError(f"{where}.command={command!r}; valid: {', '.join(COMMANDS)}")
+    config = d.get("config")
+    if config is None and command != "faces":
+        raise ConfigError(f"{where}: missing key 'config' (a YAML file of configs/)")
+    if config is not None and not (root / config).is_file():
+        raise ConfigError(f"{where}.config: {config!r} does not exist under {root}")
+    return Run(
+        name=str(d["name"]),
+        command=command,
+        config=config,
+        args=_strings(f"{where}.args", d.get("args")),
+        overrides=_strings(f"{where}.overrides", d.get("overrides")),
+        scales=_per_scale(f"{where}.scales", d.get("scales")),
+        evals=_strings(f"{where}.evals", d.get("evals")),
+    )
+
+
+def _evaluation(name: str, data: Any) -> Evaluation:
+    d = _keys(f"evals.{name}", data, EVAL_KEYS, ("protocols",))
+    ev = Evaluation(
+        name=name,
+        protocols=_strings(f"evals.{name}.protocols", d["protocols"]),
+        datasets=_strings(f"evals.{name}.datasets", d.get("datasets")),
+        overrides=_strings(f"evals.{name}.overrides", d.get("overrides")),
+        scales=_per_scale(f"evals.{name}.scales", d.get("scales")),
+    )
+    for text in ev.overrides + [t for s in SCALES for t in ev.scales[s]]:
+        if not text.startswith("eval."):
+            raise ConfigError(
+                f"evals.{name}: override {text!r} is not an eval.* key; a finished run's "
+                "evaluation can change only eval.* settings (put it in the run's overrides)"
+            )
+    return ev
+
+
+def _check_choice(where: str, value: Any, valid: list[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{where}={value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def load_study(path: str | Path, root: str | Path = ".") -> Study:
+    """Parse and validate a study file; config paths are relative to ``root`` (the repo)."""
+    path, root = Path(path), Path(root)
+    if not path.is_file():
+        raise ConfigError(f"study file {str(path)!r} does not exist (see studies/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"study file {str(path)!r} is not valid YAML: {err}") from None
+    d = _keys(str(path), data, TOP_KEYS, ("study", "runs", "scales"))
+    params = {}
+    for name, spec in (d.get("params") or {}).items():
+        params[str(name)] = _keys(f"params.{name}", spec or {}, PARAM_KEYS)
+    if not isinstance(d["runs"], list) or not d["runs"]:
+        raise ConfigError("runs must be a non-empty list of runs")
+    runs = [_run(i, r, root) for i, r in enumerate(d["runs"])]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"runs: names must be unique, got {', '.join(names)}")
+    evals = {str(n): _evaluation(str(n), e) for n, e in (d.get("evals") or {}).items()}
+    if OWN in evals:
+        raise ConfigError(f"evals: {OWN!r} is built in (the run's own records); rename it")
+    for run in runs:
+        for name in run.evals:
+            _check_choice(f"runs ({run.name}).evals", name, [OWN, *evals])
+    scales = _keys("scales", d["scales"], SCALES, SCALES)
+    scales = {s: _keys(f"scales.{s}", scales[s] or {}, SCALE_KEYS) for s in SCALES}
+    scales = {
+        s: {k: _strings(f"scales.{s}.{k}", v.get(k)) for k in SCALE_KEYS} for s, v in scales.items()
+    }
+    references = [_keys(f"references[{i}]", r, REFERENCE_KEYS, ("run", "eval", "top1", "source"))
+                  for i, r in enumerate(d.get("references") or [])]  # fmt: skip
+    for i, ref in enumerate(references):
+        _check_choice(f"references[{i}].run", ref["run"], names)
+        _check_choice(f"references[{i}].eval", ref["eval"], [OWN, *evals])
+    figures = [_keys(f"figures[{i}]", f, FIGURE_KEYS, ("kind",))
+               for i, f in enumerate(d.get("figures") or [])]  # fmt: skip
+    for i, fig in enumerate(figures):
+        _check_choice(f"figures[{i}].kind", fig["kind"], list(FIGURE_KINDS))
+        for run in fig.get("runs") or ([fig["run"]] if "run" in fig else []):
+            _check_choice(f"figures[{i}].runs", run, names)
+    return Study(str(d["study"]), path, str(d.get("description") or ""), params, runs, evals,
+                 scales, references, figures)  # fmt: skip
+
+
+def parse_pairs(texts: list[str], what: str) -> dict[str, str]:
+    """``["a=b", ...]`` -> {"a": "b"}; ``what`` names the option for the error."""
+    out = {}
+    for text in texts:
+        if "=" not in text or not text.split("=", 1)[0]:
+            raise ConfigError(f"{what} {text!r} must look like NAME=VALUE")
+        key, value = text.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve_params(study: Study, given: dict[str, str]) -> dict[str, str]:
+    """The study's parameters: ``--param`` values over its defaults; unknown or missing ones
+    are errors naming the declared parameters."""
+    for name in given:
+        if name not in study.params:
+            valid = ", ".join(study.params) or "none"
+            raise ConfigError(
+                f"--param {name}: {study.name} declares no such parameter; valid: {valid}"
+            )
+    out = {}
+    for name, spec in study.params.items():
+        value = given.get(name, spec.get("default"))
+        if value is None:
+            raise ConfigError(f"{study.name} needs --param {name}=VALUE ({spec.get('help', '')})")
+        out[name] = str(value)
+    return out
+
+
+def substitute(text: str, params: dict[str, str], runs_dir: Path) -> str:
+    """``${NAME}`` -> the parameter's value, ``${run:NAME}`` -> that run's directory."""
+    text = _RUN_REF.sub(lambda m: str(runs_dir / m.group(1)), text)
+    return _PARAM.sub(lambda m: params[m.group(1)] if m.group(1) in params else m.group(0), text)
+
+
+def _run_dataset(run: Run, overrides: list[str], root: Path) -> tuple[str | None, str]:
+    data: dict[str, Any] = {}
+    if run.config is not None:
+        data = yaml.safe_load((root / run.config).read_text()) or {}
+    section = apply_overrides(data, overrides).get("data") or {}
+    return section.get("dataset"), section.get("split", "train")
+
+
+def check_map(study: Study, mapping: dict[str, str], used: set[str]) -> None:
+    valid = [n for n in dataset_names() if n != "imagefolder:PATH"]
+    for old, new in mapping.items():
+        if old not in valid:
+            raise ConfigError(
+                f"--map {old}={new}: unknown dataset {old!r}; valid: {', '.join(valid)}"
+            )
+        if new not in valid and not new.startswith("imagefolder:"):
+            raise ConfigError(
+                f"--map {old}={new}: unknown dataset {new!r}; valid: {', '.join(valid)}, "
+                "imagefolder:PATH"
+            )
+        if old not in used:
+            raise ConfigError(
+                f"--map {old}={new}: {study.name} does not use {old}; it uses "
+                + ", ".join(sorted(used))
+            )
+
+
+def plan(
+    study: Study,
+    scale: str,
+    mapping: dict[str, str],
+    params: dict[str, str],
+    runs_dir: Path,
+    root: Path = Path("."),
+) -> list[Cell]:
+    """The study's cells in order: each run's training, then its evaluations."""
+    _check_choice("--scale", scale, list(SCALES))
+    sub = lambda texts: [substitute(t, params, runs_dir) for t in texts]  # noqa: E731
+    cells, used = [], set()
+    for run in study.runs:
+        overrides = sub([*study.scales[scale]["train"], *run.overrides, *run.scales[scale]])
+        dataset, split = _run_dataset(run, overrides, root)
+        if dataset is not None:
+            used.add(dataset)
+            if dataset in mapping:
+                new = mapping[dataset]
+                overrides.append(f"data.dataset={new}")
+                if split not in DATASET_SPLITS.get(new, DATASET_SPLITS["imagefolder:PATH"]):
+                    overrides.append("data.split=train")
+        cells.append(Cell(run.name, None, run.command, run.config, sub(run.args), overrides))
+        for name in run.evals:
+            if name == OWN:
+                cells.append(Cell(run.name, OWN, "own"))
+                continue
+            ev = study.evals[name]
+            used.update(ev.datasets)
+            cells.append(Cell(
+                run.name, name, "eval",
+                overrides=sub([*study.scales[scale]["eval"], *ev.overrides, *ev.scales[scale]]),
+                protocols=list(ev.protocols),
+                datasets=[mapping.get(d, d) for d in ev.datasets],
+            ))  # fmt: skip
+    check_map(study, mapping, used)
+    return cells

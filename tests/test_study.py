@@ -1,0 +1,190 @@
+"""``selfsup study``: study-file validation, a tiny study end to end, resume after a kill,
+and ``--map``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import selfsup
+from selfsup.cli import main
+from selfsup.config import parse_override
+from selfsup.errors import ConfigError
+from selfsup.studies.spec import load_study, parse_pairs, plan, resolve_params
+from selfsup.studies.table import caption
+from tiny import TINY
+
+QUICK = ["data.limit=64", "train.epochs=1", "train.warmup_epochs=0", "eval.protocols=[knn]",
+         "eval.compare_pixels=false", "eval.compare_random=false"]  # fmt: skip
+
+
+def _config(values: list[str]) -> dict:
+    out: dict = {}
+    for text in values:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def write_study(root: Path, **changes) -> Path:
+    """A repo-like folder: configs/tiny.yaml and studies/tiny.yaml (one run, two cells)."""
+    (root / "configs").mkdir(parents=True, exist_ok=True)
+    (root / "configs" / "tiny.yaml").write_text(yaml.safe_dump(_config(TINY)))
+    study = {
+        "study": "tiny",
+        "params": {"tag": {"default": "t0", "help": "a label"}},
+        "runs": [
+            {
+                "name": "vicreg",
+                "config": "configs/tiny.yaml",
+                "evals": ["probe"],
+                "overrides": ["eval.knn.k=[5]"],
+            }
+        ],
+        "evals": {"probe": {"protocols": ["knn"], "overrides": ["eval.knn.k=[3]"]}},
+        "scales": {"quick": {"train": QUICK, "eval": []}, "full": {}},
+        "references": [{"run": "vicreg", "eval": "probe", "top1": 50.0, "source": "made up"}],
+        "figures": [{"kind": "accuracy_vs_compute", "eval": "probe"}],
+        **changes,
+    }
+    (root / "studies").mkdir(exist_ok=True)
+    path = root / "studies" / "tiny.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"runz": []}, "unknown key 'runz'; valid keys: study, description, params, runs"),
+        ({"runs": [{"name": "a", "config": "configs/tiny.yaml", "epochs": 3}]},
+         "runs[0]: unknown key 'epochs'; valid keys: name, command, config"),
+        ({"runs": [{"name": "a", "config": "configs/nope.yaml"}]},
+         "'configs/nope.yaml' does not exist"),
+        ({"runs": [{"name": "a", "config": "configs/tiny.yaml", "command": "train"}]},
+         "command='train'; valid: pretrain, supervised, joint, faces"),
+        ({"runs": [{"name": "a", "config": "configs/tiny.yaml", "evals": ["lin"]}]},
+         "evals='lin'; valid: own, probe"),
+        ({"evals": {"probe": {"protocols": ["knn"], "overrides": ["train.lr=1"]}}},
+         "'train.lr=1' is not an eval.* key"),
+        ({"evals": {"probe": {"protocol": ["knn"]}}},
+         "unknown key 'protocol'; valid keys: protocols"),
+        ({"scales": {"quick": {"train": []}}}, "scales: missing key 'full'"),
+        ({"scales": {"quick": {"trian": []}, "full": {}}},
+         "unknown key 'trian'; valid keys: train, eval"),
+        ({"figures": [{"kind": "bars"}]}, "kind='bars'; valid: accuracy_vs_compute, curves, tsne"),
+    ],
+)  # fmt: skip
+def test_bad_study_file_names_key_and_valid_keys(tmp_path, changes, message) -> None:
+    path = write_study(tmp_path, **changes)
+    with pytest.raises(ConfigError) as err:
+        load_study(path, tmp_path)
+    assert message in str(err.value)
+
+
+def test_map_and_params_are_checked(tmp_path) -> None:
+    study = load_study(write_study(tmp_path), tmp_path)
+    runs = tmp_path / "out" / "runs"
+    with pytest.raises(ConfigError, match="unknown dataset 'cifar9'; valid: cifar10, cifar100"):
+        plan(study, "quick", {"cifar9": "synthetic"}, {}, runs, tmp_path)
+    with pytest.raises(ConfigError, match="unknown dataset 'mnist'; valid: cifar10"):
+        plan(study, "quick", {"synthetic": "mnist"}, {}, runs, tmp_path)
+    with pytest.raises(ConfigError, match="tiny does not use cifar10; it uses synthetic"):
+        plan(study, "quick", {"cifar10": "synthetic"}, {}, runs, tmp_path)
+    with pytest.raises(
+        ConfigError, match="--param size: tiny declares no such parameter; valid: tag"
+    ):
+        resolve_params(study, {"size": "3"})
+    with pytest.raises(ConfigError, match="must look like NAME=VALUE"):
+        parse_pairs(["cifar10"], "--map")
+    study.params["weights"] = {"help": "a checkpoint"}
+    with pytest.raises(ConfigError, match="needs --param weights=VALUE"):
+        resolve_params(study, {})
+
+
+def test_map_changes_the_dataset_and_the_caption(tmp_path) -> None:
+    study = load_study(write_study(tmp_path), tmp_path)
+    study.evals["probe"].datasets = ["synthetic"]
+    mapping = {"synthetic": "fashion-mnist"}
+    train, probe = plan(study, "quick", mapping, {}, tmp_path / "runs", tmp_path)
+    assert train.overrides[-1] == "data.dataset=fashion-mnist"
+    assert probe.datasets == ["fashion-mnist"] and probe.overrides == ["eval.knn.k=[3]"]
+    assert train.overrides[: len(QUICK)] == QUICK and "eval.knn.k=[5]" in train.overrides
+    text = caption(study, "quick", mapping, {"tag": "t0"})
+    assert "quick scale" in text and "synthetic → fashion-mnist" in text and "tag=t0" in text
+    assert "synthetic → " not in caption(study, "full", {}, {})
+
+
+def _study_cmd(path: Path, out: Path, *extra: str) -> list[str]:
+    return ["study", str(path), "--scale", "quick", "--out", str(out), *extra]
+
+
+def test_tiny_study_end_to_end_with_map(tmp_path, monkeypatch, capsys) -> None:
+    from fakedata import write_fashion_mnist
+
+    write_fashion_mnist(tmp_path / "data" / "fashion-mnist", n_train=96, n_test=40)
+    monkeypatch.setenv("SELFSUP_DATA", str(tmp_path / "data"))
+    path, out = write_study(tmp_path), tmp_path / "out"
+    assert main(_study_cmd(path, out, "--map", "synthetic=fashion-mnist")) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] vicreg/train: finished in" in printed and "ETA" in printed
+    state = json.loads((out / "study.json").read_text())
+    assert state["scale"] == "quick" and state["map"] == {"synthetic": "fashion-mnist"}
+    assert {c: e["state"] for c, e in state["cells"].items()} == {
+        "vicreg/train": "finished", "vicreg/probe": "finished"}  # fmt: skip
+    saved = yaml.safe_load((out / "runs" / "vicreg" / "config.yaml").read_text())
+    assert saved["data"]["dataset"] == "fashion-mnist" and saved["eval"]["knn"]["k"] == [5]
+    table = (out / "table.md").read_text()
+    assert "synthetic → fashion-mnist" in table and "[1] made up" in table
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert len(rows) == 1  # the probe's one measurement: k=3 (the run's own k=5 is not in it)
+    row = rows[0]
+    assert (row["run"], row["evaluation"], row["dataset"], row["measure"]) == (
+        "vicreg", "probe", "fashion-mnist", "k=3")  # fmt: skip
+    assert 0 <= float(row["top1"]) <= 1 and row["reference_top1"] == "50.0"
+    assert float(row["train_s"]) > 0 and row["params"] == ""  # no "compute": blank
+    assert (out / "figures" / "accuracy_vs_compute-0.png").is_file()
+
+
+def test_killed_study_resumes_without_redoing_finished_cells(tmp_path) -> None:
+    path, out = write_study(tmp_path), tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(selfsup.__file__).parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "selfsup", *_study_cmd(path, out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    train_cell, probe_cell = (
+        out / "cells" / "vicreg--train.json",
+        out / "cells" / "vicreg--probe.json",
+    )
+    deadline = time.monotonic() + 60
+    while not train_cell.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the study and its running cell
+    proc.wait()
+    assert train_cell.is_file() and not probe_cell.is_file()  # killed inside the second cell
+    first = json.loads(train_cell.read_text())
+    metrics = (out / "runs" / "vicreg" / "metrics.jsonl").read_text()
+    state = json.loads((out / "study.json").read_text())
+    assert state["cells"]["vicreg/probe"]["state"] == "running"
+    assert main(_study_cmd(path, out)) == 0
+    state = json.loads((out / "study.json").read_text())
+    assert json.loads(train_cell.read_text())["finished"] == first["finished"]
+    assert state["cells"]["vicreg/train"]["attempts"] == 1  # trained once
+    assert state["cells"]["vicreg/probe"] == {**state["cells"]["vicreg/probe"],
+                                              "state": "finished", "attempts": 2}  # fmt: skip
+    assert (out / "runs" / "vicreg" / "metrics.jsonl").read_text() == metrics  # not retrained
+    with pytest.raises(SystemExit):  # same --out, other scale: refused, nothing rerun
+        main(["study", str(path), "--scale", "fullish", "--out", str(out)])
+    assert main(["study", str(path), "--scale", "full", "--out", str(out)]) == 2
