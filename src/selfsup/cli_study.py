@@ -11,6 +11,8 @@ from typing import Any
 
 from selfsup.atomic import write_text_atomic
 from selfsup.errors import SelfsupError
+from selfsup.evaluate.table import paired_tests
+from selfsup.rundir import read_results
 from selfsup.studies import figures
 from selfsup.studies.runner import STATE, cell_file, run_cells
 from selfsup.studies.spec import SCALES, Cell, Study, load_study, parse_pairs, plan, resolve_params
@@ -74,6 +76,11 @@ def write_outputs(study: Study, cells: list[Cell], state: dict[str, Any], out: P
               if e["state"] != "finished"}  # fmt: skip
     text = caption(study, state["scale"], mapping, params)
     table_md = markdown(rows, text, failed)
+    if study.paired:
+        runs = [(r.name, read_results(out / "runs" / r.name)) for r in study.runs]
+        runs = [(name, res) for name, res in runs if res is not None]
+        table_md += "\nPaired tests against the first run (exact McNemar):\n\n"
+        table_md += "\n".join(paired_tests(runs)) + "\n"
     write_text_atomic(out / "table.md", table_md)
     write_text_atomic(out / "table.csv", to_csv(rows))
     made = figures.draw(study, rows, out, out / "runs")

@@ -28,12 +28,14 @@ COMMANDS = ("pretrain", "supervised", "joint", "faces")
 OWN = "own"  # the evaluation made of the records the run's own command wrote (its head, ...)
 FIGURE_KINDS = ("accuracy_vs_compute", "curves", "tsne")
 
-TOP_KEYS = ("study", "description", "params", "runs", "evals", "scales", "references", "figures")
+TOP_KEYS = (
+    "study", "description", "params", "runs", "evals", "scales", "references", "figures", "paired",
+)  # fmt: skip
 RUN_KEYS = ("name", "command", "config", "args", "overrides", "scales", "evals")
 EVAL_KEYS = ("protocols", "datasets", "overrides", "scales")
 SCALE_KEYS = ("train", "eval")
 PARAM_KEYS = ("default", "help")
-REFERENCE_KEYS = ("run", "eval", "dataset", "k", "fraction", "ratio", "top1", "source")
+REFERENCE_KEYS = ("run", "eval", "dataset", "protocol", "k", "fraction", "ratio", "top1", "source")
 FIGURE_KEYS = ("kind", "eval", "runs", "run", "keys", "out", "labels")
 _PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _RUN_REF = re.compile(r"\$\{run:([A-Za-z0-9_.-]+)\}")
@@ -70,6 +72,7 @@ class Study:
     scales: dict[str, dict[str, list[str]]]
     references: list[dict[str, Any]]
     figures: list[dict[str, Any]]
+    paired: bool = False  # McNemar tests of every run against the first under the table
 
 
 @dataclass
@@ -201,8 +204,10 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
         _check_choice(f"figures[{i}].kind", fig["kind"], list(FIGURE_KINDS))
         for run in fig.get("runs") or ([fig["run"]] if "run" in fig else []):
             _check_choice(f"figures[{i}].runs", run, names)
+    if not isinstance(d.get("paired", False), bool):
+        raise ConfigError(f"paired={d['paired']!r} must be true or false")
     return Study(str(d["study"]), path, str(d.get("description") or ""), params, runs, evals,
-                 scales, references, figures)  # fmt: skip
+                 scales, references, figures, d.get("paired", False))  # fmt: skip
 
 
 def parse_pairs(texts: list[str], what: str) -> dict[str, str]:
@@ -275,12 +280,14 @@ def plan(
     runs_dir: Path,
     root: Path = Path("."),
 ) -> list[Cell]:
-    """The study's cells in order: each run's training, then its evaluations."""
+    """The study's cells in order: each run's training, then its evaluations. Overrides apply
+    in this order, the later winning: the run's (or evaluation's) own, the scale's for every
+    run (``scales.quick.train``: the budget), the run's (evaluation's) for this scale."""
     _check_choice("--scale", scale, list(SCALES))
     sub = lambda texts: [substitute(t, params, runs_dir) for t in texts]  # noqa: E731
     cells, used = [], set()
     for run in study.runs:
-        overrides = sub([*study.scales[scale]["train"], *run.overrides, *run.scales[scale]])
+        overrides = sub([*run.overrides, *study.scales[scale]["train"], *run.scales[scale]])
         dataset, split = _run_dataset(run, overrides, root)
         if dataset is not None:
             used.add(dataset)
@@ -298,7 +305,7 @@ def plan(
             used.update(ev.datasets)
             cells.append(Cell(
                 run.name, name, "eval",
-                overrides=sub([*study.scales[scale]["eval"], *ev.overrides, *ev.scales[scale]]),
+                overrides=sub([*ev.overrides, *study.scales[scale]["eval"], *ev.scales[scale]]),
                 protocols=list(ev.protocols),
                 datasets=[mapping.get(d, d) for d in ev.datasets],
             ))  # fmt: skip

@@ -57,6 +57,8 @@ def _matches(ref: dict[str, Any], row: dict[str, Any], recs: list[dict]) -> bool
         return False
     if "dataset" in ref and ref["dataset"] != row["source_dataset"]:
         return False
+    if "protocol" in ref and ref["protocol"] != row["protocol"]:
+        return False
     return all(ref[k] == recs[0].get(k) for k in ("k", "fraction", "ratio") if k in ref)
 
 
