@@ -20,7 +20,7 @@ from selfsup.cli import main
 from selfsup.config import parse_override
 from selfsup.errors import ConfigError
 from selfsup.studies.spec import load_study, parse_pairs, plan, resolve_params
-from selfsup.studies.table import caption
+from selfsup.studies.table import build_rows, caption, markdown
 from tiny import TINY
 
 QUICK = ["data.limit=64", "train.epochs=1", "train.warmup_epochs=0", "eval.protocols=[knn]",
@@ -189,3 +189,42 @@ def test_killed_study_resumes_without_redoing_finished_cells(tmp_path) -> None:
     with pytest.raises(SystemExit):  # same --out, other scale: refused, nothing rerun
         main(["study", str(path), "--scale", "fullish", "--out", str(out)])
     assert main(["study", str(path), "--scale", "full", "--out", str(out)]) == 2
+
+
+def test_rows_take_compute_and_references_where_given(tmp_path) -> None:
+    study = load_study(write_study(tmp_path), tmp_path)
+    study.references = [
+        {"run": "vicreg", "eval": "probe", "protocol": "pseudo-label", "ratio": 1.0, "top1": 61.3,
+         "source": "paper"},
+    ]  # fmt: skip
+    cells = plan(study, "quick", {}, {}, tmp_path / "runs", tmp_path)
+    rec = {"dataset": "synthetic", "protocol": "pseudo-label", "seed": 0, "f1_macro": 0.5}
+    records = [
+        {**rec, "ratio": r, "init": init, "top1": top1}
+        for r, init, top1 in ((0.0, "pretrained", 0.6), (1.0, "pretrained", 0.7),
+                              (1.0, "random", 0.5))
+    ]  # fmt: skip
+    done = {"vicreg/train": {"wall_s": 12.0}, "vicreg/probe": {"wall_s": 3.0, "records": records}}
+    run = tmp_path / "runs" / "vicreg"
+    run.mkdir(parents=True)
+    compute = {"params": 1.5e6, "flops_per_image": 2e8, "train_wall_s": 30.0,
+               "images_per_s": 900.0, "hardware": "cpu"}  # fmt: skip
+    (run / "results.json").write_text(json.dumps({"evals": [], "compute": compute}))
+    rows = build_rows(study, cells, done, tmp_path / "runs", {})
+    by_ratio = {r["measure"]: r for r in rows}
+    assert set(by_ratio) == {"ratio 1:0", "ratio 1:1"}
+    one = by_ratio["ratio 1:1"]
+    assert (one["top1"], one["random_top1"], one["reference_top1"]) == (0.7, 0.5, 61.3)
+    assert by_ratio["ratio 1:0"]["reference_top1"] is None  # the reference is for ratio 1
+    assert (one["params"], one["train_s"], one["eval_s"], one["hardware"]) == (
+        1.5e6,
+        30.0,
+        3.0,
+        "cpu",
+    )
+    table = markdown(rows, "caption", {"x/train": "failed: boom"})
+    assert "| 1.50M | 200.00M | 900 | cpu |" in table and "[1] paper" in table
+    assert "- x/train: failed: boom" in table
+    (run / "results.json").write_text(json.dumps({"evals": []}))  # no "compute": blank cells
+    blank = markdown(build_rows(study, cells, done, tmp_path / "runs", {}), "caption", {})
+    assert "params" not in blank and "| 12 s | 3 s |" in blank
