@@ -96,7 +96,10 @@ def run_reports(study: Study, runs_dir: Path) -> dict[str, str]:
     out = {}
     for run in study.runs:
         if (runs_dir / run.name / "results.json").is_file():
-            out[run.name] = str(write_report(runs_dir / run.name))
+            try:
+                out[run.name] = str(write_report(runs_dir / run.name))
+            except (SelfsupError, OSError) as err:  # one run's report must not stop the study's
+                print(f"selfsup: no report for {run.name}: {err}")
     return out
 
 

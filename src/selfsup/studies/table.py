@@ -146,7 +146,7 @@ def caption(study: Study, scale: str, mapping: dict[str, str], params: dict[str,
     if params:
         text += "; parameters: " + ", ".join(f"{k}={v}" for k, v in params.items())
     text += ". Top-1 and F1 on the test split (%), mean over evaluation seeds."
-    if scale != "full" or mapping:
+    if study.references and (scale != "full" or mapping):
         text += (" Published numbers are for the original datasets and budgets; this scale"
                  " checks the pipeline and does not reproduce them.")  # fmt: skip
     return text
@@ -160,7 +160,9 @@ def markdown(rows: list[dict[str, Any]], text: str, failed: dict[str, str]) -> s
              "|" + "---|" * len(cols)]  # fmt: skip
     lines += ["| " + " | ".join(s[c] for c in cols) + " |" for s in shown]
     lines += [""] + [f"[{n}] {src}" for src, n in notes.items()]
-    lines += [f"- {cell}: {why}" for cell, why in failed.items()]
+    if failed:
+        lines += ["", "Cells that did not finish (logs in DIR/logs/):"]
+        lines += [f"- {cell}: {why}" for cell, why in failed.items()]
     return "\n".join(lines).rstrip() + "\n"
 
 
