@@ -18,8 +18,9 @@ import yaml
 import selfsup
 from selfsup.cli import main
 from selfsup.config import parse_override
-from selfsup.errors import ConfigError
-from selfsup.studies.spec import load_study, parse_pairs, plan, resolve_params
+from selfsup.errors import ConfigError, SelfsupError
+from selfsup.studies.runner import cell_file, fingerprint, read_cell
+from selfsup.studies.spec import Cell, load_study, parse_pairs, plan, resolve_params
 from selfsup.studies.table import build_rows, caption, markdown
 from tiny import TINY
 
@@ -228,3 +229,15 @@ def test_rows_take_compute_and_references_where_given(tmp_path) -> None:
     (run / "results.json").write_text(json.dumps({"evals": []}))  # no "compute": blank cells
     blank = markdown(build_rows(study, cells, done, tmp_path / "runs", {}), "caption", {})
     assert "params" not in blank and "| 12 s | 3 s |" in blank
+
+
+def test_finished_cell_survives_reordered_overrides_but_not_changed_ones(tmp_path) -> None:
+    cell = Cell("r", "probe", "eval", overrides=["eval.test_limit=5", "eval.knn.k=[3]"])
+    path = cell_file(tmp_path, cell)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"fingerprint": fingerprint(cell), "records": []}))
+    same = Cell("r", "probe", "eval", overrides=["eval.knn.k=[3]", "eval.test_limit=5"])
+    assert read_cell(tmp_path, same) is not None
+    other = Cell("r", "probe", "eval", overrides=["eval.knn.k=[3]", "eval.test_limit=6"])
+    with pytest.raises(SelfsupError, match="was made with other settings"):
+        read_cell(tmp_path, other)

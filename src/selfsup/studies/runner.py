@@ -30,6 +30,7 @@ from typing import Any
 
 import selfsup
 from selfsup.atomic import write_json_atomic
+from selfsup.config import apply_overrides
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import eval_settings, settings_id
 from selfsup.rundir import load_run_config, read_results
@@ -56,8 +57,14 @@ def cell_file(out: Path, cell: Cell) -> Path:
 
 
 def fingerprint(cell: Cell) -> dict[str, Any]:
-    """What a cell does; a finished cell made with another fingerprint is an error."""
+    """What a cell does (its overrides as listed); saved in the cell's file."""
     return {k: v for k, v in asdict(cell).items() if k not in ("run", "eval")}
+
+
+def _effect(fp: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint with its overrides replaced by the settings they make (the later of two
+    values of a key wins), so a reordering that changes nothing is not a change."""
+    return {**fp, "overrides": apply_overrides({}, list(fp.get("overrides") or []))}
 
 
 def read_cell(out: Path, cell: Cell) -> dict[str, Any] | None:
@@ -65,7 +72,7 @@ def read_cell(out: Path, cell: Cell) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     done = json.loads(path.read_text())
-    if done.get("fingerprint") != fingerprint(cell):
+    if _effect(done.get("fingerprint") or {}) != _effect(fingerprint(cell)):
         raise SelfsupError(
             f"cell {cell.id} in {out} was made with other settings ({path}: "
             f"{done.get('fingerprint')}, now {fingerprint(cell)}); give another --out, or "
@@ -164,7 +171,7 @@ class Progress:
 
     @staticmethod
     def kind(cell: Cell) -> str:
-        return "train" if cell.eval is None else "eval"
+        return "train" if cell.eval is None else "own" if cell.eval == OWN else "eval"
 
     def eta(self, left: list[Cell]) -> str:
         every = self.times["train"] + self.times["eval"]
@@ -172,6 +179,8 @@ class Progress:
             return "ETA unknown until a cell has run"
 
         def mean(kind: str) -> float:
+            if kind == "own":  # reads the training cell's records: no time
+                return 0.0
             times = self.times[kind] or every
             return sum(times) / len(times)
 
@@ -237,6 +246,6 @@ def run_cells(cells: list[Cell], out: Path, meta: dict[str, Any], root: Path,
             **{k: entry[k] for k in ("started", "finished", "wall_s")},
         })  # fmt: skip
         save()
-        progress.times[progress.kind(cell)].append(wall)
+        progress.times.setdefault(progress.kind(cell), []).append(wall)
         progress.line(i, cell, f"finished in {duration(wall)}; {progress.eta(cells[i + 1 :])}")
     return state
