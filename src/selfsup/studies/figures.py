@@ -47,7 +47,7 @@ def accuracy_vs_compute(rows: list[dict[str, Any]], evaluation: str | None, out:
     for ax, rs, x in panels:
         for r, xv in zip(rs, x, strict=True):
             if xv:
-                label = f"{r['run']} {r['measure']}".strip()
+                label = ", ".join(x for x in (f"{r['run']} {r['protocol']}", r["measure"]) if x)
                 ax.scatter([xv], [100 * r["top1"]])
                 ax.annotate(label, (xv, 100 * r["top1"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from selfsup.config import apply_overrides
+from selfsup.config import DataConfig, apply_overrides
 from selfsup.data.sources import DATASET_SPLITS, dataset_names
 from selfsup.errors import ConfigError
 
@@ -250,7 +250,8 @@ def _run_dataset(run: Run, overrides: list[str], root: Path) -> tuple[str | None
     if run.config is not None:
         data = yaml.safe_load((root / run.config).read_text()) or {}
     section = apply_overrides(data, overrides).get("data") or {}
-    return section.get("dataset"), section.get("split", "train")
+    default = None if run.command == "faces" else DataConfig.dataset  # faces: no config
+    return section.get("dataset", default), section.get("split", DataConfig.split)
 
 
 def check_map(study: Study, mapping: dict[str, str], used: set[str]) -> None:
