@@ -19,6 +19,7 @@ import selfsup
 from selfsup.cli import main
 from selfsup.config import parse_override
 from selfsup.errors import ConfigError, SelfsupError
+from selfsup.studies import runner
 from selfsup.studies.runner import cell_file, fingerprint, read_cell
 from selfsup.studies.spec import Cell, load_study, parse_pairs, plan, resolve_params
 from selfsup.studies.table import build_rows, caption, markdown
@@ -241,3 +242,15 @@ def test_finished_cell_survives_reordered_overrides_but_not_changed_ones(tmp_pat
     other = Cell("r", "probe", "eval", overrides=["eval.knn.k=[3]", "eval.test_limit=6"])
     with pytest.raises(SelfsupError, match="was made with other settings"):
         read_cell(tmp_path, other)
+
+
+def test_missing_command_marks_cell_unavailable_and_blocks_its_evaluations(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "_COMMANDS", ["pretrain", "eval"])  # no "faces" here
+    cells = [Cell("f", None, "faces", args=["--weights", "w.pt"]), Cell("f", "own", "own")]
+    lines: list[str] = []
+    state = runner.run_cells(cells, tmp_path / "out", {"scale": "quick"}, tmp_path, lines.append)
+    assert state["cells"]["f/train"]["state"] == "unavailable"
+    assert "no 'faces' command" in state["cells"]["f/train"]["error"]
+    assert state["cells"]["f/own"]["state"] == "blocked"
+    assert lines[-1] == "[2/2] f/own: blocked: its run did not finish"
+    assert not (tmp_path / "out" / "cells").exists()  # nothing counts as finished
