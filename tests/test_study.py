@@ -20,8 +20,9 @@ from selfsup.cli import main
 from selfsup.config import parse_override
 from selfsup.errors import ConfigError, SelfsupError
 from selfsup.studies import runner
+from selfsup.studies.plan import parse_pairs, plan, resolve_params
 from selfsup.studies.runner import cell_file, fingerprint, read_cell
-from selfsup.studies.spec import Cell, load_study, parse_pairs, plan, resolve_params
+from selfsup.studies.spec import Cell, load_study
 from selfsup.studies.table import build_rows, caption, markdown
 from tiny import TINY
 

@@ -14,8 +14,9 @@ from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import paired_tests
 from selfsup.rundir import read_results
 from selfsup.studies import figures
+from selfsup.studies.plan import parse_pairs, plan, resolve_params
 from selfsup.studies.runner import STATE, cell_file, run_cells
-from selfsup.studies.spec import SCALES, Cell, Study, load_study, parse_pairs, plan, resolve_params
+from selfsup.studies.spec import SCALES, Cell, Study, load_study
 from selfsup.studies.table import build_rows, caption, markdown, to_csv
 
 HELP = """A study file (studies/*.yaml) lists runs (a config of configs/ plus overrides) and the
