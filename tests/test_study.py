@@ -255,3 +255,16 @@ def test_missing_command_marks_cell_unavailable_and_blocks_its_evaluations(tmp_p
     assert state["cells"]["f/own"]["state"] == "blocked"
     assert lines[-1] == "[2/2] f/own: blocked: its run did not finish"
     assert not (tmp_path / "out" / "cells").exists()  # nothing counts as finished
+
+
+def test_teacher_row_keeps_its_random_init_twin(tmp_path) -> None:
+    study = load_study(write_study(tmp_path), tmp_path)
+    cells = plan(study, "quick", {}, {}, tmp_path / "runs", tmp_path)
+    rec = {"dataset": "synthetic", "protocol": "linear", "seed": 0}
+    records = [{**rec, "init": "pretrained", "backbone": "teacher", "top1": 0.7},
+               {**rec, "init": "pretrained", "backbone": "student", "top1": 0.6},
+               {**rec, "init": "random", "top1": 0.5}]  # fmt: skip
+    done = {"vicreg/probe": {"wall_s": 1.0, "records": records}}
+    rows = build_rows(study, cells, done, tmp_path / "runs", {})
+    got = {(r["measure"], r["top1"], r["random_top1"]) for r in rows}
+    assert got == {("EMA teacher", 0.7, 0.5), ("", 0.6, 0.5)}

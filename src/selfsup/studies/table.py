@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsup.rundir import read_results
-from selfsup.studies.spec import Cell, Study
+from selfsup.studies.spec import OWN, Cell, Study
 
 COLUMNS = [
     "run", "evaluation", "dataset", "protocol", "measure", "top1", "f1", "random_top1",
@@ -35,7 +35,8 @@ COMPUTE = ("params", "flops_per_image", "images_per_s", "hardware")  # of result
 
 
 def measure(rec: dict[str, Any]) -> str:
-    """What distinguishes measurements of one protocol: k, label fraction, ratio, teacher."""
+    """What distinguishes measurements of one protocol: k, label fraction, ratio (the
+    evaluated backbone, DINO's EMA teacher or student, is added per row)."""
     parts = []
     if rec.get("k") is not None:
         parts.append(f"k={rec['k']}")
@@ -43,9 +44,17 @@ def measure(rec: dict[str, Any]) -> str:
         parts.append(f"{100 * rec['fraction']:g}% labels")
     if rec.get("ratio") is not None:
         parts.append(f"ratio 1:{rec['ratio']:g}")
-    if rec.get("backbone") == "teacher":
-        parts.append("EMA teacher")
     return ", ".join(parts)
+
+
+def _by_backbone(by_init: dict[str, list[dict]]) -> dict[bool, list[dict]]:
+    """The pretrained / trained records split by whether an EMA teacher made them (the
+    random-init and pixel records have no teacher and serve both rows)."""
+    main = [r for i in MAIN_INITS for r in by_init.get(i, [])]
+    out: dict[bool, list[dict]] = defaultdict(list)
+    for rec in main:
+        out[rec.get("backbone") == "teacher"].append(rec)
+    return out or {False: []}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -62,6 +71,26 @@ def _matches(ref: dict[str, Any], row: dict[str, Any], recs: list[dict]) -> bool
     return all(ref[k] == recs[0].get(k) for k in ("k", "fraction", "ratio") if k in ref)
 
 
+def _row(cell: Cell, seconds: tuple[float | None, float | None], compute: dict[str, Any],
+         source: str, key: tuple[str, str, str], main: list[dict],
+         by_init: dict[str, list[dict]]) -> dict[str, Any]:  # fmt: skip
+    def top1(init: str) -> float | None:
+        return _mean([r["top1"] for r in by_init.get(init, [])])
+
+    dataset, protocol, what = key
+    row = {
+        "run": cell.run, "evaluation": cell.eval, "dataset": dataset, "source_dataset": source,
+        "protocol": protocol, "measure": what, "top1": _mean([r["top1"] for r in main]),
+        "f1": _mean([r["f1_macro"] for r in main if "f1_macro" in r]),
+        "random_top1": top1("random"), "pixels_top1": top1("pixels"), "seeds": len(main),
+        "train_s": seconds[0], "eval_s": seconds[1], "reference_top1": None, "reference": None,
+        **{k: compute.get(k) for k in COMPUTE},
+    }  # fmt: skip
+    if compute.get("train_wall_s") is not None:
+        row["train_s"] = compute["train_wall_s"]
+    return row
+
+
 def build_rows(study: Study, cells: list[Cell], done: dict[str, dict], runs_dir: Path,
                mapping: dict[str, str]) -> list[dict[str, Any]]:  # fmt: skip
     """The table's rows from the finished cells' records (mean over evaluation seeds)."""
@@ -70,36 +99,22 @@ def build_rows(study: Study, cells: list[Cell], done: dict[str, dict], runs_dir:
     for cell in cells:
         if cell.eval is None or cell.id not in done:
             continue
-        results = read_results(runs_dir / cell.run) or {}
-        compute = results.get("compute") or {}
+        compute = (read_results(runs_dir / cell.run) or {}).get("compute") or {}
         groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
         for rec in done[cell.id]["records"]:
             key = (rec["dataset"], rec["protocol"], measure(rec))
             groups[key][rec.get("init", "pretrained")].append(rec)
-        train = done.get(f"{cell.run}/train", {})
+        seconds = (done.get(f"{cell.run}/train", {}).get("wall_s"),
+                   done[cell.id].get("wall_s") if cell.eval != OWN else None)  # fmt: skip
         for (dataset, protocol, what), by_init in groups.items():
-            main = next((by_init[i] for i in MAIN_INITS if i in by_init), [])
-
-            def top1(init: str, by_init: dict = by_init) -> float | None:
-                return _mean([r["top1"] for r in by_init.get(init, [])])
-
-            row = {
-                "run": cell.run, "evaluation": cell.eval, "dataset": dataset,
-                "source_dataset": back.get(dataset, dataset), "protocol": protocol,
-                "measure": what, "top1": _mean([r["top1"] for r in main]),
-                "f1": _mean([r["f1_macro"] for r in main if "f1_macro" in r]),
-                "random_top1": top1("random"), "pixels_top1": top1("pixels"),
-                "seeds": len(main), "train_s": train.get("wall_s"),
-                "eval_s": done[cell.id].get("wall_s") if cell.eval != "own" else None,
-                "reference_top1": None, "reference": None,
-                **{k: compute.get(k) for k in COMPUTE},
-            }  # fmt: skip
-            if compute.get("train_wall_s") is not None:
-                row["train_s"] = compute["train_wall_s"]
-            for ref in study.references:
-                if _matches(ref, row, main or next(iter(by_init.values()))):
-                    row["reference_top1"], row["reference"] = ref["top1"], ref["source"]
-            rows.append(row)
+            for teacher, main in _by_backbone(by_init).items():
+                label = ", ".join(filter(None, [what, "EMA teacher" if teacher else ""]))
+                row = _row(cell, seconds, compute, back.get(dataset, dataset),
+                           (dataset, protocol, label), main, by_init)  # fmt: skip
+                for ref in study.references:
+                    if _matches(ref, row, main or next(iter(by_init.values()))):
+                        row["reference_top1"], row["reference"] = ref["top1"], ref["source"]
+                rows.append(row)
     return rows
 
 
