@@ -51,6 +51,7 @@ def accuracy_vs_compute(rows: list[dict[str, Any]], evaluation: str | None, out:
                 ax.scatter([xv], [100 * r["top1"]])
                 ax.annotate(label, (xv, 100 * r["top1"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")  # fmt: skip
+        ax.margins(x=0.25)  # room for the labels right of the last points
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
     fig.suptitle(f"accuracy vs compute ({evaluation or 'every evaluation'})")
