@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from selfsup import cli_faces, cli_prepare, cli_report
+from selfsup import cli_faces, cli_prepare, cli_report, cli_study
 from selfsup.analysis.compute import COMPUTE_AXES, plot_accuracy_vs_compute
 from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.retrieval import retrieval_study
@@ -183,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         help="eval settings for this evaluation only, e.g. eval.compare_random=true",
     )
     cli_prepare.add_parsers(sub)
+    cli_study.add_parsers(sub)
     return p
 
 
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             return _viz(args)
         if args.command == "faces":
             return cli_faces.run(args)
+        if args.command == "study":
+            return cli_study.run_study(args)
         return _eval(args)
     except SelfsupError as err:
         print(f"selfsup: error: {err}", file=sys.stderr)

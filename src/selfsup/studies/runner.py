@@ -1,0 +1,251 @@
+"""Execute a study's cells in order, each in its own process, resumable cell by cell.
+
+Each cell is one ``python -m selfsup ...`` subprocess (``pretrain`` / ``supervised`` /
+``joint`` / ``faces`` for a run, ``eval`` for an evaluation), not an in-process call: a cell
+that runs out of memory, crashes or leaks GPU memory cannot take the study or the next cell
+with it, each cell's output goes to its own log (``DIR/logs/``), and a kill of the study
+(Ctrl-C, a job limit) stops one well-defined unit. The cost is a second or two of imports per
+cell, nothing against a training run.
+
+A cell is finished when its file ``DIR/cells/<run>--<eval>.json`` exists: written atomically
+once the subprocess has succeeded, with the records it produced. A rerun of the same command
+skips finished cells, resumes an interrupted training from its last checkpoint (``pretrain
+--resume``) and redoes an interrupted evaluation. ``DIR/study.json`` mirrors every cell's state
+(pending, running, finished, failed, blocked, unavailable) with its attempts and times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import selfsup
+from selfsup.atomic import write_json_atomic
+from selfsup.config import apply_overrides
+from selfsup.errors import SelfsupError
+from selfsup.evaluate.table import eval_settings, settings_id
+from selfsup.rundir import load_run_config, read_results
+from selfsup.studies.spec import OWN, Cell
+
+STATE = "study.json"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def cell_file(out: Path, cell: Cell) -> Path:
+    return out / "cells" / f"{cell.run}--{cell.eval or 'train'}.json"
+
+
+def fingerprint(cell: Cell) -> dict[str, Any]:
+    """What a cell does (its overrides as listed); saved in the cell's file."""
+    return {k: v for k, v in asdict(cell).items() if k not in ("run", "eval")}
+
+
+def _effect(fp: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint with its overrides replaced by the settings they make (the later of two
+    values of a key wins), so a reordering that changes nothing is not a change."""
+    return {**fp, "overrides": apply_overrides({}, list(fp.get("overrides") or []))}
+
+
+def read_cell(out: Path, cell: Cell) -> dict[str, Any] | None:
+    path = cell_file(out, cell)
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    if _effect(done.get("fingerprint") or {}) != _effect(fingerprint(cell)):
+        raise SelfsupError(
+            f"cell {cell.id} in {out} was made with other settings ({path}: "
+            f"{done.get('fingerprint')}, now {fingerprint(cell)}); give another --out, or "
+            f"delete {path} and {out / 'runs' / cell.run} to redo it"
+        )
+    return done
+
+
+class CellFailed(Exception):
+    """A cell's subprocess failed (``state`` "failed") or cannot run here ("unavailable")."""
+
+    def __init__(self, message: str, state: str = "failed") -> None:
+        super().__init__(message)
+        self.state = state
+
+
+def _child_env() -> dict[str, str]:
+    """The children import this very selfsup (a worktree, an editable install)."""
+    env = dict(os.environ)
+    src = str(Path(selfsup.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _selfsup(args: list[str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "selfsup", *args]
+    with log.open("a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_child_env()).returncode
+    if rc != 0:
+        lines = [x for x in log.read_text().splitlines() if x.strip()]
+        errors = [x for x in lines if "error" in x.lower()]
+        raise CellFailed(f"exit status {rc}: {(errors or lines or [''])[-1][:300]} (log: {log})")
+
+
+BUILT_IN = ("pretrain", "supervised", "joint")  # selfsup.cli's own training commands
+_COMMANDS: list[str] = []
+
+
+def available_commands() -> list[str]:
+    """The subcommands this selfsup has (``faces`` comes from another module; asked once)."""
+    if not _COMMANDS:
+        out = subprocess.run([sys.executable, "-m", "selfsup", "--help"], capture_output=True,
+                             text=True, env=_child_env()).stdout  # fmt: skip
+        start, end = out.find("{"), out.find("}")
+        _COMMANDS.extend(out[start + 1 : end].split(",") if start >= 0 else [])
+    return _COMMANDS
+
+
+def train(cell: Cell, run_dir: Path, log: Path, root: Path) -> list[dict]:
+    """Train (or resume, or just collect) a run; its records are the ``own`` evaluation."""
+    if cell.command not in BUILT_IN and cell.command not in available_commands():
+        raise CellFailed(f"this selfsup has no {cell.command!r} command", "unavailable")
+    if (run_dir / "results.json").is_file():
+        pass  # finished before the study could record it (killed in between)
+    elif (run_dir / "checkpoints" / "last.pt").is_file() and cell.command != "faces":
+        _selfsup(["pretrain", "--out", str(run_dir), "--resume"], log)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)  # no checkpoint: nothing to keep
+        config = ["--config", str(root / cell.config)] if cell.config else []
+        _selfsup([cell.command, *config, "--out", str(run_dir), *cell.args, *cell.overrides], log)
+    return (read_results(run_dir) or {}).get("evals", [])
+
+
+def evaluate(cell: Cell, run_dir: Path, log: Path) -> list[dict]:
+    """``selfsup eval`` the run, then pick its records out of ``results.json``: those it wrote
+    (not there before, byte for byte) for this cell's protocols, datasets and seeds at this
+    cell's settings (the settings id the harness records), whatever else the file holds."""
+    args = ["eval", str(run_dir), "--protocol", ",".join(cell.protocols)]
+    if cell.datasets:
+        args += ["--dataset", ",".join(cell.datasets)]
+    dump = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    before = {dump(r) for r in (read_results(run_dir) or {}).get("evals", [])}
+    _selfsup([*args, *cell.overrides], log)
+    cfg = load_run_config(run_dir, cell.overrides)
+    datasets = cell.datasets or [cfg.data.dataset, *cfg.eval.datasets]
+    seeds = cfg.eval.seeds or [cfg.seed]
+    ids = {p: settings_id(eval_settings(p, cfg.eval)) for p in cell.protocols}
+    return [
+        r
+        for r in (read_results(run_dir) or {}).get("evals", [])
+        if dump(r) not in before  # written by this evaluation (a rerun rewrites fit_seconds)
+        and ids.get(r["protocol"]) == r.get("settings_id")
+        and r["dataset"] in datasets
+        and r.get("seed") in seeds
+    ]
+
+
+class Progress:
+    """One line per cell, with the study's ETA from the cells timed so far (by kind)."""
+
+    def __init__(self, cells: list[Cell], echo: Callable[[str], None]) -> None:
+        self.cells, self.echo, self.times = cells, echo, {"train": [], "eval": []}
+
+    @staticmethod
+    def kind(cell: Cell) -> str:
+        return "train" if cell.eval is None else "own" if cell.eval == OWN else "eval"
+
+    def eta(self, left: list[Cell]) -> str:
+        every = self.times["train"] + self.times["eval"]
+        if not every:
+            return "ETA unknown until a cell has run"
+
+        def mean(kind: str) -> float:
+            if kind == "own":  # reads the training cell's records: no time
+                return 0.0
+            times = self.times[kind] or every
+            return sum(times) / len(times)
+
+        return f"ETA {duration(sum(mean(self.kind(c)) for c in left))} for {len(left)} left"
+
+    def line(self, i: int, cell: Cell, text: str) -> None:
+        self.echo(f"[{i + 1}/{len(self.cells)}] {cell.id}: {text}")
+
+
+def run_cells(cells: list[Cell], out: Path, meta: dict[str, Any], root: Path,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Execute every unfinished cell in order; returns the final ``study.json`` content."""
+    out.mkdir(parents=True, exist_ok=True)
+    old = json.loads((out / STATE).read_text()) if (out / STATE).is_file() else {}
+    old_cells = old.get("cells", {})
+    state = {**meta, "cells": {}}
+    for cell in cells:
+        prev = old_cells.get(cell.id, {})
+        done = read_cell(out, cell)
+        state["cells"][cell.id] = {
+            "state": "finished" if done else "pending",
+            "attempts": prev.get("attempts", 0),
+            **({k: done[k] for k in ("started", "finished", "wall_s")} if done else {}),
+        }
+    save = lambda: write_json_atomic(out / STATE, state)  # noqa: E731
+    save()
+    progress = Progress(cells, echo)
+    for i, cell in enumerate(cells):
+        entry = state["cells"][cell.id]
+        if entry["state"] == "finished":
+            progress.line(i, cell, f"finished earlier ({duration(entry['wall_s'])}), skipped")
+            continue
+        if cell.eval is not None and state["cells"][f"{cell.run}/train"]["state"] != "finished":
+            entry.update(state="blocked", error=f"{cell.run}/train did not finish")
+            save()
+            progress.line(i, cell, "blocked: its run did not finish")
+            continue
+        log = out / "logs" / f"{cell.run}--{cell.eval or 'train'}.log"
+        entry.update(state="running", attempts=entry["attempts"] + 1, started=_now(), log=str(log))
+        entry.pop("error", None)
+        save()
+        progress.line(i, cell, f"running ({progress.eta(cells[i:])}; log {log})")
+        t0 = time.perf_counter()
+        run_dir = out / "runs" / cell.run
+        try:
+            if cell.eval is None:
+                records = train(cell, run_dir, log, root)
+            elif cell.eval == OWN:
+                records = json.loads(cell_file(out, Cell(cell.run, None, "")).read_text())[
+                    "records"
+                ]
+            else:
+                records = evaluate(cell, run_dir, log)
+        except CellFailed as err:
+            entry.update(state=err.state, error=str(err))
+            save()
+            progress.line(i, cell, f"{err.state}: {err}")
+            continue
+        wall = time.perf_counter() - t0
+        entry.update(state="finished", finished=_now(), wall_s=round(wall, 1))
+        write_json_atomic(cell_file(out, cell), {
+            "cell": cell.id, "fingerprint": fingerprint(cell), "records": records,
+            **{k: entry[k] for k in ("started", "finished", "wall_s")},
+        })  # fmt: skip
+        save()
+        progress.times.setdefault(progress.kind(cell), []).append(wall)
+        progress.line(i, cell, f"finished in {duration(wall)}; {progress.eta(cells[i + 1 :])}")
+    return state
