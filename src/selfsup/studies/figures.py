@@ -3,29 +3,24 @@
 ``accuracy_vs_compute``: top-1 of every run on one evaluation against its training wall time
 (``results.json["compute"]["train_wall_s"]`` where the run has it, else its training cell's) and
 against its parameter count where ``"compute"`` gives it. ``curves``: per-epoch validation
-curves of several runs in one figure (``analysis.plots.compare_curves``, when this selfsup has
-it). ``tsne``: a run's t-SNE panels over the epochs it saved (``viz.embed_epochs``).
-
-Optional pieces (``compare_curves``, ``analysis.report``) are looked up at run time with
-``importlib``, so a study still completes, with a note, on an install that lacks them.
+curves of several runs in one figure (``analysis.plots.compare_curves``). ``tsne``: a run's
+t-SNE panels over the epochs it saved (``viz.embed_epochs``). Each finished run also gets its
+``report.html`` (``analysis.report``), linked from the study's page.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from selfsup.analysis import plots
 from selfsup.analysis.embeddings import tsne_panels
+from selfsup.analysis.report import write_report
 from selfsup.atomic import write_text_atomic
 from selfsup.errors import SelfsupError
 from selfsup.studies.spec import Study
-
-REPORT_MODULE = "selfsup.analysis.report"
 
 
 def accuracy_vs_compute(rows: list[dict[str, Any]], evaluation: str | None, out: Path) -> Path:
@@ -58,9 +53,15 @@ def accuracy_vs_compute(rows: list[dict[str, Any]], evaluation: str | None, out:
     return plots.save_figure(fig, out)
 
 
-def compare_curves_fn() -> Any:
-    """``analysis.plots.compare_curves`` where this selfsup has it, else None."""
-    return getattr(plots, "compare_curves", None)
+def run_folder(runs_dir: Path, entry: str) -> Path:
+    """A figure's ``RUN`` (the run's directory) or ``RUN/GLOB`` (the one folder inside the run
+    the pattern matches, e.g. ``isd/evals/*/linear-aug-*``: a trained evaluation's curves)."""
+    if "/" not in entry:
+        return runs_dir / entry
+    found = sorted(p for p in runs_dir.glob(entry) if p.is_dir())
+    if len(found) != 1:
+        raise ValueError(f"{entry!r} matches {len(found)} folders under {runs_dir}, not one")
+    return found[0]
 
 
 def draw(study: Study, rows: list[dict[str, Any]], out: Path, runs_dir: Path) -> dict[str, str]:
@@ -73,13 +74,10 @@ def draw(study: Study, rows: list[dict[str, Any]], out: Path, runs_dir: Path) ->
             if kind == "accuracy_vs_compute":
                 path = accuracy_vs_compute(rows, fig.get("eval"), out / "figures" / name)
             elif kind == "curves":
-                fn = compare_curves_fn()
-                if fn is None:
-                    made[name] = "skipped: this selfsup has no analysis.plots.compare_curves"
-                    continue
                 path = out / "figures" / name
-                fn([runs_dir / r for r in fig["runs"]], fig.get("keys") or ["val_top1", "val_loss"],
-                   path, labels=fig.get("labels"))  # fmt: skip
+                keys = fig.get("keys") or ["val_top1", "val_loss"]
+                runs = [run_folder(runs_dir, r) for r in fig["runs"]]
+                plots.compare_curves(runs, keys, path, labels=fig.get("labels"))
             else:
                 path = tsne_panels(runs_dir / fig["run"])
         except (SelfsupError, OSError, KeyError, ValueError) as err:
@@ -90,10 +88,7 @@ def draw(study: Study, rows: list[dict[str, Any]], out: Path, runs_dir: Path) ->
 
 
 def run_reports(study: Study, runs_dir: Path) -> dict[str, str]:
-    """Each finished run's ``report.html`` (``selfsup report``), when this selfsup has it."""
-    if importlib.util.find_spec(REPORT_MODULE) is None:
-        return {}
-    write_report = importlib.import_module(REPORT_MODULE).write_report
+    """Each finished run's ``report.html`` (``selfsup report``)."""
     out = {}
     for run in study.runs:
         if (runs_dir / run.name / "results.json").is_file():

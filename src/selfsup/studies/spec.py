@@ -197,7 +197,8 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
     for i, fig in enumerate(figures):
         check_choice(f"figures[{i}].kind", fig["kind"], list(FIGURE_KINDS))
         for run in fig.get("runs") or ([fig["run"]] if "run" in fig else []):
-            check_choice(f"figures[{i}].runs", run, names)
+            # RUN, or RUN/GLOB: a folder inside the run (a trained evaluation's curves)
+            check_choice(f"figures[{i}].runs", str(run).split("/", 1)[0], names)
     if not isinstance(d.get("paired", False), bool):
         raise ConfigError(f"paired={d['paired']!r} must be true or false")
     return Study(str(d["study"]), path, str(d.get("description") or ""), params, runs, evals,
