@@ -255,6 +255,21 @@ def bad_image_error(path: Path | str, reason: str) -> DataError:
     )
 
 
+def left_out_notice(bad: list[dict], fail: bool, what: str, report: Path) -> None:
+    """Bad files left out of a cache: with ``fail`` the first one's error, else one line on
+    stderr naming the first and where all are listed."""
+    if not bad:
+        return
+    first = bad[0]
+    if fail:
+        raise bad_image_error(first["path"], first["reason"])
+    print(
+        f"selfsup: {what} (the first {first['path']}: {first['reason']}); all are listed in "
+        f"{report}",
+        file=sys.stderr,
+    )
+
+
 @dataclass
 class Listing:
     """One split folder's image files, ready to decode: what :func:`list_split` found."""
@@ -349,16 +364,12 @@ def load_image_folder(
         if cached is None:
             raise DataError(f"cannot read back the cache {npy} just written; delete it and retry")
     images, good_labels, bad_list = cached
-    if bad_list:
-        first = bad_list[0]
-        if fail:
-            raise bad_image_error(first["path"], first["reason"])
-        print(
-            f"selfsup: {folder}: skipped {len(bad_list)} bad image file(s) of "
-            f"{len(bad_list) + images.shape[0]} (the first {first['path']}: {first['reason']}); "
-            f"all are listed in {report}",
-            file=sys.stderr,
-        )
+    left_out_notice(
+        bad_list,
+        fail,
+        f"{folder}: skipped {len(bad_list)} bad image file(s) of {len(bad_list) + images.shape[0]}",
+        report,
+    )
     left_out = {b["path"] for b in bad_list}  # the cache holds the other files, in order
     kept = [f.relative_to(folder).as_posix() for f in found.files if str(f) not in left_out]
     if len(kept) != images.shape[0]:

@@ -34,10 +34,10 @@ from selfsup.config import check_choice
 from selfsup.data.array import ImageArray
 from selfsup.data.imagefolder import (
     Decoder,
-    bad_image_error,
     build_cache,
     decode_or_reason,
     decode_serially,
+    left_out_notice,
     list_split,
     open_cached,
     split_folder,
@@ -188,16 +188,8 @@ def load_prepared(
             "prepare it again with --overwrite"
         )
     images, labels, bad = cached
-    if bad:
-        first = bad[0]
-        if on_bad_image == "fail":
-            raise bad_image_error(first["path"], first["reason"])
-        print(
-            f"selfsup: {where}: {len(bad)} bad image file(s) were left out when it was prepared "
-            f"(the first {first['path']}: {first['reason']}); all are listed in "
-            f"{where / 'bad.json'}",
-            file=sys.stderr,
-        )
+    what = f"{where}: {len(bad)} bad image file(s) were left out when it was prepared"
+    left_out_notice(bad, on_bad_image == "fail", what, where / "bad.json")
     paths = meta.get("paths")
     if not isinstance(paths, list) or len(paths) != len(labels):
         raise DataError(f"{where / 'meta.json'} does not list a path per image; prepare it again")
