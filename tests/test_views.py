@@ -18,7 +18,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import RandomResizedCrop as TVRandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from selfsup.data.view_ops import fit_kernel_size, resize_weights
+from selfsup.data.resample import resize_weights
+from selfsup.data.view_ops import fit_kernel_size
 from selfsup.data.views import (
     ViewSpec,
     adjust_brightness,

@@ -13,93 +13,23 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from selfsup.data.resample import separable
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 """ITU-R 601-2 luma weights of torchvision's ``rgb_to_grayscale``."""
 
-_INTERP_HALF_SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}
-
 
 def _where_mask(mask: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
-    """``a`` for the samples where ``mask`` (B,) is true, else ``b``; all of ``a`` without mask."""
-    return a if mask is None else torch.where(mask.view(-1, 1, 1, 1), a, b)
+    """``a`` for the samples where ``mask`` (B,) is true, else ``b``; all of ``a`` without mask.
 
-
-def _aa_filter(t: Tensor, interpolation: str) -> Tensor:
-    """aten's antialias filters (``UpSampleKernel.cpp``): triangle, or Keys cubic with a = -0.5."""
-    t = t.abs()
-    if interpolation == "bilinear":
-        return (1.0 - t).clamp_(min=0.0)
-    a = -0.5
-    near = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
-    far = (((t - 5.0) * t + 8.0) * t - 4.0) * a
-    return torch.where(t < 1.0, near, torch.where(t < 2.0, far, torch.zeros_like(t)))
-
-
-def resize_weights(
-    n_in: int, start: Tensor, length: Tensor, size: int, interpolation: str = "bicubic"
-) -> Tensor:
-    """Per-sample antialiased resampling matrices (B, size, n_in) along one axis.
-
-    Row ``i`` of sample ``b`` holds the weights with which output pixel ``i`` mixes the input
-    pixels of the crop ``[start[b], start[b] + length[b])``, by the rule of aten's
-    ``_upsample_{bilinear,bicubic}2d_aa`` (the PIL algorithm that ``F.interpolate(...,
-    antialias=True)`` and hence torchvision's ``resize(..., antialias=True)`` use): with
-    ``scale = length / size`` the filter is stretched by ``max(scale, 1)``, its taps are clipped to
-    the crop and the weights normalised to sum 1. Columns outside the crop are zero.
-    """
-    if interpolation not in _INTERP_HALF_SUPPORT:
-        raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
-    dev = start.device
-    n = length.to(torch.float32).view(-1, 1, 1)  # (B, 1, 1)
-    scale = n / size
-    down = scale >= 1.0
-    support = _INTERP_HALF_SUPPORT[interpolation] * torch.where(down, scale, torch.ones_like(scale))
-    invscale = torch.where(down, 1.0 / scale, torch.ones_like(scale))
-    center = scale * (torch.arange(size, device=dev, dtype=torch.float32).view(1, -1, 1) + 0.5)
-    # C truncation of non-negative values == floor; negative values are clamped to 0 anyway.
-    xmin = (center - support + 0.5).floor().clamp_(min=0.0)
-    xmax = torch.minimum((center + support + 0.5).floor(), n)
-    # Only the taps in [xmin, xmax) are non-zero: at most 2 * support + 1 of them, with the
-    # largest support a crop of this image can have (known from shapes alone, no host sync).
-    widest = _INTERP_HALF_SUPPORT[interpolation] * max(n_in / size, 1.0)
-    taps = min(n_in, math.ceil(2 * widest) + 2)
-    rel = xmin + torch.arange(taps, device=dev, dtype=torch.float32)  # (B, size, taps)
-    w = _aa_filter((rel - center + 0.5) * invscale, interpolation) * (rel < xmax)
-    total = w.sum(-1, keepdim=True)
-    w = w / torch.where(total == 0, torch.ones_like(total), total)
-    col = (rel + start.view(-1, 1, 1)).long().clamp_(max=n_in - 1)  # clamped taps weigh 0
-    dense = torch.zeros(w.shape[0], size, n_in, device=dev, dtype=torch.float32)
-    return dense.scatter_add_(2, col, w)
-
-
-def resized_crop(
-    x: Tensor,
-    top: Tensor,
-    left: Tensor,
-    height: Tensor,
-    width: Tensor,
-    size: int,
-    interpolation: str = "bicubic",
-    flip: Tensor | None = None,
-) -> Tensor:
-    """Crop box (top, left, height, width) (each int (B,)) of each image, resize it to
-    (size, size): (B, C, H, W) -> (B, C, size, size).
-
-    Equals torchvision ``v2.functional.resized_crop(img, top, left, height, width, [size, size],
-    interpolation, antialias=True)`` per image, computed as ``Wy @ x @ Wx^T`` with the per-sample
-    matrices of :func:`resize_weights` (a batched matmul; a box of the output size is the
-    identity). ``flip`` (bool (B,)) mirrors the output of the selected samples (exactly
-    :func:`hflip` afterwards) at no cost, by reversing the rows of their ``Wx``.
-    """
-    h, w = x.shape[-2:]
-    wy = resize_weights(h, top, height, size, interpolation).to(x.dtype)
-    wx = resize_weights(w, left, width, size, interpolation).to(x.dtype)
-    if flip is not None:
-        wx = torch.where(flip.view(-1, 1, 1), wx.flip(1), wx)
-    return wy.unsqueeze(1) @ x @ wx.transpose(1, 2).unsqueeze(1)
+    A ``lerp`` with 0 / 1 weights, which returns either operand exactly (aten's lerp computes
+    ``b + 0 * (a - b)`` or ``a - (a - b) * 0``), in one vectorised pass: a ``where`` on a
+    broadcast (B, 1, 1, 1) mask is several times slower on the CPU."""
+    if mask is None:
+        return a
+    return torch.lerp(b, a, mask.to(a.dtype).view(-1, 1, 1, 1))
 
 
 def hflip(x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -146,9 +76,11 @@ def adjust_hue(x: Tensor, hue: Tensor, mask: Tensor | None = None) -> Tensor:
 
     torchvision converts to HSV (``_rgb_to_hsv``), shifts ``h`` by ``hue`` modulo 1 and converts
     back (``_hsv_to_rgb``, six sectors). This computes the same function in fewer passes: with
-    ``v = max(r, g, b)`` and chroma ``c = v - min(r, g, b)`` (= v * s), channel n in (R, G, B) =
-    (5, 3, 1) of the result is ``v - c * clamp(min(k, 4 - k), 0, 1)`` for
-    ``k = (n + 6 * h') mod 6``, the closed form of the sector table.
+    ``v = max(r, g, b)``, ``m = min(r, g, b)`` and chroma ``c = v - m`` (= v * s), channel n in
+    (R, G, B) = (5, 3, 1) of the result is ``v - c * clamp(min(k, 4 - k), 0, 1)`` for
+    ``k = (n + 6 * h') mod 6``, the closed form of the sector table, computed as
+    ``m + c * clamp(|u| - 1, 0, 1)`` with ``u = k - 2`` wrapped to [-3, 3] (same function, and no
+    float ``remainder``, which is slow on the CPU).
     """
     if x.shape[1] == 1:
         return x
@@ -156,17 +88,18 @@ def adjust_hue(x: Tensor, hue: Tensor, mask: Tensor | None = None) -> Tensor:
     maxc = torch.maximum(torch.maximum(r, g), b)
     minc = torch.minimum(torch.minimum(r, g), b)
     chroma = maxc - minc
-    safe = torch.where(chroma == 0, torch.ones_like(chroma), chroma)
+    # chroma 0 means r = g = b and a zero numerator below: any positive divisor gives hue 0
+    safe = chroma.clamp(min=torch.finfo(x.dtype).tiny)
     # sector-relative hue * 6, with torchvision's precedence: max == r, then max == g, then b
     is_r, is_g = maxc == r, maxc == g
-    num = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g))
-    offset = torch.where(is_r, 0.0, torch.where(is_g, 2.0, 4.0))
-    h6 = num.div_(safe).add_(offset)
-    shift = (6.0 * hue.to(x.dtype)).view(-1, 1, 1, 1)
-    n = torch.arange(5.0, 0.0, -2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # 5, 3, 1
-    k = (h6.unsqueeze(1) + shift + n).remainder_(6.0)
-    k = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    out = maxc.unsqueeze(1) - chroma.unsqueeze(1) * k
+    h6 = torch.where(
+        is_r, g - b, torch.where(is_g, (b - r).add_(safe, alpha=2.0), (r - g).add_(safe, alpha=4.0))
+    )
+    h6.div_(safe).add_((6.0 * hue.to(x.dtype)).view(-1, 1, 1) - 2.0)
+    n = torch.tensor((5.0, 3.0, 1.0), device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    u = h6.unsqueeze(1) + n  # k - 2, in [-6, 16]: wrap to [-3, 3] by a multiple of 6
+    u.sub_(u.mul(1.0 / 6.0).round_(), alpha=6.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
+    out = u.mul_(chroma.unsqueeze(1)).add_(minc.unsqueeze(1))
     return _where_mask(mask, out, x)
 
 
@@ -211,19 +144,24 @@ def _jitter_blend(x: Tensor, factors: Tensor, op: Tensor, on: Tensor) -> Tensor:
     1 contrast, 2 saturation) with its factor where ``on[b]``, else the identity (factor 1).
 
     All three are ``f * x + (1 - f) * other`` (``other`` = 0, the grayscale mean, the grayscale
-    image), so one pass computes ``f * x + a * gray + b * mean`` with per-sample coefficients
-    (a = 1 - f for saturation, b = 1 - f for contrast, else 0), then clamps."""
-    if x.shape[1] == 1:
+    image), linear in the pixel: one per-sample (C, C) matrix ``f * I + s * 1 w^T`` (s = 1 - f
+    for saturation, w the luma weights) and offset ``t * mean`` (t = 1 - f for contrast), applied
+    by one batched matmul (``baddbmm``), then the clamp. The identity is exact (``1 * x + 0``)."""
+    bsz, c = x.shape[:2]
+    if c == 1:
         on = on & (op != 2)  # saturation is a no-op on one channel
     f = factors[:, :3].gather(1, op.view(-1, 1)).squeeze(1).to(x.dtype)
     f = torch.where(on, f, torch.ones_like(f))
     rest = 1.0 - f
     zero = torch.zeros_like(f)
-    a = torch.where(op == 2, rest, zero).view(-1, 1, 1, 1)
-    gray = rgb_to_gray(x)
-    b = torch.where(op == 1, rest, zero) * gray.mean(dim=(1, 2, 3))
-    out = torch.addcmul(b.view(-1, 1, 1, 1), x, f.view(-1, 1, 1, 1))
-    return out.addcmul_(gray, a).clamp_(0.0, 1.0)
+    luma = torch.tensor(GRAY_WEIGHTS if c == 3 else (1.0,), device=x.device, dtype=x.dtype)
+    eye = torch.eye(c, device=x.device, dtype=x.dtype)
+    sat = torch.where(op == 2, rest, zero).view(-1, 1, 1)
+    matrix = f.view(-1, 1, 1) * eye + sat * luma.view(1, 1, c)
+    flat = x.reshape(bsz, c, -1)
+    mean = flat.mean(-1) @ luma  # the grayscale image's mean, (B,)
+    offset = (torch.where(op == 1, rest, zero) * mean).view(-1, 1, 1).expand(bsz, c, 1)
+    return torch.baddbmm(offset, matrix, flat).clamp_(0.0, 1.0).view_as(x)
 
 
 def to_grayscale(x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -252,28 +190,42 @@ def fit_kernel_size(kernel_size: int, height: int, width: int) -> int:
     return min(kernel_size, 2 * (min(height, width) - 1) + 1)
 
 
+def blur_taps(kernels: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Per-sample 1-D ``kernels`` (B, k) along an axis of ``n`` pixels as taps (index, weight),
+    each (B, n, k): output pixel i mixes input pixels ``i - k // 2 .. i + k // 2``, mirrored at
+    the edges (``reflect`` padding, valid while ``k // 2 < n``)."""
+    bsz, k = kernels.shape
+    dev = kernels.device
+    pos = (torch.arange(n, device=dev).view(-1, 1) + torch.arange(k, device=dev) - k // 2).abs()
+    pos = torch.where(pos > n - 1, 2 * (n - 1) - pos, pos)
+    return pos.expand(bsz, n, k), kernels.unsqueeze(1).expand(bsz, n, k)
+
+
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, mask: Tensor | None = None) -> Tensor:
     """torchvision ``gaussian_blur(img, [k, k], [s, s])`` with per-sample ``sigma`` (B,): a
-    separable Gaussian with ``reflect`` padding, as two grouped convolutions over the B * C
-    planes. ``kernel_size`` is reduced by :func:`fit_kernel_size` for images too small for it."""
-    bsz, c, h, w = x.shape
+    separable Gaussian with ``reflect`` padding, rows then columns, each a per-sample banded
+    filter (:func:`selfsup.data.resample.separable`). Samples outside ``mask`` get the unit
+    kernel, which returns them exactly. ``kernel_size`` is reduced by :func:`fit_kernel_size`
+    for images too small for it."""
+    h, w = x.shape[-2:]
     k = fit_kernel_size(kernel_size, h, w)
     if k == 1:
         return x
-    ker = gaussian_kernels(sigma, k).to(x.dtype).repeat_interleave(c, dim=0)  # (B * C, k)
-    p = k // 2
-    y = F.pad(x.reshape(1, bsz * c, h, w), (p, p, p, p), mode="reflect")
-    y = F.conv2d(y, ker.view(-1, 1, 1, k), groups=bsz * c)
-    y = F.conv2d(y, ker.view(-1, 1, k, 1), groups=bsz * c)
-    return _where_mask(mask, y.view(bsz, c, h, w), x)
+    ker = gaussian_kernels(sigma, k)
+    if mask is not None:  # the unit kernel for the others: exact, and no extra pass
+        unit = torch.zeros_like(ker)
+        unit[:, k // 2] = 1.0
+        ker = torch.where(mask.view(-1, 1), ker, unit)
+    return separable(x, blur_taps(ker, h), blur_taps(ker, w))
 
 
 def solarize(x: Tensor, threshold: float, mask: Tensor | None = None) -> Tensor:
-    """torchvision ``solarize``: invert the pixels ``>= threshold`` of the selected images."""
-    flip = x >= threshold
+    """torchvision ``solarize``: invert the pixels ``>= threshold`` of the selected images (the
+    others get an infinite threshold: one comparison, no extra pass for the mask)."""
+    thr = torch.full((x.shape[0],), threshold, device=x.device, dtype=x.dtype)
     if mask is not None:
-        flip = flip & mask.view(-1, 1, 1, 1)
-    return torch.where(flip, 1.0 - x, x)
+        thr = thr.masked_fill(~mask, math.inf)
+    return torch.where(x >= thr.view(-1, 1, 1, 1), 1.0 - x, x)
 
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from selfsup.data.host_memory import keep_freed_memory
+from selfsup.data.resample import resize_weights, resized_crop
 from selfsup.data.view_ops import (
     adjust_brightness,
     adjust_contrast,
@@ -31,8 +33,6 @@ from selfsup.data.view_ops import (
     gaussian_kernels,
     hflip,
     normalize,
-    resize_weights,
-    resized_crop,
     rgb_to_gray,
     solarize,
     to_grayscale,
@@ -301,6 +301,8 @@ def make_views(
             raise ValueError(f"mean {spec.mean} and std {spec.std} differ in length")
         mean = _stats(spec.mean, channels, "mean", images.device)
         stats.append((mean, _stats(spec.std, channels, "std", images.device)))
+    if images.device.type == "cpu":
+        keep_freed_memory()  # reuse warm pages for the big temporaries (see host_memory)
     x = images.float().div_(255.0)  # converted once, shared by every view
     ops = compiled_ops() if compile else EAGER
     return [
