@@ -104,7 +104,8 @@ def resized_crop(
 
     Equals torchvision ``v2.functional.resized_crop(img, top, left, height, width, [size, size],
     interpolation, antialias=True)`` per image: the rows are resampled with the taps of
-    :func:`resize_taps`, then (transposed) the columns. ``flip`` (bool (B,)) mirrors the output
+    :func:`resize_taps`, then (transposed) the columns (:func:`separable`; the result may be a
+    transposed view). ``flip`` (bool (B,)) mirrors the output
     of the selected samples (exactly ``hflip`` afterwards) at no cost, by reversing the order of
     their output columns' taps.
     """
@@ -119,7 +120,17 @@ def resized_crop(
 
 def separable(x: Tensor, rows: tuple[Tensor, Tensor], cols: tuple[Tensor, Tensor]) -> Tensor:
     """Filter (B, C, H, W) along H with the per-sample taps ``rows`` = (index, weight), each
-    (B, H_out, taps), then along W with ``cols`` (B, W_out, taps) -> (B, C, H_out, W_out)."""
-    y = resample_rows(x.contiguous(), *rows)  # (B, C, H_out, W)
-    y = resample_rows(y.transpose(2, 3).contiguous(), *cols)  # (B, C, W_out, H_out)
-    return y.transpose(2, 3).contiguous()
+    (B, H_out, taps), and along W with ``cols`` (B, W_out, taps) -> (B, C, H_out, W_out).
+
+    One memory transpose between the two passes, and none after: the result comes back in the
+    other plane layout (a contiguous ``x`` gives a ``transpose(2, 3)`` view of a contiguous
+    (B, C, W_out, H_out) tensor, and such a view gives a contiguous result). Element-wise ops
+    keep either layout, so a chain of filters pays one transpose each."""
+    if x.is_contiguous():
+        y = resample_rows(x, *rows)  # (B, C, H_out, W)
+        return resample_rows(y.transpose(2, 3).contiguous(), *cols).transpose(2, 3)
+    xt = x.transpose(2, 3)
+    if not xt.is_contiguous():
+        return separable(x.contiguous(), rows, cols)
+    y = resample_rows(xt, *cols)  # memory (B, C, W_out, H)
+    return resample_rows(y.transpose(2, 3).contiguous(), *rows)  # memory (B, C, H_out, W_out)

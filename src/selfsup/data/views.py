@@ -266,11 +266,27 @@ def apply_view(
         x = ops.color_jitter(x, p["factors"], p["order"], p["jitter"], hue=spec.hue > 0)
     if spec.grayscale_p > 0:
         x = ops.to_grayscale(x, p["gray"])
+    subset = ops is EAGER and x.device.type == "cpu"
     if spec.blur_p > 0:
-        x = ops.gaussian_blur(x, p["sigma"], spec.blur_kernel, p["blur"])
+        x = _selected(ops.gaussian_blur, x, p["blur"], subset, p["sigma"], spec.blur_kernel)
     if spec.solarize_p > 0:
-        x = ops.solarize(x, spec.solarize_threshold, p["solarize"])
+        x = _selected(ops.solarize, x, p["solarize"], subset, spec.solarize_threshold)
     return ops.normalize(x, mean, std)
+
+
+def _selected(
+    op: Callable[..., Tensor], x: Tensor, mask: Tensor | None, subset: bool, *args: object
+) -> Tensor:
+    """``op(x, *args, mask)``; with ``subset`` (eager on the CPU, where host indices are free)
+    the op runs only on the selected samples, written back into ``x`` (a tensor this view made,
+    never the caller's). Per-sample tensor arguments (B,) are indexed alongside."""
+    if not subset or mask is None:
+        return op(x, *args, mask)
+    idx = mask.nonzero().squeeze(1)
+    if len(idx) == 0:
+        return x
+    picked = [a.index_select(0, idx) if isinstance(a, Tensor) else a for a in args]
+    return x.index_copy_(0, idx, op(x.index_select(0, idx), *picked, None))
 
 
 def make_views(
