@@ -127,7 +127,9 @@ def color_jitter(
     Brightness, contrast and saturation are all a blend with ``other`` = 0, the grayscale mean
     or the grayscale image, so each sample's ops before its hue shift run as 3 blend passes
     (each sample picking its own ``other`` and factor, 1 = identity), then one batched hue pass,
-    then 3 blend passes for the ops after it.
+    then 3 blend passes for the ops after it. Eager on the CPU, where host indices are free, the
+    samples are instead grouped by the position of their hue shift (unjittered samples apart)
+    and each group runs only its own 3 blends: half the blend passes, none for the others.
     """
     bsz = x.shape[0]
     if apply_mask is None:
@@ -138,6 +140,8 @@ def color_jitter(
     pos = torch.arange(3, device=x.device).view(1, 3)
     seq = order.gather(1, pos + (pos >= hue_pos).long())  # (B, 3)
     n_before = hue_pos.squeeze(1) if hue else torch.full((bsz,), 3, device=x.device)
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        return _jitter_groups(x, factors, seq, torch.where(apply_mask, n_before, -1), hue)
     for k in range(3):  # the blends before the hue shift
         x = _jitter_blend(x, factors, seq[:, k], apply_mask & (k < n_before))
     if hue:
@@ -148,6 +152,35 @@ def color_jitter(
                 x, factors, seq.gather(1, idx).squeeze(1), apply_mask & (k < 3 - n_before)
             )
     return x
+
+
+def _jitter_groups(x: Tensor, factors: Tensor, seq: Tensor, group: Tensor, hue: bool) -> Tensor:
+    """:func:`color_jitter` by groups of samples: ``group`` (B,) is the number of blends before
+    the hue shift (-1: not jittered); each group is gathered, runs its sequence, and is written
+    to the output, which keeps the plane layout of ``x``."""
+    out = torch.empty_like(x)
+    for n in group.unique().tolist():
+        idx = (group == n).nonzero().squeeze(1)
+        sub = select_samples(x, idx)
+        if n >= 0:
+            f, ops = factors.index_select(0, idx), seq.index_select(0, idx)
+            on = torch.ones(len(idx), dtype=torch.bool, device=x.device)
+            for k in range(3):
+                if k == n and hue:
+                    sub = adjust_hue(sub, f[:, 3])
+                sub = _jitter_blend(sub, f, ops[:, k], on)
+            if n == 3 and hue:
+                sub = adjust_hue(sub, f[:, 3])
+        out.index_copy_(0, idx, sub)
+    return out
+
+
+def select_samples(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[idx]`` (a copy) in the plane layout of ``x`` (contiguous, or a transposed view of a
+    contiguous tensor, as :func:`selfsup.data.resample.separable` leaves it)."""
+    if not x.is_contiguous() and x.transpose(2, 3).is_contiguous():
+        return x.transpose(2, 3).index_select(0, idx).transpose(2, 3)
+    return x.index_select(0, idx)
 
 
 def _jitter_blend(x: Tensor, factors: Tensor, op: Tensor, on: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from selfsup.data.view_ops import (
     hflip,
     normalize,
     rgb_to_gray,
+    select_samples,
     solarize,
     to_grayscale,
 )
@@ -286,7 +287,7 @@ def _selected(
     if len(idx) == 0:
         return x
     picked = [a.index_select(0, idx) if isinstance(a, Tensor) else a for a in args]
-    return x.index_copy_(0, idx, op(x.index_select(0, idx), *picked, None))
+    return x.index_copy_(0, idx, op(select_samples(x, idx), *picked, None))
 
 
 def make_views(
