@@ -344,9 +344,34 @@ def jitter_reference(x, factors, order, apply, hue: bool) -> torch.Tensor:
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("grouped", [True, False])
+def test_color_jitter_matches_torchvision_beyond_unit_range(
+    grouped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bicubic crop overshoots [0, 1]; torchvision's ops do not clamp their input, its hue
+    clamps every channel but the max, and an unjittered sample stays as it is."""
+    if not grouped:
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    g = gen(14)
+    perms = torch.tensor(list(itertools.permutations(range(4))))
+    x = torch.rand(24, 3, 8, 8, generator=g) * 1.3 - 0.15
+    factors = torch.tensor([0.6, 0.6, 0.3, -0.5]) + torch.rand(24, 4, generator=g) * 0.8
+    apply = coin_mask(g, 24)
+    out = color_jitter(x, factors, perms, apply)
+    close(out, jitter_reference(x, factors, perms, apply, True), HUE_ATOL)
+    assert torch.equal(out[~apply], x[~apply]) and (x[~apply] > 1).any()
+
+
+@pytest.mark.parametrize("grouped", [True, False])
 @pytest.mark.parametrize("channels", [3, 1])
 @pytest.mark.parametrize("hue", [True, False])
-def test_color_jitter_matches_torchvision_in_every_order(hue: bool, channels: int) -> None:
+def test_color_jitter_matches_torchvision_in_every_order(
+    hue: bool, channels: int, grouped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both code paths: samples grouped by hue position (eager CPU) and the masked passes over
+    the whole batch (GPU, torch.compile; reached here by posing as compiled code)."""
+    if not grouped:
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     g = gen(12)
     perms = torch.tensor(list(itertools.permutations(range(4))))
     order = torch.cat([perms, perms[torch.randperm(24, generator=g)]])  # (48, 4), all 24 twice

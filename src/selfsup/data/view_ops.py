@@ -32,11 +32,17 @@ def _where_mask(mask: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
     return torch.lerp(b, a, mask.to(a.dtype).view(-1, 1, 1, 1))
 
 
+def _host_free(x: Tensor) -> bool:
+    """Whether reading a value on the host costs nothing: eager on the CPU (a device sync on a
+    GPU, a graph break under ``torch.compile``)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def _restore_unselected(mask: Tensor | None, out: Tensor, x: Tensor) -> Tensor:
     """:func:`_where_mask` for a fresh ``out`` that may be overwritten: on the CPU (eager) the
     unselected samples are copied back into it by index (host indices cost nothing there), a
     fraction of a pass instead of a whole one."""
-    if mask is None or out.device.type != "cpu" or torch.compiler.is_compiling():
+    if mask is None or not _host_free(out):
         return _where_mask(mask, out, x)
     keep = (~mask).nonzero().squeeze(1)
     return out.index_copy_(0, keep, x.index_select(0, keep))
@@ -106,12 +112,19 @@ def adjust_hue(x: Tensor, hue: Tensor, mask: Tensor | None = None) -> Tensor:
     h6 = torch.lerp((r - g).add_(safe, alpha=4.0), (b - r).add_(safe, alpha=2.0), is_g)
     h6 = torch.lerp(h6, g - b, is_r)
     h6.div_(safe).add_((6.0 * hue.to(x.dtype)).view(-1, 1, 1) - 2.0)
-    out = torch.empty_like(x)
-    for c, n in enumerate((5.0, 3.0, 1.0)):  # plane by plane: no broadcast across channels
+    # torchvision clamps its p, q, t (every channel but the max) to [0, 1]: a no-op on images
+    # in [0, 1], not on a bicubic crop's overshoot; checked on the host when that is free
+    exact = not _host_free(x) or bool((minc < 0.0).any() or (maxc > 1.0).any())
+    planes = []
+    for n in (5.0, 3.0, 1.0):  # plane by plane: no broadcast across channels
         u = h6 + n  # k - 2, in [-6, 16]: wrap to [-3, 3] by a multiple of 6
         u.sub_(u.mul(1.0 / 6.0).round_(), alpha=6.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
-        torch.addcmul(minc, chroma, u, out=out[:, c])
-    return _restore_unselected(mask, out, x)
+        is_max = (u == 1.0).to(x.dtype) if exact else None
+        plane = u.mul_(chroma).add_(minc)
+        if is_max is not None:
+            plane = torch.lerp(plane.clamp_(0.0, 1.0), maxc, is_max)
+        planes.append(plane)
+    return _restore_unselected(mask, torch.stack(planes, 1), x)
 
 
 def color_jitter(
@@ -140,7 +153,7 @@ def color_jitter(
     pos = torch.arange(3, device=x.device).view(1, 3)
     seq = order.gather(1, pos + (pos >= hue_pos).long())  # (B, 3)
     n_before = hue_pos.squeeze(1) if hue else torch.full((bsz,), 3, device=x.device)
-    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+    if _host_free(x):
         return _jitter_groups(x, factors, seq, torch.where(apply_mask, n_before, -1), hue)
     for k in range(3):  # the blends before the hue shift
         x = _jitter_blend(x, factors, seq[:, k], apply_mask & (k < n_before))
@@ -190,7 +203,8 @@ def _jitter_blend(x: Tensor, factors: Tensor, op: Tensor, on: Tensor) -> Tensor:
     All three are ``f * x + (1 - f) * other`` (``other`` = 0, the grayscale mean, the grayscale
     image), so one pass computes ``f * x + (s * gray + t)`` with per-sample ``s`` (1 - f for
     saturation, else 0) and ``t`` (1 - f times the grayscale mean for contrast, else 0), then
-    clamps: the products torchvision forms, and the identity (f = 1, s = t = 0) exactly."""
+    clamps the samples it changed: the products torchvision forms, and the identity (f = 1,
+    s = t = 0, no clamp: a bicubic crop may overshoot [0, 1]) exactly."""
     if x.shape[1] == 1:
         on = on & (op != 2)  # saturation is a no-op on one channel
     f = factors[:, :3].gather(1, op.view(-1, 1)).squeeze(1).to(x.dtype)
@@ -202,7 +216,12 @@ def _jitter_blend(x: Tensor, factors: Tensor, op: Tensor, on: Tensor) -> Tensor:
     s = torch.where(op == 2, rest, zero).view(-1, 1, 1, 1)
     t = (torch.where(op == 1, rest, zero) * mean).view(-1, 1, 1, 1)
     other = torch.addcmul(t, gray, s)  # (B, 1, H, W)
-    return torch.addcmul(other, x, f.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+    out = torch.addcmul(other, x, f.view(-1, 1, 1, 1))
+    if _host_free(x) and bool(on.all()):  # the plain clamp when every sample changed
+        return out.clamp_(0.0, 1.0)
+    inf = torch.full_like(f, math.inf)
+    lo = torch.where(on, zero, -inf).view(-1, 1, 1, 1)
+    return torch.clamp_(out, lo, torch.where(on, torch.ones_like(f), inf).view(-1, 1, 1, 1))
 
 
 def to_grayscale(x: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -265,9 +265,9 @@ def apply_view(
     x = ops.resized_crop(x, *p["box"], spec.size, spec.interpolation, flip=p["flip"])
     if _jitters(spec):
         x = ops.color_jitter(x, p["factors"], p["order"], p["jitter"], hue=spec.hue > 0)
-    if spec.grayscale_p > 0:
-        x = ops.to_grayscale(x, p["gray"])
     subset = ops is EAGER and x.device.type == "cpu"
+    if spec.grayscale_p > 0:
+        x = _selected(ops.to_grayscale, x, p["gray"], subset)
     if spec.blur_p > 0:
         x = _selected(ops.gaussian_blur, x, p["blur"], subset, p["sigma"], spec.blur_kernel)
     if spec.solarize_p > 0:
