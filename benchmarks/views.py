@@ -8,7 +8,9 @@ RGB images and are counted in images per second (two views each), after a warm-u
   (a warm-up epoch with persistent workers, then a timed epoch);
 - ``batched``: ``make_views(images, vicreg_views(size, ...), gen)`` on whole batches on the
   chosen device (all CPU cores via ``torch.set_num_threads``; on CUDA timed with events), eager
-  and with ``compile=True`` (compilation happens in the untimed warm-up; its wall time is shown).
+  and with ``compile=True`` (compilation happens in the untimed warm-up; its wall time is shown);
+  eager once more on 1 thread: a per-core figure, and one that a busy machine disturbs less
+  (OpenMP's threads wait for each other at every op when another process holds a core).
 
 The script runs itself ``--runs`` times (3), each a fresh process, and prints one markdown table:
 the median and the spread (min-max) over the runs of each path's images/s and of its speed-up
@@ -36,7 +38,7 @@ from selfsup.data.views import ViewSpec, make_views, vicreg_views
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-PATHS = ("torchvision", "eager", "compiled")
+PATHS = ("torchvision", "eager", "eager-1", "compiled")
 
 
 def bench_batched(
@@ -96,12 +98,13 @@ def one_run(sizes: list[int], batch: int, batches: int, device: str) -> dict:
         row = out[str(size)] = {}
         load = os.getloadavg()[0]
         row["torchvision"] = [bench_torchvision(images, specs, batch), load, 0.0]
-        for compile in (False, True):
+        for path in PATHS[1:]:
+            torch.set_num_threads(1 if path == "eager-1" else os.cpu_count() or 1)
             load = os.getloadavg()[0]
             t0 = time.perf_counter()
-            rate = bench_batched(images.to(device), specs, batch, compile)
+            rate = bench_batched(images.to(device), specs, batch, path == "compiled")
             total = time.perf_counter() - t0 - batches * batch / rate  # the untimed warm-up
-            row[PATHS[1 + compile]] = [rate, load, total]
+            row[path] = [rate, load, total]
     return out
 
 
@@ -120,6 +123,7 @@ def table(runs: list[dict], sizes: list[int], device: str) -> str:
     names = {
         "torchvision": f"torchvision v2 per image, DataLoader({os.cpu_count()} workers)",
         "eager": f"batched make_views, eager ({device})",
+        "eager-1": f"batched make_views, eager ({device}), 1 thread",
         "compiled": f"batched make_views, compiled ({device})",
     }
     for size in sizes:
