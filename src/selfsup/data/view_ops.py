@@ -2,7 +2,8 @@
 
 Every op takes float images ``x`` of shape (B, C, H, W) with values in [0, 1] (C in {1, 3}) and
 *per-sample* parameter tensors of shape (B,), and runs as a handful of tensor ops on whatever
-device ``x`` lives on: no Python loop over samples, no host synchronisation. Each op matches
+device ``x`` lives on: no Python loop over samples, no host synchronisation (except eager on the
+CPU, where reading indices on the host is free: see :func:`_host_free`). Each op matches
 ``torchvision.transforms.v2.functional`` applied image by image to float images (up to float
 rounding, ~1e-6), which ``tests/test_views.py`` checks against torchvision directly. Optional
 ``mask`` arguments (bool, (B,)) select the samples an op is applied to; the others pass unchanged.
@@ -115,16 +116,16 @@ def adjust_hue(x: Tensor, hue: Tensor, mask: Tensor | None = None) -> Tensor:
     # torchvision clamps its p, q, t (every channel but the max) to [0, 1]: a no-op on images
     # in [0, 1], not on a bicubic crop's overshoot; checked on the host when that is free
     exact = not _host_free(x) or bool((minc < 0.0).any() or (maxc > 1.0).any())
-    planes = []
-    for n in (5.0, 3.0, 1.0):  # plane by plane: no broadcast across channels
+    out = torch.empty_like(x)  # x's plane layout
+    for c, n in enumerate((5.0, 3.0, 1.0)):  # plane by plane: no broadcast across channels
         u = h6 + n  # k - 2, in [-6, 16]: wrap to [-3, 3] by a multiple of 6
         u.sub_(u.mul(1.0 / 6.0).round_(), alpha=6.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
-        is_max = (u == 1.0).to(x.dtype) if exact else None
-        plane = u.mul_(chroma).add_(minc)
-        if is_max is not None:
-            plane = torch.lerp(plane.clamp_(0.0, 1.0), maxc, is_max)
-        planes.append(plane)
-    return _restore_unselected(mask, torch.stack(planes, 1), x)
+        if exact:
+            is_max = (u == 1.0).to(x.dtype)
+            torch.lerp(u.mul_(chroma).add_(minc).clamp_(0.0, 1.0), maxc, is_max, out=out[:, c])
+        else:
+            torch.addcmul(minc, chroma, u, out=out[:, c])
+    return _restore_unselected(mask, out, x)
 
 
 def color_jitter(

@@ -2,7 +2,8 @@
 
 :func:`make_views` turns a uint8 batch (B, C, H, W) into one normalised float32 view per
 :class:`ViewSpec`, entirely as batched tensor ops on the images' device (the GPU in training):
-no PIL, no per-image Python loop, no host synchronisation. Every sample draws its own random
+no PIL, no per-image Python loop, no host synchronisation on a GPU (eager on the CPU, where it
+is free, a few ops read sample indices on the host to skip work). Every sample draws its own random
 parameters from the explicit ``torch.Generator`` passed in, with the semantics of the torchvision
 transforms that SSL recipes compose (``RandomResizedCrop``, ``RandomHorizontalFlip``,
 ``RandomApply([ColorJitter])``, ``RandomGrayscale``, Gaussian blur, solarization, ``Normalize``);
