@@ -115,7 +115,7 @@ def adjust_hue(x: Tensor, hue: Tensor, mask: Tensor | None = None) -> Tensor:
     h6.div_(safe).add_((6.0 * hue.to(x.dtype)).view(-1, 1, 1) - 2.0)
     # torchvision clamps its p, q, t (every channel but the max) to [0, 1]: a no-op on images
     # in [0, 1], not on a bicubic crop's overshoot; checked on the host when that is free
-    exact = not _host_free(x) or bool((minc < 0.0).any() or (maxc > 1.0).any())
+    exact = not _host_free(x) or bool(minc.amin() < 0.0) or bool(maxc.amax() > 1.0)
     out = torch.empty_like(x)  # x's plane layout
     for c, n in enumerate((5.0, 3.0, 1.0)):  # plane by plane: no broadcast across channels
         u = h6 + n  # k - 2, in [-6, 16]: wrap to [-3, 3] by a multiple of 6
