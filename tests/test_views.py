@@ -203,16 +203,17 @@ def test_sparse_resampling_matches_torchvision_at_cifar_and_stl_sizes(
     close(out, tv_resized_crop(x, box, size, interpolation, flip=flip), RESIZE_ATOL)
 
 
-def test_resize_taps_are_the_dense_weights() -> None:
-    """Scattering the taps gives the dense matrices; the widest crop fits in the tap count."""
+def test_resize_taps_are_few_normalised_and_inside_the_crop() -> None:
+    """A few taps per output pixel (not a dense row), summing to 1, every weighted tap inside
+    its crop, even for the widest crop (the whole axis) and a 1-pixel one."""
     start, length = torch.tensor([0, 10, 40, 0]), torch.tensor([96, 7, 56, 1])
     for interpolation in INTERP:
         index, w = resize_taps(96, start, length, 32, interpolation)
         assert index.shape == w.shape and index.shape[:2] == (4, 32)
-        assert index.shape[2] < 96  # sparse: a few taps, not a dense row
-        dense = torch.zeros(4, 32, 96).scatter_add_(2, index, w)
-        assert torch.equal(dense, resize_weights(96, start, length, 32, interpolation))
+        assert index.shape[2] < 96
         close(w.sum(-1), torch.ones(4, 32), 1e-6)
+        lo, hi = start.view(-1, 1, 1), (start + length).view(-1, 1, 1)
+        assert ((index >= lo) & (index < hi))[w != 0].all()
 
 
 @pytest.mark.parametrize("transposed", [False, True])
