@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import platform
 
 import pytest
 import torch
@@ -18,9 +19,12 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import RandomResizedCrop as TVRandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from selfsup.data.view_ops import fit_kernel_size, resize_weights
+from selfsup.data.host_memory import keep_freed_memory
+from selfsup.data.resample import resize_taps, resize_weights, separable
+from selfsup.data.view_ops import fit_kernel_size
 from selfsup.data.views import (
     ViewSpec,
+    _selected,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -87,8 +91,9 @@ def tv_resized_crop(x, box, size, interpolation, flip=None):
     out = []
     for i in range(len(x)):
         top, left, h, w = (int(t[i]) for t in box)
+        out_hw = list(size) if isinstance(size, tuple) else [size, size]
         y = TF.resized_crop(
-            x[i], top, left, h, w, [size, size], interpolation=INTERP[interpolation], antialias=True
+            x[i], top, left, h, w, out_hw, interpolation=INTERP[interpolation], antialias=True
         )
         out.append(TF.horizontal_flip(y) if flip is not None and flip[i] else y)
     return torch.stack(out)
@@ -170,6 +175,60 @@ def test_resize_weights_rows_are_normalised_and_inside_the_crop() -> None:
         assert (w.transpose(1, 2)[outside] == 0).all()
     with pytest.raises(ValueError, match="interpolation"):
         resize_weights(20, start, length, 9, "nearest")
+
+
+# (image side, output size, box side range): STL-10 and CIFAR sizes, crops up- and downsampled
+SPARSE_CASES = {
+    "cifar-up": (32, 32, (3, 31)),
+    "cifar-down": (32, 20, (21, 32)),
+    "stl-up": (96, 96, (6, 95)),
+    "stl-down": (96, 40, (41, 96)),
+}
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("case", sorted(SPARSE_CASES))
+def test_sparse_resampling_matches_torchvision_at_cifar_and_stl_sizes(
+    interpolation: str, case: str
+) -> None:
+    """The tap-list path (embedding_bag over rows, then columns) on random boxes of 32- and
+    96-pixel images, every box smaller (upsampling) or larger (downsampling) than the output,
+    equals torchvision's antialiased ``resized_crop`` per image, flips included."""
+    side, size, lengths = SPARSE_CASES[case]
+    g = gen(31)
+    x = torch.rand(12, 3, side, side, generator=g)
+    box = random_boxes(g, 12, side, side, lengths, lengths)
+    flip = coin_mask(g, 12)
+    out = resized_crop(x, *box, size, interpolation, flip=flip)
+    close(out, tv_resized_crop(x, box, size, interpolation, flip=flip), RESIZE_ATOL)
+
+
+def test_resize_taps_are_few_normalised_and_inside_the_crop() -> None:
+    """A few taps per output pixel (not a dense row), summing to 1, every weighted tap inside
+    its crop, even for the widest crop (the whole axis) and a 1-pixel one."""
+    start, length = torch.tensor([0, 10, 40, 0]), torch.tensor([96, 7, 56, 1])
+    for interpolation in INTERP:
+        index, w = resize_taps(96, start, length, 32, interpolation)
+        assert index.shape == w.shape and index.shape[:2] == (4, 32)
+        assert index.shape[2] < 96
+        close(w.sum(-1), torch.ones(4, 32), 1e-6)
+        lo, hi = start.view(-1, 1, 1), (start + length).view(-1, 1, 1)
+        assert ((index >= lo) & (index < hi))[w != 0].all()
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_separable_filters_either_plane_layout(transposed: bool) -> None:
+    """``separable`` returns the other memory layout; values do not depend on the layout."""
+    g = gen(32)
+    x = torch.rand(5, 3, 14, 11, generator=g)
+    box = random_boxes(g, 5, 14, 11, (3, 14), (3, 11))
+    rows = resize_taps(14, box[0], box[2], 9, "bicubic")
+    cols = resize_taps(11, box[1], box[3], 7, "bicubic")
+    src = x.transpose(2, 3).contiguous().transpose(2, 3) if transposed else x
+    out = separable(src, rows, cols)
+    assert out.shape == (5, 3, 9, 7)
+    assert out.is_contiguous() == transposed  # one transpose per filter, none undone
+    close(out, tv_resized_crop(x, box, (9, 7), "bicubic"), RESIZE_ATOL)
 
 
 def test_hflip_matches_torchvision() -> None:
@@ -286,9 +345,34 @@ def jitter_reference(x, factors, order, apply, hue: bool) -> torch.Tensor:
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("grouped", [True, False])
+def test_color_jitter_matches_torchvision_beyond_unit_range(
+    grouped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bicubic crop overshoots [0, 1]; torchvision's ops do not clamp their input, its hue
+    clamps every channel but the max, and an unjittered sample stays as it is."""
+    if not grouped:
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    g = gen(14)
+    perms = torch.tensor(list(itertools.permutations(range(4))))
+    x = torch.rand(24, 3, 8, 8, generator=g) * 1.3 - 0.15
+    factors = torch.tensor([0.6, 0.6, 0.3, -0.5]) + torch.rand(24, 4, generator=g) * 0.8
+    apply = coin_mask(g, 24)
+    out = color_jitter(x, factors, perms, apply)
+    close(out, jitter_reference(x, factors, perms, apply, True), HUE_ATOL)
+    assert torch.equal(out[~apply], x[~apply]) and (x[~apply] > 1).any()
+
+
+@pytest.mark.parametrize("grouped", [True, False])
 @pytest.mark.parametrize("channels", [3, 1])
 @pytest.mark.parametrize("hue", [True, False])
-def test_color_jitter_matches_torchvision_in_every_order(hue: bool, channels: int) -> None:
+def test_color_jitter_matches_torchvision_in_every_order(
+    hue: bool, channels: int, grouped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both code paths: samples grouped by hue position (eager CPU) and the masked passes over
+    the whole batch (GPU, torch.compile; reached here by posing as compiled code)."""
+    if not grouped:
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     g = gen(12)
     perms = torch.tensor(list(itertools.permutations(range(4))))
     order = torch.cat([perms, perms[torch.randperm(24, generator=g)]])  # (48, 4), all 24 twice
@@ -600,3 +684,25 @@ def test_compiled_views_equal_eager_views() -> None:
     fused = make_views(images, specs, torch.Generator().manual_seed(3), compile=True)
     for a, b in zip(eager, fused, strict=True):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("op", ["blur", "solarize"])
+def test_cpu_subset_path_equals_the_masked_path(op: str) -> None:
+    """Eager on the CPU, blur and solarize run only on the selected samples (host indices) and
+    write them back; the result is exactly the masked op's over the whole batch."""
+    g = gen(33)
+    x = torch.rand(16, 3, 20, 20, generator=g).transpose(2, 3)  # the layout a crop leaves
+    mask = coin_mask(g, 16)
+    sigma = 0.2 + torch.rand(16, generator=g)
+    fn, args = (gaussian_blur, (sigma, 7)) if op == "blur" else (solarize, (0.5,))
+    expected = fn(x, *args, mask)
+    out = _selected(fn, x.clone(), mask, True, *args)
+    assert torch.equal(out, expected)
+    assert torch.equal(out[~mask], x[~mask]) and not torch.equal(out[mask], x[mask])
+    none = torch.zeros(16, dtype=torch.bool)
+    assert torch.equal(_selected(fn, x.clone(), none, True, *args), x)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_sets_glibc_thresholds() -> None:
+    assert keep_freed_memory() is True

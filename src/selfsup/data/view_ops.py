@@ -2,7 +2,8 @@
 
 Every op takes float images ``x`` of shape (B, C, H, W) with values in [0, 1] (C in {1, 3}) and
 *per-sample* parameter tensors of shape (B,), and runs as a handful of tensor ops on whatever
-device ``x`` lives on: no Python loop over samples, no host synchronisation. Each op matches
+device ``x`` lives on: no Python loop over samples, no host synchronisation (except eager on the
+CPU, where reading indices on the host is free: see :func:`_host_free`). Each op matches
 ``torchvision.transforms.v2.functional`` applied image by image to float images (up to float
 rounding, ~1e-6), which ``tests/test_views.py`` checks against torchvision directly. Optional
 ``mask`` arguments (bool, (B,)) select the samples an op is applied to; the others pass unchanged.
@@ -13,93 +14,39 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from selfsup.data.resample import separable
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 """ITU-R 601-2 luma weights of torchvision's ``rgb_to_grayscale``."""
 
-_INTERP_HALF_SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}
-
 
 def _where_mask(mask: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
-    """``a`` for the samples where ``mask`` (B,) is true, else ``b``; all of ``a`` without mask."""
-    return a if mask is None else torch.where(mask.view(-1, 1, 1, 1), a, b)
+    """``a`` for the samples where ``mask`` (B,) is true, else ``b``; all of ``a`` without mask.
+
+    A ``lerp`` with 0 / 1 weights, which returns either operand exactly (aten's lerp computes
+    ``b + 0 * (a - b)`` or ``a - (a - b) * 0``), in one vectorised pass: a ``where`` on a
+    broadcast (B, 1, 1, 1) mask is several times slower on the CPU."""
+    if mask is None:
+        return a
+    return torch.lerp(b, a, mask.to(a.dtype).view(-1, 1, 1, 1))
 
 
-def _aa_filter(t: Tensor, interpolation: str) -> Tensor:
-    """aten's antialias filters (``UpSampleKernel.cpp``): triangle, or Keys cubic with a = -0.5."""
-    t = t.abs()
-    if interpolation == "bilinear":
-        return (1.0 - t).clamp_(min=0.0)
-    a = -0.5
-    near = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
-    far = (((t - 5.0) * t + 8.0) * t - 4.0) * a
-    return torch.where(t < 1.0, near, torch.where(t < 2.0, far, torch.zeros_like(t)))
+def _host_free(x: Tensor) -> bool:
+    """Whether reading a value on the host costs nothing: eager on the CPU (a device sync on a
+    GPU, a graph break under ``torch.compile``)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def resize_weights(
-    n_in: int, start: Tensor, length: Tensor, size: int, interpolation: str = "bicubic"
-) -> Tensor:
-    """Per-sample antialiased resampling matrices (B, size, n_in) along one axis.
-
-    Row ``i`` of sample ``b`` holds the weights with which output pixel ``i`` mixes the input
-    pixels of the crop ``[start[b], start[b] + length[b])``, by the rule of aten's
-    ``_upsample_{bilinear,bicubic}2d_aa`` (the PIL algorithm that ``F.interpolate(...,
-    antialias=True)`` and hence torchvision's ``resize(..., antialias=True)`` use): with
-    ``scale = length / size`` the filter is stretched by ``max(scale, 1)``, its taps are clipped to
-    the crop and the weights normalised to sum 1. Columns outside the crop are zero.
-    """
-    if interpolation not in _INTERP_HALF_SUPPORT:
-        raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', got {interpolation!r}")
-    dev = start.device
-    n = length.to(torch.float32).view(-1, 1, 1)  # (B, 1, 1)
-    scale = n / size
-    down = scale >= 1.0
-    support = _INTERP_HALF_SUPPORT[interpolation] * torch.where(down, scale, torch.ones_like(scale))
-    invscale = torch.where(down, 1.0 / scale, torch.ones_like(scale))
-    center = scale * (torch.arange(size, device=dev, dtype=torch.float32).view(1, -1, 1) + 0.5)
-    # C truncation of non-negative values == floor; negative values are clamped to 0 anyway.
-    xmin = (center - support + 0.5).floor().clamp_(min=0.0)
-    xmax = torch.minimum((center + support + 0.5).floor(), n)
-    # Only the taps in [xmin, xmax) are non-zero: at most 2 * support + 1 of them, with the
-    # largest support a crop of this image can have (known from shapes alone, no host sync).
-    widest = _INTERP_HALF_SUPPORT[interpolation] * max(n_in / size, 1.0)
-    taps = min(n_in, math.ceil(2 * widest) + 2)
-    rel = xmin + torch.arange(taps, device=dev, dtype=torch.float32)  # (B, size, taps)
-    w = _aa_filter((rel - center + 0.5) * invscale, interpolation) * (rel < xmax)
-    total = w.sum(-1, keepdim=True)
-    w = w / torch.where(total == 0, torch.ones_like(total), total)
-    col = (rel + start.view(-1, 1, 1)).long().clamp_(max=n_in - 1)  # clamped taps weigh 0
-    dense = torch.zeros(w.shape[0], size, n_in, device=dev, dtype=torch.float32)
-    return dense.scatter_add_(2, col, w)
-
-
-def resized_crop(
-    x: Tensor,
-    top: Tensor,
-    left: Tensor,
-    height: Tensor,
-    width: Tensor,
-    size: int,
-    interpolation: str = "bicubic",
-    flip: Tensor | None = None,
-) -> Tensor:
-    """Crop box (top, left, height, width) (each int (B,)) of each image, resize it to
-    (size, size): (B, C, H, W) -> (B, C, size, size).
-
-    Equals torchvision ``v2.functional.resized_crop(img, top, left, height, width, [size, size],
-    interpolation, antialias=True)`` per image, computed as ``Wy @ x @ Wx^T`` with the per-sample
-    matrices of :func:`resize_weights` (a batched matmul; a box of the output size is the
-    identity). ``flip`` (bool (B,)) mirrors the output of the selected samples (exactly
-    :func:`hflip` afterwards) at no cost, by reversing the rows of their ``Wx``.
-    """
-    h, w = x.shape[-2:]
-    wy = resize_weights(h, top, height, size, interpolation).to(x.dtype)
-    wx = resize_weights(w, left, width, size, interpolation).to(x.dtype)
-    if flip is not None:
-        wx = torch.where(flip.view(-1, 1, 1), wx.flip(1), wx)
-    return wy.unsqueeze(1) @ x @ wx.transpose(1, 2).unsqueeze(1)
+def _restore_unselected(mask: Tensor | None, out: Tensor, x: Tensor) -> Tensor:
+    """:func:`_where_mask` for a fresh ``out`` that may be overwritten: on the CPU (eager) the
+    unselected samples are copied back into it by index (host indices cost nothing there), a
+    fraction of a pass instead of a whole one."""
+    if mask is None or not _host_free(out):
+        return _where_mask(mask, out, x)
+    keep = (~mask).nonzero().squeeze(1)
+    return out.index_copy_(0, keep, x.index_select(0, keep))
 
 
 def hflip(x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -146,9 +93,11 @@ def adjust_hue(x: Tensor, hue: Tensor, mask: Tensor | None = None) -> Tensor:
 
     torchvision converts to HSV (``_rgb_to_hsv``), shifts ``h`` by ``hue`` modulo 1 and converts
     back (``_hsv_to_rgb``, six sectors). This computes the same function in fewer passes: with
-    ``v = max(r, g, b)`` and chroma ``c = v - min(r, g, b)`` (= v * s), channel n in (R, G, B) =
-    (5, 3, 1) of the result is ``v - c * clamp(min(k, 4 - k), 0, 1)`` for
-    ``k = (n + 6 * h') mod 6``, the closed form of the sector table.
+    ``v = max(r, g, b)``, ``m = min(r, g, b)`` and chroma ``c = v - m`` (= v * s), channel n in
+    (R, G, B) = (5, 3, 1) of the result is ``v - c * clamp(min(k, 4 - k), 0, 1)`` for
+    ``k = (n + 6 * h') mod 6``, the closed form of the sector table, computed as
+    ``m + c * clamp(|u| - 1, 0, 1)`` with ``u = k - 2`` wrapped to [-3, 3] (same function, and no
+    float ``remainder``, which is slow on the CPU).
     """
     if x.shape[1] == 1:
         return x
@@ -156,18 +105,27 @@ def adjust_hue(x: Tensor, hue: Tensor, mask: Tensor | None = None) -> Tensor:
     maxc = torch.maximum(torch.maximum(r, g), b)
     minc = torch.minimum(torch.minimum(r, g), b)
     chroma = maxc - minc
-    safe = torch.where(chroma == 0, torch.ones_like(chroma), chroma)
+    # chroma 0 means r = g = b and a zero numerator below: any positive divisor gives hue 0
+    safe = chroma.clamp(min=torch.finfo(x.dtype).tiny)
     # sector-relative hue * 6, with torchvision's precedence: max == r, then max == g, then b
-    is_r, is_g = maxc == r, maxc == g
-    num = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g))
-    offset = torch.where(is_r, 0.0, torch.where(is_g, 2.0, 4.0))
-    h6 = num.div_(safe).add_(offset)
-    shift = (6.0 * hue.to(x.dtype)).view(-1, 1, 1, 1)
-    n = torch.arange(5.0, 0.0, -2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # 5, 3, 1
-    k = (h6.unsqueeze(1) + shift + n).remainder_(6.0)
-    k = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    out = maxc.unsqueeze(1) - chroma.unsqueeze(1) * k
-    return _where_mask(mask, out, x)
+    # (lerp with 0 / 1 weights selects exactly, and is several times faster than a bool where)
+    is_r, is_g = (maxc == r).to(x.dtype), (maxc == g).to(x.dtype)
+    h6 = torch.lerp((r - g).add_(safe, alpha=4.0), (b - r).add_(safe, alpha=2.0), is_g)
+    h6 = torch.lerp(h6, g - b, is_r)
+    h6.div_(safe).add_((6.0 * hue.to(x.dtype)).view(-1, 1, 1) - 2.0)
+    # torchvision clamps its p, q, t (every channel but the max) to [0, 1]: a no-op on images
+    # in [0, 1], not on a bicubic crop's overshoot; checked on the host when that is free
+    exact = not _host_free(x) or bool(minc.amin() < 0.0) or bool(maxc.amax() > 1.0)
+    out = torch.empty_like(x)  # x's plane layout
+    for c, n in enumerate((5.0, 3.0, 1.0)):  # plane by plane: no broadcast across channels
+        u = h6 + n  # k - 2, in [-6, 16]: wrap to [-3, 3] by a multiple of 6
+        u.sub_(u.mul(1.0 / 6.0).round_(), alpha=6.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
+        if exact:
+            is_max = (u == 1.0).to(x.dtype)
+            torch.lerp(u.mul_(chroma).add_(minc).clamp_(0.0, 1.0), maxc, is_max, out=out[:, c])
+        else:
+            torch.addcmul(minc, chroma, u, out=out[:, c])
+    return _restore_unselected(mask, out, x)
 
 
 def color_jitter(
@@ -183,7 +141,9 @@ def color_jitter(
     Brightness, contrast and saturation are all a blend with ``other`` = 0, the grayscale mean
     or the grayscale image, so each sample's ops before its hue shift run as 3 blend passes
     (each sample picking its own ``other`` and factor, 1 = identity), then one batched hue pass,
-    then 3 blend passes for the ops after it.
+    then 3 blend passes for the ops after it. Eager on the CPU, where host indices are free, the
+    samples are instead grouped by the position of their hue shift (unjittered samples apart)
+    and each group runs only its own 3 blends: half the blend passes, none for the others.
     """
     bsz = x.shape[0]
     if apply_mask is None:
@@ -194,6 +154,8 @@ def color_jitter(
     pos = torch.arange(3, device=x.device).view(1, 3)
     seq = order.gather(1, pos + (pos >= hue_pos).long())  # (B, 3)
     n_before = hue_pos.squeeze(1) if hue else torch.full((bsz,), 3, device=x.device)
+    if _host_free(x):
+        return _jitter_groups(x, factors, seq, torch.where(apply_mask, n_before, -1), hue)
     for k in range(3):  # the blends before the hue shift
         x = _jitter_blend(x, factors, seq[:, k], apply_mask & (k < n_before))
     if hue:
@@ -206,24 +168,61 @@ def color_jitter(
     return x
 
 
+def _jitter_groups(x: Tensor, factors: Tensor, seq: Tensor, group: Tensor, hue: bool) -> Tensor:
+    """:func:`color_jitter` by groups of samples: ``group`` (B,) is the number of blends before
+    the hue shift (-1: not jittered); each group is gathered, runs its sequence, and is written
+    to the output, which keeps the plane layout of ``x``."""
+    out = torch.empty_like(x)
+    for n in group.unique().tolist():
+        idx = (group == n).nonzero().squeeze(1)
+        sub = select_samples(x, idx)
+        if n >= 0:
+            f, ops = factors.index_select(0, idx), seq.index_select(0, idx)
+            on = torch.ones(len(idx), dtype=torch.bool, device=x.device)
+            for k in range(3):
+                if k == n and hue:
+                    sub = adjust_hue(sub, f[:, 3])
+                sub = _jitter_blend(sub, f, ops[:, k], on)
+            if n == 3 and hue:
+                sub = adjust_hue(sub, f[:, 3])
+        out.index_copy_(0, idx, sub)
+    return out
+
+
+def select_samples(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[idx]`` (a copy) in the plane layout of ``x`` (contiguous, or a transposed view of a
+    contiguous tensor, as :func:`selfsup.data.resample.separable` leaves it)."""
+    if not x.is_contiguous() and x.transpose(2, 3).is_contiguous():
+        return x.transpose(2, 3).index_select(0, idx).transpose(2, 3)
+    return x.index_select(0, idx)
+
+
 def _jitter_blend(x: Tensor, factors: Tensor, op: Tensor, on: Tensor) -> Tensor:
     """One blend pass of :func:`color_jitter`: sample b runs op ``op[b]`` (0 brightness,
     1 contrast, 2 saturation) with its factor where ``on[b]``, else the identity (factor 1).
 
     All three are ``f * x + (1 - f) * other`` (``other`` = 0, the grayscale mean, the grayscale
-    image), so one pass computes ``f * x + a * gray + b * mean`` with per-sample coefficients
-    (a = 1 - f for saturation, b = 1 - f for contrast, else 0), then clamps."""
+    image), so one pass computes ``f * x + (s * gray + t)`` with per-sample ``s`` (1 - f for
+    saturation, else 0) and ``t`` (1 - f times the grayscale mean for contrast, else 0), then
+    clamps the samples it changed: the products torchvision forms, and the identity (f = 1,
+    s = t = 0, no clamp: a bicubic crop may overshoot [0, 1]) exactly."""
     if x.shape[1] == 1:
         on = on & (op != 2)  # saturation is a no-op on one channel
     f = factors[:, :3].gather(1, op.view(-1, 1)).squeeze(1).to(x.dtype)
     f = torch.where(on, f, torch.ones_like(f))
     rest = 1.0 - f
     zero = torch.zeros_like(f)
-    a = torch.where(op == 2, rest, zero).view(-1, 1, 1, 1)
-    gray = rgb_to_gray(x)
-    b = torch.where(op == 1, rest, zero) * gray.mean(dim=(1, 2, 3))
-    out = torch.addcmul(b.view(-1, 1, 1, 1), x, f.view(-1, 1, 1, 1))
-    return out.addcmul_(gray, a).clamp_(0.0, 1.0)
+    gray = rgb_to_gray(x)  # x itself for one channel: not written below
+    mean = gray.mean(dim=(1, 2, 3))
+    s = torch.where(op == 2, rest, zero).view(-1, 1, 1, 1)
+    t = (torch.where(op == 1, rest, zero) * mean).view(-1, 1, 1, 1)
+    other = torch.addcmul(t, gray, s)  # (B, 1, H, W)
+    out = torch.addcmul(other, x, f.view(-1, 1, 1, 1))
+    if _host_free(x) and bool(on.all()):  # the plain clamp when every sample changed
+        return out.clamp_(0.0, 1.0)
+    inf = torch.full_like(f, math.inf)
+    lo = torch.where(on, zero, -inf).view(-1, 1, 1, 1)
+    return torch.clamp_(out, lo, torch.where(on, torch.ones_like(f), inf).view(-1, 1, 1, 1))
 
 
 def to_grayscale(x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -231,7 +230,8 @@ def to_grayscale(x: Tensor, mask: Tensor | None = None) -> Tensor:
     images are returned unchanged."""
     if x.shape[1] == 1:
         return x
-    return _where_mask(mask, rgb_to_gray(x).expand_as(x), x)
+    gray = rgb_to_gray(x)
+    return gray.repeat(1, x.shape[1], 1, 1) if mask is None else _where_mask(mask, gray, x)
 
 
 def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
@@ -252,30 +252,48 @@ def fit_kernel_size(kernel_size: int, height: int, width: int) -> int:
     return min(kernel_size, 2 * (min(height, width) - 1) + 1)
 
 
+def blur_taps(kernels: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Per-sample 1-D ``kernels`` (B, k) along an axis of ``n`` pixels as taps (index, weight),
+    each (B, n, k): output pixel i mixes input pixels ``i - k // 2 .. i + k // 2``, mirrored at
+    the edges (``reflect`` padding, valid while ``k // 2 < n``)."""
+    bsz, k = kernels.shape
+    dev = kernels.device
+    pos = (torch.arange(n, device=dev).view(-1, 1) + torch.arange(k, device=dev) - k // 2).abs()
+    pos = torch.where(pos > n - 1, 2 * (n - 1) - pos, pos)
+    return pos.expand(bsz, n, k), kernels.unsqueeze(1).expand(bsz, n, k)
+
+
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, mask: Tensor | None = None) -> Tensor:
     """torchvision ``gaussian_blur(img, [k, k], [s, s])`` with per-sample ``sigma`` (B,): a
-    separable Gaussian with ``reflect`` padding, as two grouped convolutions over the B * C
-    planes. ``kernel_size`` is reduced by :func:`fit_kernel_size` for images too small for it."""
-    bsz, c, h, w = x.shape
+    separable Gaussian with ``reflect`` padding, rows then columns, each a per-sample banded
+    filter (:func:`selfsup.data.resample.separable`). Samples outside ``mask`` get the unit
+    kernel, which returns them exactly. ``kernel_size`` is reduced by :func:`fit_kernel_size`
+    for images too small for it."""
+    h, w = x.shape[-2:]
     k = fit_kernel_size(kernel_size, h, w)
     if k == 1:
         return x
-    ker = gaussian_kernels(sigma, k).to(x.dtype).repeat_interleave(c, dim=0)  # (B * C, k)
-    p = k // 2
-    y = F.pad(x.reshape(1, bsz * c, h, w), (p, p, p, p), mode="reflect")
-    y = F.conv2d(y, ker.view(-1, 1, 1, k), groups=bsz * c)
-    y = F.conv2d(y, ker.view(-1, 1, k, 1), groups=bsz * c)
-    return _where_mask(mask, y.view(bsz, c, h, w), x)
+    ker = gaussian_kernels(sigma, k)
+    if mask is not None:  # the unit kernel for the others: exact, and no extra pass
+        unit = torch.zeros_like(ker)
+        unit[:, k // 2] = 1.0
+        ker = torch.where(mask.view(-1, 1), ker, unit)
+    return separable(x, blur_taps(ker, h), blur_taps(ker, w))
 
 
 def solarize(x: Tensor, threshold: float, mask: Tensor | None = None) -> Tensor:
-    """torchvision ``solarize``: invert the pixels ``>= threshold`` of the selected images."""
-    flip = x >= threshold
+    """torchvision ``solarize``: invert the pixels ``>= threshold`` of the selected images (the
+    others get an infinite threshold: one comparison, no extra pass for the mask). The choice is
+    a ``lerp`` with 0 / 1 weights (exact, and faster on the CPU than a bool ``where``)."""
+    thr = torch.full((x.shape[0],), threshold, device=x.device, dtype=x.dtype)
     if mask is not None:
-        flip = flip & mask.view(-1, 1, 1, 1)
-    return torch.where(flip, 1.0 - x, x)
+        thr = thr.masked_fill(~mask, math.inf)
+    flip = (x >= thr.view(-1, 1, 1, 1)).to(x.dtype)
+    return torch.lerp(x, 1.0 - x, flip)
 
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """torchvision ``normalize``: ``(x - mean) / std`` with per-channel ``mean``, ``std`` (C,)."""
-    return (x - mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    """torchvision ``normalize``: ``(x - mean) / std`` with per-channel ``mean``, ``std`` (C,);
+    the result is contiguous whatever the layout of ``x`` (the subtraction writes it)."""
+    out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    return torch.sub(x, mean.view(1, -1, 1, 1), out=out).div_(std.view(1, -1, 1, 1))

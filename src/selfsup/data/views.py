@@ -2,7 +2,8 @@
 
 :func:`make_views` turns a uint8 batch (B, C, H, W) into one normalised float32 view per
 :class:`ViewSpec`, entirely as batched tensor ops on the images' device (the GPU in training):
-no PIL, no per-image Python loop, no host synchronisation. Every sample draws its own random
+no PIL, no per-image Python loop, no host synchronisation on a GPU (eager on the CPU, where it
+is free, a few ops read sample indices on the host to skip work). Every sample draws its own random
 parameters from the explicit ``torch.Generator`` passed in, with the semantics of the torchvision
 transforms that SSL recipes compose (``RandomResizedCrop``, ``RandomHorizontalFlip``,
 ``RandomApply([ColorJitter])``, ``RandomGrayscale``, Gaussian blur, solarization, ``Normalize``);
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from selfsup.data.host_memory import keep_freed_memory
+from selfsup.data.resample import resize_weights, resized_crop
 from selfsup.data.view_ops import (
     adjust_brightness,
     adjust_contrast,
@@ -31,9 +34,8 @@ from selfsup.data.view_ops import (
     gaussian_kernels,
     hflip,
     normalize,
-    resize_weights,
-    resized_crop,
     rgb_to_gray,
+    select_samples,
     solarize,
     to_grayscale,
 )
@@ -264,13 +266,29 @@ def apply_view(
     x = ops.resized_crop(x, *p["box"], spec.size, spec.interpolation, flip=p["flip"])
     if _jitters(spec):
         x = ops.color_jitter(x, p["factors"], p["order"], p["jitter"], hue=spec.hue > 0)
+    subset = ops is EAGER and x.device.type == "cpu"
     if spec.grayscale_p > 0:
-        x = ops.to_grayscale(x, p["gray"])
+        x = _selected(ops.to_grayscale, x, p["gray"], subset)
     if spec.blur_p > 0:
-        x = ops.gaussian_blur(x, p["sigma"], spec.blur_kernel, p["blur"])
+        x = _selected(ops.gaussian_blur, x, p["blur"], subset, p["sigma"], spec.blur_kernel)
     if spec.solarize_p > 0:
-        x = ops.solarize(x, spec.solarize_threshold, p["solarize"])
+        x = _selected(ops.solarize, x, p["solarize"], subset, spec.solarize_threshold)
     return ops.normalize(x, mean, std)
+
+
+def _selected(
+    op: Callable[..., Tensor], x: Tensor, mask: Tensor | None, subset: bool, *args: object
+) -> Tensor:
+    """``op(x, *args, mask)``; with ``subset`` (eager on the CPU, where host indices are free)
+    the op runs only on the selected samples, written back into ``x`` (a tensor this view made,
+    never the caller's). Per-sample tensor arguments (B,) are indexed alongside."""
+    if not subset or mask is None:
+        return op(x, *args, mask)
+    idx = mask.nonzero().squeeze(1)
+    if len(idx) == 0:
+        return x
+    picked = [a.index_select(0, idx) if isinstance(a, Tensor) else a for a in args]
+    return x.index_copy_(0, idx, op(select_samples(x, idx), *picked, None))
 
 
 def make_views(
@@ -310,6 +328,8 @@ def make_views(
     rank, world = shard
     if not 0 <= rank < world:
         raise ValueError(f"shard {shard} must be (rank, world) with 0 <= rank < world")
+    if images.device.type == "cpu":
+        keep_freed_memory()  # reuse warm pages for the big temporaries (see host_memory)
     x = images.float().div_(255.0)  # converted once, shared by every view
     ops = compiled_ops() if compile else EAGER
     whole = torch.Size((x.shape[0] * world, *x.shape[1:]))
