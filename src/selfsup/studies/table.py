@@ -86,6 +86,11 @@ def _row(cell: Cell, seconds: tuple[float | None, float | None], compute: dict[s
         "train_s": seconds[0], "eval_s": seconds[1], "reference_top1": None, "reference": None,
         **{k: compute.get(k) for k in COMPUTE},
     }  # fmt: skip
+    if isinstance(row["params"], dict):  # results.json: {backbone, total, trainable}
+        row["params"] = row["params"].get("backbone")
+    if isinstance(row["hardware"], dict):  # {device, gpu, cpu, cpu_count, torch}
+        hw = row["hardware"]
+        row["hardware"] = f"{hw.get('device')} ({hw.get('cpu_count')} CPUs)"
     if compute.get("train_wall_s") is not None:
         row["train_s"] = compute["train_wall_s"]
     return row
