@@ -33,11 +33,11 @@ def write_lfw(root: Path, people: int, images: int, side: int = 64) -> Path:
             img = colour + pattern[..., None] + rng.normal(0, 20, (side, side, 3))
             out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
             out.save(folder / f"{name}_{i:04d}.jpg")
-    lines = ["10\t2"]
+    lines = ["10\t2"]  # 10 folds, each 2 matched then 2 mismatched pairs
     for fold in range(10):
         a, b = names[fold % people], names[(fold + 1) % people]
-        lines += [f"{a}\t{1 + fold}\t{2 + fold}", f"{a}\t{3 + fold}\t{b}\t{1 + fold}"]
-        lines += [f"{b}\t{1 + fold}\t{4 + fold}", f"{b}\t{2 + fold}\t{a}\t{5 + fold}"]
+        lines += [f"{a}\t{1 + fold}\t{2 + fold}", f"{b}\t{1 + fold}\t{4 + fold}"]
+        lines += [f"{a}\t{3 + fold}\t{b}\t{1 + fold}", f"{b}\t{2 + fold}\t{a}\t{5 + fold}"]
     (base / "pairs.txt").write_text("\n".join(lines) + "\n")
     return base
 
