@@ -100,9 +100,9 @@ def test_bad_study_file_names_key_and_valid_keys(tmp_path, changes, message) -> 
 def test_map_and_params_are_checked(tmp_path) -> None:
     study = load_study(write_study(tmp_path), tmp_path)
     runs = tmp_path / "out" / "runs"
-    with pytest.raises(ConfigError, match="unknown dataset 'cifar9'; valid: .*cifar10, cifar100"):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'cifar9'; valid: .*cifar10, cifar100"):
         plan(study, "quick", {"cifar9": "synthetic"}, {}, runs, tmp_path)
-    with pytest.raises(ConfigError, match="unknown dataset 'mnist'; valid: .*cifar10"):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'mnist'; valid: .*cifar10"):
         plan(study, "quick", {"synthetic": "mnist"}, {}, runs, tmp_path)
     with pytest.raises(ConfigError, match="tiny does not use cifar10; it uses synthetic"):
         plan(study, "quick", {"cifar10": "synthetic"}, {}, runs, tmp_path)
