@@ -420,8 +420,9 @@ def vicreg_views(
 
 
 def eval_view(size: int, mean: Sequence[float], std: Sequence[float]) -> ViewSpec:
-    """The deterministic evaluation view: the whole image resized (bicubic, antialiased) to
-    (size, size) and normalised; no crop randomness, flip, jitter, grayscale, blur or solarize."""
+    """The deterministic evaluation view: the whole image resized (bicubic, antialiased,
+    clamped to [0, 1] as a uint8 resize is) to (size, size) and normalised; no crop randomness,
+    flip, jitter, grayscale, blur or solarize."""
     return ViewSpec(
         size=size,
         crop_scale=(1.0, 1.0),
