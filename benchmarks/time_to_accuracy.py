@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{torch.get_num_threads()} threads, {os.cpu_count()} DataLoader workers; "
           f"{args.limit} images x {args.epochs} epochs, batch {cfg.train.batch_size}")  # fmt: skip
     runs = {"selfsup": run_selfsup, "torchvision per-image DataLoader": run_reference}
-    if args.only:
-        runs = {k: v for k, v in runs.items() if k.startswith(args.only[:5])}
+    if args.only:  # --only reference named no run before (it matched names by prefix)
+        keep = {"selfsup": run_selfsup, "reference": run_reference}[args.only]
+        runs = {k: v for k, v in runs.items() if v is keep}
     curves = {}
     for name, run in runs.items():
         print(f"{name}:", flush=True)

@@ -617,7 +617,7 @@ def test_eval_view_is_resize_then_normalize(height: int, width: int, size: int) 
             TF.normalize(
                 TF.resize(
                     im.float() / 255, [size, size], InterpolationMode.BICUBIC, antialias=True
-                ),
+                ).clamp(0.0, 1.0),  # as torchvision's uint8 resize and PIL clamp
                 list(MEAN),
                 list(STD),
             )
@@ -627,6 +627,32 @@ def test_eval_view_is_resize_then_normalize(height: int, width: int, size: int) 
     close(view, expected, RESIZE_ATOL / min(STD))  # normalising scales the error by 1 / std
     # deterministic: no randomness consumed from the generator matters
     assert torch.equal(view, make_views(images, [eval_view(size, MEAN, STD)], gen(1))[0])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_bicubic_views_stay_in_the_pixel_range_as_uint8_crops_do(channels: int) -> None:
+    """SSL recipes crop uint8 (or PIL) images, whose bicubic resize clamps to [0, 255]; on
+    floats it rings past [0, 1] at sharp edges. A view of uint8 images is torchvision's float
+    crop clamped to [0, 1], and lies within half a level (its rounding) of torchvision's uint8
+    crop except at the few edge pixels where the uint8 kernel also clamps between its passes."""
+    images = torch.zeros(6, channels, 14, 14, dtype=torch.uint8)
+    images[:, :, 3:11, 5:9] = 255  # sharp edges: the float crop overshoots by ~0.1 here
+    bare = dict(hflip_p=0.0, jitter_p=0.0, grayscale_p=0.0, mean=(0.0,), std=(1.0,))
+    spec = ViewSpec(size=28, crop_scale=(0.3, 0.6), **bare)
+    (view,) = make_views(images, [spec], gen(3))
+    boxes = zip(
+        *sample_resized_crop_params(14, 14, 6, (0.3, 0.6), spec.crop_ratio, gen(3)), strict=True
+    )
+    bicubic = dict(size=[28, 28], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    floats, uint8 = [], []
+    for im, (t, lf, h, w) in zip(images, boxes, strict=True):
+        floats.append(TF.resized_crop(im.float() / 255, t, lf, h, w, **bicubic))
+        uint8.append(TF.resized_crop(im, t, lf, h, w, **bicubic))
+    floats_t = torch.stack(floats)
+    assert floats_t.min() < -0.05 and floats_t.max() > 1.05  # the case: float crops overshoot
+    close(view, floats_t.clamp(0.0, 1.0), RESIZE_ATOL)
+    off = (view - torch.stack(uint8).float() / 255).abs() > 0.5 / 255 + RESIZE_ATOL
+    assert off.float().mean() < 0.05
 
 
 def test_vicreg_views_are_asymmetric_as_the_official_recipe() -> None:

@@ -49,6 +49,17 @@ def _restore_unselected(mask: Tensor | None, out: Tensor, x: Tensor) -> Tensor:
     return out.index_copy_(0, keep, x.index_select(0, keep))
 
 
+def clamp_unit(x: Tensor) -> Tensor:
+    """``x`` clamped to [0, 1] in place (a tensor the view made): what a bicubic crop of a uint8
+    or PIL image gives (torchvision's uint8 resize and PIL clamp to [0, 255]), where the same crop
+    of float images overshoots near sharp edges (ringing, to about -0.2 and 1.15 on Fashion-MNIST).
+    The SSL recipes crop uint8 / PIL images; on Fashion-MNIST the overshoot left in the ~20% of
+    views that no jitter clamps cost 4.6-5.1 points of kNN-20 after 3 epochs of the demo recipe
+    (benchmarks/time_to_accuracy.py, seeds 0 and 1). Not matched: torchvision's uint8 kernel and
+    PIL also clamp (and round) between their two passes, which moves a few edge pixels more."""
+    return x.clamp_(0.0, 1.0)
+
+
 def hflip(x: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mirror the selected images left-right (torchvision ``horizontal_flip``)."""
     return _where_mask(mask, x.flip(-1), x)

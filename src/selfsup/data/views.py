@@ -29,6 +29,7 @@ from selfsup.data.view_ops import (
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
+    clamp_unit,
     color_jitter,
     gaussian_blur,
     gaussian_kernels,
@@ -46,6 +47,7 @@ __all__ = [
     "adjust_contrast",
     "adjust_hue",
     "adjust_saturation",
+    "clamp_unit",
     "color_jitter",
     "eval_view",
     "gaussian_blur",
@@ -70,7 +72,9 @@ class ViewSpec:
     crop_ratio, interpolation, antialias=True) -> RandomHorizontalFlip(hflip_p) ->
     RandomApply([ColorJitter(brightness, contrast, saturation, hue)], jitter_p) ->
     RandomGrayscale(grayscale_p) -> RandomApply([GaussianBlur(blur_kernel, blur_sigma)], blur_p)
-    -> RandomSolarize(solarize_threshold, solarize_p) -> Normalize(mean, std)`` on [0, 1] floats.
+    -> RandomSolarize(solarize_threshold, solarize_p) -> Normalize(mean, std)`` on [0, 1] floats,
+    with the crop clamped to [0, 1] as on the uint8 / PIL images those recipes transform (a
+    bicubic crop of floats overshoots; see :func:`~selfsup.data.view_ops.clamp_unit`).
 
     An op whose probability (or every jitter strength) is 0 is skipped entirely. ``random_crop``
     False replaces the crop by the whole image, resized to (size, size) (the evaluation view).
@@ -232,6 +236,7 @@ class ViewOps:
     """The batched ops a view runs (:mod:`selfsup.data.view_ops`), eager or compiled."""
 
     resized_crop: Callable[..., Tensor] = resized_crop
+    clamp_unit: Callable[[Tensor], Tensor] = clamp_unit
     color_jitter: Callable[..., Tensor] = color_jitter
     to_grayscale: Callable[..., Tensor] = to_grayscale
     gaussian_blur: Callable[..., Tensor] = gaussian_blur
@@ -251,6 +256,7 @@ def compiled_ops() -> ViewOps:
     c = functools.partial(torch.compile, dynamic=False)
     return ViewOps(
         resized_crop=c(resized_crop),
+        clamp_unit=c(clamp_unit),
         color_jitter=c(color_jitter),
         to_grayscale=c(to_grayscale),
         solarize=c(solarize),
@@ -264,6 +270,8 @@ def apply_view(
     """One view of the float batch ``x`` (B, C, H, W) in [0, 1] -> (B, C, size, size), with the
     parameters ``p`` of :func:`_draw`: a pure function of tensors."""
     x = ops.resized_crop(x, *p["box"], spec.size, spec.interpolation, flip=p["flip"])
+    if spec.interpolation == "bicubic":  # bilinear weights are convex: no overshoot to clamp
+        x = ops.clamp_unit(x)
     if _jitters(spec):
         x = ops.color_jitter(x, p["factors"], p["order"], p["jitter"], hue=spec.hue > 0)
     subset = ops is EAGER and x.device.type == "cpu"
@@ -412,8 +420,9 @@ def vicreg_views(
 
 
 def eval_view(size: int, mean: Sequence[float], std: Sequence[float]) -> ViewSpec:
-    """The deterministic evaluation view: the whole image resized (bicubic, antialiased) to
-    (size, size) and normalised; no crop randomness, flip, jitter, grayscale, blur or solarize."""
+    """The deterministic evaluation view: the whole image resized (bicubic, antialiased,
+    clamped to [0, 1] as a uint8 resize is) to (size, size) and normalised; no crop randomness,
+    flip, jitter, grayscale, blur or solarize."""
     return ViewSpec(
         size=size,
         crop_scale=(1.0, 1.0),
