@@ -270,3 +270,15 @@ def test_teacher_row_keeps_its_random_init_twin(tmp_path) -> None:
     rows = build_rows(study, cells, done, tmp_path / "runs", {})
     got = {(r["measure"], r["top1"], r["random_top1"]) for r in rows}
     assert got == {("EMA teacher", 0.7, 0.5), ("", 0.6, 0.5)}
+
+
+def test_face_results_become_table_records() -> None:
+    """``selfsup faces`` writes identification / verification, not harness records."""
+    results = {"identification": {"pretrained": {"knn20_top1": 0.5, "knn1_top1": 0.4},
+                                  "finetuned": {"knn1_top1": 0.9}, "classifier_top1": 0.8},
+               "verification": {"pretrained": {"mean": 0.7},
+                                "finetuned": {"mean": 0.95}}}  # fmt: skip
+    got = [(r["protocol"], r.get("k"), r["top1"]) for r in runner.face_records(results)]
+    assert got == [("knn", 1, 0.4), ("knn", 20, 0.5), ("verification", None, 0.7),
+                   ("finetuned knn", 1, 0.9), ("finetuned verification", None, 0.95)]  # fmt: skip
+    assert runner.face_records({}) == []

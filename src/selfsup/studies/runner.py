@@ -136,7 +136,26 @@ def train(cell: Cell, run_dir: Path, log: Path, root: Path) -> list[dict]:
         shutil.rmtree(run_dir, ignore_errors=True)  # no checkpoint: nothing to keep
         config = ["--config", str(root / cell.config)] if cell.config else []
         _selfsup([cell.command, *config, "--out", str(run_dir), *cell.args, *cell.overrides], log)
-    return (read_results(run_dir) or {}).get("evals", [])
+    results = read_results(run_dir) or {}
+    return results.get("evals") or face_records(results)
+
+
+def face_records(results: dict) -> list[dict]:
+    """``selfsup faces``' results.json as table records: kNN identification (k=1, 20, ...) and
+    10-fold pairs verification, before (``knn``, ``verification``) and after fine-tuning on
+    the identities (``finetuned knn``, ``finetuned verification``)."""
+    records = []
+    ident, verif = results.get("identification") or {}, results.get("verification") or {}
+    for stage, prefix in (("pretrained", ""), ("finetuned", "finetuned ")):
+        ks = {name.removeprefix("knn").removesuffix("_top1"): top1
+              for name, top1 in (ident.get(stage) or {}).items()}  # fmt: skip
+        for k in sorted((k for k in ks if k.isdigit()), key=int):
+            records.append({"dataset": "lfw", "protocol": f"{prefix}knn", "k": int(k),
+                            "top1": ks[k]})  # fmt: skip
+        if (verif.get(stage) or {}).get("mean") is not None:
+            records.append({"dataset": "lfw", "protocol": f"{prefix}verification",
+                            "top1": verif[stage]["mean"]})  # fmt: skip
+    return records
 
 
 def evaluate(cell: Cell, run_dir: Path, log: Path) -> list[dict]:
