@@ -26,6 +26,7 @@ from selfsup.rundir import make_method
 from selfsup.train import loop
 from selfsup.train.loop import BatchStream, place_images
 from selfsup.train.reader import Batches, free_device_memory
+from test_sources import _mapped_files
 from tiny import TINY
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -40,17 +41,6 @@ def _folder(root: Path, per_class: int = 6, seed: int = 0) -> Path:
             pixels = rng.integers(0, 256, (15, 29, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / split / name / "photo.jpg", quality=90)
     return root
-
-
-def _mapped_files(tensor: torch.Tensor) -> list[str]:
-    """The files whose memory mapping holds ``tensor``'s data (Linux /proc/self/maps)."""
-    address, files = tensor.data_ptr(), []
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        fields = line.split(maxsplit=5)
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        if start <= address < end and len(fields) == 6:
-            files.append(fields[5])
-    return files
 
 
 def test_prepared_cache_equals_imagefolder_decoding(tmp_path: Path) -> None:
