@@ -207,6 +207,7 @@ def test_rows_take_compute_and_references_where_given(tmp_path) -> None:
         for r, init, top1 in ((0.0, "pretrained", 0.6), (1.0, "pretrained", 0.7),
                               (1.0, "random", 0.5))
     ]  # fmt: skip
+    records[1]["n_pseudo"] = 40  # the pool images kept above the threshold, shown in the row
     done = {"vicreg/train": {"wall_s": 12.0}, "vicreg/probe": {"wall_s": 3.0, "records": records}}
     run = tmp_path / "runs" / "vicreg"
     run.mkdir(parents=True)
@@ -217,8 +218,8 @@ def test_rows_take_compute_and_references_where_given(tmp_path) -> None:
     (run / "results.json").write_text(json.dumps({"evals": [], "compute": compute}))
     rows = build_rows(study, cells, done, tmp_path / "runs", {})
     by_ratio = {r["measure"]: r for r in rows}
-    assert set(by_ratio) == {"ratio 1:0", "ratio 1:1"}
-    one = by_ratio["ratio 1:1"]
+    assert set(by_ratio) == {"ratio 1:0", "ratio 1:1, 40 kept"}
+    one = by_ratio["ratio 1:1, 40 kept"]
     assert (one["top1"], one["random_top1"], one["reference_top1"]) == (0.7, 0.5, 61.3)
     assert by_ratio["ratio 1:0"]["reference_top1"] is None  # the reference is for ratio 1
     assert (one["params"], one["train_s"], one["eval_s"], one["hardware"]) == (

@@ -91,6 +91,9 @@ def _row(cell: Cell, seconds: tuple[float | None, float | None], compute: dict[s
     if isinstance(row["hardware"], dict):  # {device, gpu, cpu, cpu_count, torch}
         hw = row["hardware"]
         row["hardware"] = f"{hw.get('device')} ({hw.get('cpu_count')} CPUs)"
+    kept = [r["n_pseudo"] for r in main if r.get("n_pseudo") is not None]
+    if kept:  # pseudo-labelling: the pool images kept above the threshold
+        row["measure"] = f"{what}, {sum(kept) / len(kept):.0f} kept".lstrip(", ")
     if compute.get("train_wall_s") is not None:
         row["train_s"] = compute["train_wall_s"]
     return row
