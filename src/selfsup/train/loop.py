@@ -449,8 +449,8 @@ def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path:
             "train.precision=fp32."
         )
     records = []
-    for s, lr, values in zip(pending.steps, pending.lrs, stacked, strict=True):
-        if not all(v == v and abs(v) != float("inf") for v in values):
+    for s, lr, values, ok in zip(pending.steps, pending.lrs, stacked, finite, strict=True):
+        if not ok:
             kept = (
                 f"the last good checkpoint is {ckpt_path}"
                 if ckpt_path.exists()
