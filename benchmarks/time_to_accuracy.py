@@ -114,15 +114,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/time-to-accuracy"))
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.device=cpu")
     args = parser.parse_args(argv)
-    overrides = [f"train.epochs={args.epochs}", "train.progress=false", *args.overrides]
+    demo = load_config(DEMO)
+    train = load_dataset("fashion-mnist", "train")
+    # the demo's warm-up in steps (0.5 of its 234-step epochs = 117), not in epochs: on the
+    # 39-step epochs of the subset 0.5 epochs is 19 steps, and at LARS lr 0.3 that diverged
+    demo_steps = len(train.labels) // demo.train.batch_size
+    warmup = demo.train.warmup_epochs * demo_steps / (args.limit // demo.train.batch_size)
+    overrides = [f"train.epochs={args.epochs}", f"train.warmup_epochs={warmup:g}",
+                 "train.progress=false", *args.overrides]  # fmt: skip
     cfg = load_config(DEMO, overrides)
-    bank = seeded_subset(load_dataset("fashion-mnist", "train"), args.limit, cfg.seed)
+    bank = seeded_subset(train, args.limit, cfg.seed)
     test = seeded_subset(load_dataset("fashion-mnist", "test"), args.test_limit, cfg.seed + 1)
     cfg = resolve(cfg, bank)
     device = resolve_device(cfg.train.device)
     print(f"torch {torch.__version__}, {device} ({hardware(device)}), "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} DataLoader workers; "
-          f"{args.limit} images x {args.epochs} epochs, batch {cfg.train.batch_size}")  # fmt: skip
+          f"{args.limit} images x {args.epochs} epochs, batch {cfg.train.batch_size}, "
+          f"warm-up {cfg.train.warmup_epochs:g} epochs")  # fmt: skip
     runs = {"selfsup": run_selfsup, "torchvision per-image DataLoader": run_reference}
     if args.only:  # --only reference named no run before (it matched names by prefix)
         keep = {"selfsup": run_selfsup, "reference": run_reference}[args.only]

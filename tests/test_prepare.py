@@ -182,6 +182,33 @@ def test_batches_are_direct_indexing_in_order(tmp_path: Path, kind: str) -> None
     assert len(buffers) == 2  # two reusable buffers, not a new tensor per batch
 
 
+_OPENMP_PROBE = """
+import os, torch
+from selfsup.train.reader import Batches
+torch.set_num_threads(2)
+torch.ones(1 << 22).mul_(2)  # the main thread's OpenMP team exists
+tasks = lambda: len(os.listdir("/proc/self/task"))
+before = tasks()
+images = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8)
+during = []
+with Batches(images, [torch.randperm(4096)[:1024] for _ in range(6)], "cpu") as reader:
+    for batch in reader:
+        during.append(tasks())
+print(before, max(during))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_the_reader_thread_starts_no_second_openmp_team() -> None:
+    """The reader gathers with numpy: a torch op in its thread starts a second OpenMP team whose
+    threads spin on the training step's cores (30% of every demo epoch on 2 cores)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", _OPENMP_PROBE], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()  # fmt: skip
+    before, during = int(out[0]), int(out[1])
+    assert during == before + 1  # the reader thread itself, and no OpenMP workers of its own
+
+
 def _reader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "selfsup-batches"]
 
