@@ -19,6 +19,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import RandomResizedCrop as TVRandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
+import selfsup.data.view_ops as view_ops
 from selfsup.data.host_memory import keep_freed_memory
 from selfsup.data.resample import resize_taps, resize_weights, separable
 from selfsup.data.view_ops import fit_kernel_size
@@ -328,6 +329,25 @@ def test_adjust_hue_matches_torchvision(channels: int) -> None:
     masked = adjust_hue(x, hue, mask)
     assert torch.equal(masked[mask], out[mask])
     assert torch.equal(masked[~mask], x[~mask])
+
+
+def test_adjust_hue_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager on the CPU the hue runs in cache-sized chunks of samples: the same result, and
+    the samples outside ``mask`` untouched, whatever the chunk size (here 1, 3 and 64
+    images of 8 x 8 px per chunk), also on a transposed plane layout and beyond [0, 1]."""
+    g = gen(15)
+    x, hue = hue_batch(g, 20)
+    x[3] = x[3] * 1.3 - 0.15  # a bicubic overshoot in one sample: the exact path
+    mask = coin_mask(g, 20)
+    expected = per_image(TF.adjust_hue, x, hue)
+    for pixels in (64, 3 * 64, 64 * 64):
+        monkeypatch.setattr(view_ops, "HUE_CHUNK_PIXELS", pixels)
+        close(adjust_hue(x, hue), expected, HUE_ATOL)
+        xt = x.transpose(2, 3).contiguous().transpose(2, 3)  # the layout a crop leaves
+        out = adjust_hue(xt, hue, mask)
+        assert out.stride() == xt.stride()
+        close(out[mask], expected[mask], HUE_ATOL)
+        assert torch.equal(out[~mask], x[~mask])
 
 
 def jitter_reference(x, factors, order, apply, hue: bool) -> torch.Tensor:
