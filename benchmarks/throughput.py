@@ -18,6 +18,10 @@ batch; achieved FLOP/s = FLOPs per step / (forward + backward + optimizer second
 the table adds MFU against the device's dense bf16 peak when it is known. Peak memory: CUDA's
 ``max_memory_allocated``; on the CPU the process's peak resident set (``ru_maxrss``).
 
+Every grid starts with the cells ``demo``: ``configs/demo.yaml`` as ``make demo`` trains it
+(28-px grey images, batch 256, 20 timed steps): selfsup eager and compiled, the reference, and the
+reference with PyTorch's default step (fp32, NCHW: no bf16 autocast, no channels_last).
+
 Usage: ``python benchmarks/throughput.py [--grid default|methods|full] [--steps 3]
 [--device auto|cpu|cuda]`` (one cell: ``--cell vicreg,resnet18,32,eager,selfsup``).
 """
@@ -44,6 +48,8 @@ from selfsup.train.loop import resolve_device
 from selfsup.train.optim import build_optimizer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "cifar10"
+DEMO = CONFIGS.parent / "demo.yaml"  # the cell "demo": make demo's recipe, 28-px grey images
+DEMO_STEPS = 20  # the demo's steps are short: time more of them
 METHODS = ["vicreg", "barlow_twins", "simclr", "moco", "isd", "dino", "dino_twins"]
 BACKBONES = ["small_resnet", "resnet18", "resnet50", "vit_tiny_p4"]
 BATCH = {"small_resnet": 256, "resnet18": 128, "resnet50": 64, "vit_tiny_p4": 128}
@@ -53,11 +59,14 @@ MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 def grid(name: str) -> list[tuple[str, str, int, str, str]]:
     """(method, backbone, size, eager|compiled, selfsup|reference) cells."""
+    demo = [("demo", "small_resnet", 28, "eager", p) for p in ("selfsup", "reference")]
+    demo += [("demo", "small_resnet", 28, "eager", "reference-fp32"),
+             ("demo", "small_resnet", 28, "compiled", "selfsup")]  # fmt: skip
     if name == "quick":  # what a 2-core CPU measures in minutes: VICReg on four backbones
         cells = [("vicreg", b, 32) for b in ("small_resnet", "resnet18", "vit_tiny_p4")]
         cells.append(("vicreg", "resnet18", 96))
         out = [(m, b, s, "eager", p) for m, b, s in cells for p in ("selfsup", "reference")]
-        return [*out, ("vicreg", "small_resnet", 32, "compiled", "selfsup")]
+        return [*demo, *out, ("vicreg", "small_resnet", 32, "compiled", "selfsup")]
     cells = []
     if name in ("default", "methods", "full"):
         cells += [(m, "small_resnet", 32) for m in METHODS]
@@ -71,10 +80,16 @@ def grid(name: str) -> list[tuple[str, str, int, str, str]]:
     compiled = (
         cells if name == "full" else [("vicreg", "small_resnet", 32), ("vicreg", "resnet18", 32)]
     )
-    return out + [(m, b, s, "compiled", "selfsup") for m, b, s in compiled]
+    return demo + out + [(m, b, s, "compiled", "selfsup") for m, b, s in compiled]
 
 
 def build(method: str, backbone: str, size: int, compiled: bool, device_name: str, batch: int):
+    flags = [f"train.device={device_name}", f"train.compile={str(compiled).lower()}",
+             f"views.compile={str(compiled).lower()}"]  # fmt: skip
+    if method == "demo":  # configs/demo.yaml as `make demo` trains it (batch 256, 28 px, grey)
+        cfg = load_config(DEMO, [*flags, f"views.size={size}", "data.mean=[0.286]",
+                                 "data.std=[0.353]"])  # fmt: skip
+        return cfg, make_method(cfg, 1)
     cfg = load_config(
         CONFIGS / f"{method}.yaml",
         [f"backbone.name={backbone}", f"train.batch_size={batch or BATCH[backbone]}",
@@ -89,6 +104,10 @@ def run_cell(method: str, backbone: str, size: int, mode: str, pipeline: str, st
              device_name: str, batch: int = 0) -> dict:  # fmt: skip
     compiled = mode == "compiled"
     cfg, m = build(method, backbone, size, compiled, device_name, batch)
+    if pipeline == "reference-fp32":  # the reference step as PyTorch runs it by default
+        cfg.train.precision, cfg.train.channels_last = "fp32", False
+    if method == "demo":
+        steps = max(steps, DEMO_STEPS)
     tc, device = cfg.train, resolve_device(device_name)
     m.to(device)
     if tc.channels_last:
@@ -99,7 +118,8 @@ def run_cell(method: str, backbone: str, size: int, mode: str, pipeline: str, st
     warmup = 3 if compiled else 1
     n = tc.batch_size * (warmup + steps + 1)
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen)
+    channels = 1 if method == "demo" else 3
+    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=gen)
     if pipeline == "selfsup":
         images = images.to(device)
         view_gen = torch.Generator(device=device).manual_seed(0)
@@ -182,7 +202,9 @@ def table(rows: list[dict]) -> str:
     ]
     for r in rows:
         base = ref.get((r["method"], r["backbone"], r["size"]))
-        name = "torchvision DataLoader" if r["pipeline"] == "reference" else f"selfsup {r['mode']}"
+        name = {"reference": "torchvision DataLoader",
+                "reference-fp32": "torchvision DataLoader, fp32 NCHW step"}.get(
+            r["pipeline"], f"selfsup {r['mode']}")  # fmt: skip
         ms = " / ".join(
             f"{1000 * r[k]:.0f}" for k in ("views_s", "forward_s", "backward_s", "optimizer_s")
         )
