@@ -203,7 +203,7 @@ class DataConfig:
 class ViewsConfig:
     size: int | None = None  # output side of the (global) views; None: the images' own size
     crop_scale: list[float] | None = None  # RandomResizedCrop scale; None: the method's own
-    compile: bool = False  # torch.compile the view ops (on a 2-core CPU no faster than eager: RESULTS)
+    compile: bool = False  # torch.compile the view ops (2-core CPU: no faster than eager)
 
 
 @dataclass
