@@ -11,6 +11,7 @@ rounding, ~1e-6), which ``tests/test_views.py`` checks against torchvision direc
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -220,8 +221,8 @@ def _jitter_groups(x: Tensor, factors: Tensor, seq: Tensor, group: Tensor, hue: 
     ops = seq.tolist()
     groups = group.tolist()
     for n in sorted(set(groups)):
-        members = [i for i, g in enumerate(groups) if g == n]
-        idx = torch.tensor(members, device=x.device)
+        idx = (group == n).nonzero().squeeze(1)  # (no tensor from Python values in a step)
+        members = idx.tolist()
         sub = select_samples(x, idx)
         if n >= 0:
             for k in range(3):
@@ -238,6 +239,12 @@ def _jitter_groups(x: Tensor, factors: Tensor, seq: Tensor, group: Tensor, hue: 
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _luma(channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The grayscale weights as a tensor, built once per run (read-only)."""
+    return torch.tensor(GRAY_WEIGHTS if channels == 3 else (1.0,), dtype=dtype, device=device)
+
+
 def _blend_matrices(
     factors: Tensor, seq: Tensor, channels: int, dtype: torch.dtype
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -245,7 +252,7 @@ def _blend_matrices(
     contrast coefficients (B,) (``1 - f`` where the op is contrast, else 0) and whether the
     sample changes (False only for saturation on one channel, a no-op there)."""
     dev = factors.device
-    weights = torch.tensor(GRAY_WEIGHTS if channels == 3 else (1.0,), dtype=dtype, device=dev)
+    weights = _luma(channels, dtype, dev)
     eye = torch.eye(channels, dtype=dtype, device=dev)
     out = []
     for k in range(3):
