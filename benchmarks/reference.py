@@ -14,6 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,6 +40,12 @@ def hardware(device: torch.device) -> str:
         platform.processor() or "CPU",
     ) if Path("/proc/cpuinfo").exists() else (platform.processor() or "CPU")  # fmt: skip
     return f"{model}, {os.cpu_count()} cores"
+
+
+def pytorch_default_step(tc: TrainConfig) -> TrainConfig:
+    """``tc`` with the step as a plain PyTorch loop runs it unless told otherwise: fp32 (no bf16
+    autocast) and NCHW (no channels_last); the reference's second setting in the benchmarks."""
+    return replace(tc, precision="fp32", channels_last=False)
 
 
 def torchvision_pipeline(spec: ViewSpec) -> v2.Compose:

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reference import hardware, loader
+from reference import hardware, loader, pytorch_default_step
 from selfsup.config import load_config
 from selfsup.data.views import make_views
 from selfsup.precision import autocast_for, use_bf16
@@ -105,7 +105,7 @@ def run_cell(method: str, backbone: str, size: int, mode: str, pipeline: str, st
     compiled = mode == "compiled"
     cfg, m = build(method, backbone, size, compiled, device_name, batch)
     if pipeline == "reference-fp32":  # the reference step as PyTorch runs it by default
-        cfg.train.precision, cfg.train.channels_last = "fp32", False
+        cfg.train = pytorch_default_step(cfg.train)
     if method == "demo":
         steps = max(steps, DEMO_STEPS)
     tc, device = cfg.train, resolve_device(device_name)

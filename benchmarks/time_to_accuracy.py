@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from reference import hardware, reference_fit
+from reference import hardware, pytorch_default_step, reference_fit
 from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.config import config_to_dict, load_config
 from selfsup.data.array import ImageArray, seeded_subset
@@ -90,7 +90,7 @@ def run_reference(cfg, bank: ImageArray, test: ImageArray, device: torch.device)
 def run_reference_defaults(cfg, bank: ImageArray, test: ImageArray, device: torch.device):
     """The reference pipeline training as PyTorch does unless told otherwise: fp32, NCHW (no
     bf16 autocast, no channels_last), which is what a plain torchvision + DataLoader loop gets."""
-    plain = replace(cfg, train=replace(cfg.train, precision="fp32", channels_last=False))
+    plain = replace(cfg, train=pytorch_default_step(cfg.train))
     return run_reference(plain, bank, test, device)
 
 

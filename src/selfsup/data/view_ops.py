@@ -228,11 +228,9 @@ def _jitter_groups(x: Tensor, factors: Tensor, seq: Tensor, group: Tensor, hue: 
             for k in range(3):
                 if k == n and hue:
                     sub = adjust_hue(sub, factors[:, 3].index_select(0, idx))
-                step = [ops[i][k] for i in members]
                 mix, contrast, changed = (t.index_select(0, idx) for t in mixes[k])
-                some_contrast = contrast if 1 in step else None
-                some_unchanged = None if x.shape[1] == 3 or 2 not in step else changed
-                sub = _apply_blend(sub, mix, some_contrast, some_unchanged)
+                has_contrast = any(ops[i][k] == 1 for i in members)
+                sub = _apply_blend(sub, mix, contrast if has_contrast else None, changed)
             if n == 3 and hue:
                 sub = adjust_hue(sub, factors[:, 3].index_select(0, idx))
         out.index_copy_(0, idx, sub)
@@ -255,41 +253,29 @@ def _blend_matrices(
     weights = _luma(channels, dtype, dev)
     eye = torch.eye(channels, dtype=dtype, device=dev)
     out = []
+    on = torch.ones(seq.shape[0], dtype=torch.bool, device=dev)
     for k in range(3):
-        op = seq[:, k]
-        changed = op != 2 if channels == 1 else torch.ones_like(op, dtype=torch.bool)
-        f = factors[:, :3].gather(1, op.view(-1, 1)).squeeze(1).to(dtype)
-        f = torch.where(changed, f, torch.ones_like(f))
-        rest = 1.0 - f
-        sat = torch.where(op == 2, rest, torch.zeros_like(f))
+        f, sat, contrast, changed = _blend_terms(factors, seq[:, k], on, channels, dtype)
         mix = f.view(-1, 1, 1) * eye + sat.view(-1, 1, 1) * weights.expand(channels, channels)
-        out.append((mix, torch.where(op == 1, rest, torch.zeros_like(f)), changed))
+        out.append((mix, contrast, changed))
     return out
 
 
-def _apply_blend(x: Tensor, mix: Tensor, contrast: Tensor | None, changed: Tensor | None) -> Tensor:
-    """``mix @ pixel + contrast * mean(gray(x))`` for every pixel of each sample, clamped to
-    [0, 1] (only the ``changed`` samples when given: an identity keeps a bicubic overshoot, as
-    torchvision's no-op does). torchvision forms ``f * x + (1 - f) * other``; the matrix sums the
-    same terms in another order (within float rounding), and an identity (``mix = I``, no
-    constant) returns ``x`` exactly."""
+def _apply_blend(x: Tensor, mix: Tensor, contrast: Tensor | None, changed: Tensor) -> Tensor:
+    """``mix @ pixel + contrast * mean(gray(x))`` for every pixel of each sample (``contrast``
+    None: all 0), clamped to [0, 1] for the ``changed`` samples (:func:`_clamp_changed`).
+    torchvision forms ``f * x + (1 - f) * other``; the matrix sums the same terms in another
+    order (within float rounding), and an identity (``mix = I``, no constant) returns ``x``
+    exactly."""
     bsz, ch = x.shape[:2]
     flip = not x.is_contiguous() and x.transpose(2, 3).is_contiguous()
     xs = x.transpose(2, 3) if flip else x.contiguous()  # per-plane contiguous either way
     planes = xs.reshape(bsz, ch, -1)
     shift = torch.zeros(bsz, ch, 1, dtype=x.dtype, device=x.device)
     if contrast is not None:  # the mean of the grayscale image: the luma of the channel means
-        weights = GRAY_WEIGHTS if ch == 3 else (1.0,)
-        means = planes.mean(2)
-        gray = sum(means[:, c] * w for c, w in enumerate(weights))
+        gray = planes.mean(2) @ _luma(ch, x.dtype, x.device)
         shift = (contrast * gray).view(-1, 1, 1).expand(bsz, ch, 1)
-    out = torch.baddbmm(shift, mix, planes).view(xs.shape)
-    if changed is None:
-        out.clamp_(0.0, 1.0)
-    else:
-        inf = torch.full((bsz,), math.inf, dtype=x.dtype, device=x.device)
-        lo = torch.where(changed, torch.zeros_like(inf), -inf).view(-1, 1, 1, 1)
-        out.clamp_(lo, torch.where(changed, torch.ones_like(inf), inf).view(-1, 1, 1, 1))
+    out = _clamp_changed(torch.baddbmm(shift, mix, planes).view(xs.shape), changed)
     return out.transpose(2, 3) if flip else out
 
 
@@ -310,23 +296,36 @@ def _jitter_blend(x: Tensor, factors: Tensor, op: Tensor, on: Tensor) -> Tensor:
     saturation, else 0) and ``t`` (1 - f times the grayscale mean for contrast, else 0), then
     clamps the samples it changed: the products torchvision forms, and the identity (f = 1,
     s = t = 0, no clamp: a bicubic crop may overshoot [0, 1]) exactly."""
-    if x.shape[1] == 1:
-        on = on & (op != 2)  # saturation is a no-op on one channel
-    f = factors[:, :3].gather(1, op.view(-1, 1)).squeeze(1).to(x.dtype)
-    f = torch.where(on, f, torch.ones_like(f))
-    rest = 1.0 - f
-    zero = torch.zeros_like(f)
+    f, s, c, on = _blend_terms(factors, op, on, x.shape[1], x.dtype)
     gray = rgb_to_gray(x)  # x itself for one channel: not written below
-    mean = gray.mean(dim=(1, 2, 3))
-    s = torch.where(op == 2, rest, zero).view(-1, 1, 1, 1)
-    t = (torch.where(op == 1, rest, zero) * mean).view(-1, 1, 1, 1)
-    other = torch.addcmul(t, gray, s)  # (B, 1, H, W)
-    out = torch.addcmul(other, x, f.view(-1, 1, 1, 1))
-    if _host_free(x) and bool(on.all()):  # the plain clamp when every sample changed
+    t = c * gray.mean(dim=(1, 2, 3))
+    other = torch.addcmul(t.view(-1, 1, 1, 1), gray, s.view(-1, 1, 1, 1))  # (B, 1, H, W)
+    return _clamp_changed(torch.addcmul(other, x, f.view(-1, 1, 1, 1)), on)
+
+
+def _blend_terms(
+    factors: Tensor, op: Tensor, on: Tensor, channels: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per sample (B,) of a blend step: the factor ``f`` of op ``op`` (0 brightness, 1 contrast,
+    2 saturation; 1 where not ``on``), the weight ``1 - f`` of the grayscale image (saturation,
+    else 0) and of its mean (contrast, else 0), and ``on`` less saturation on one channel (a
+    no-op there)."""
+    if channels == 1:
+        on = on & (op != 2)
+    f = factors[:, :3].gather(1, op.view(-1, 1)).squeeze(1).to(dtype)
+    f = torch.where(on, f, torch.ones_like(f))
+    rest, zero = 1.0 - f, torch.zeros_like(f)
+    return f, torch.where(op == 2, rest, zero), torch.where(op == 1, rest, zero), on
+
+
+def _clamp_changed(out: Tensor, on: Tensor) -> Tensor:
+    """``out`` clamped to [0, 1] in place for the samples ``on`` (B,); the others (identities)
+    keep their values, as torchvision's no-ops do (a bicubic crop may overshoot [0, 1])."""
+    if _host_free(out) and bool(on.all()):  # the plain clamp when every sample changed
         return out.clamp_(0.0, 1.0)
-    inf = torch.full_like(f, math.inf)
-    lo = torch.where(on, zero, -inf).view(-1, 1, 1, 1)
-    return torch.clamp_(out, lo, torch.where(on, torch.ones_like(f), inf).view(-1, 1, 1, 1))
+    inf = torch.full(on.shape, math.inf, dtype=out.dtype, device=out.device)
+    lo = torch.where(on, torch.zeros_like(inf), -inf).view(-1, 1, 1, 1)
+    return out.clamp_(lo, torch.where(on, torch.ones_like(inf), inf).view(-1, 1, 1, 1))
 
 
 def to_grayscale(x: Tensor, mask: Tensor | None = None) -> Tensor:
