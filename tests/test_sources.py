@@ -555,3 +555,32 @@ def test_synthetic_raw_pixels_are_not_linearly_separable() -> None:
     w = torch.linalg.solve(x.T @ x + 10 * torch.eye(x.shape[1]), x.T @ y)
     accuracy = ((xt @ w).argmax(1) == test.labels).float().mean().item()
     assert accuracy < 0.3
+
+
+class _RunsCode:
+    """A pickle payload that, when unpickled by ``pickle.load``, writes a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+@pytest.mark.parametrize("batch", ["data_batch_1", "test_batch", "batches.meta"])
+def test_a_cifar_file_that_carries_code_is_refused_without_running_it(
+    tmp_path: Path, batch: str
+) -> None:
+    """Issue #22.2: ``pickle.load`` ran whatever a batch file names; only plain containers
+    and numpy arrays may be built now, anything else is refused by name."""
+    import pickle
+
+    write_cifar10(tmp_path)
+    marker = tmp_path / "marker"
+    hostile = {b"data": _RunsCode(marker), b"labels": [0], b"label_names": [b"a"]}
+    (tmp_path / "cifar-10-batches-py" / batch).write_bytes(pickle.dumps(hostile, protocol=2))
+    split = "test" if batch == "test_batch" else "train"
+    with pytest.raises(DataError, match=f"{batch}.*(getattr|pathlib)") as err:
+        load_dataset("cifar10", split, root=tmp_path)
+    assert not marker.exists()
+    assert "never runs code" in str(err.value)

@@ -67,18 +67,45 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
-def read_pickle_dict(path: Path) -> dict[str, object]:
-    """Unpickle one CIFAR batch/meta file, with its keys as ``str``.
+# What the real CIFAR "python version" pickles hold besides dicts, lists, bytes and ints:
+# numpy arrays (pickled through ndarray's reduce) and nothing else. Any other global a pickle
+# names is refused by name, so a crafted batch file cannot run code.
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes as Python 3 writes them at protocol 2 (latin-1 text)
+    }
+)
 
-    The CIFAR "python version" files are Python 2 pickles of dicts; ``encoding="bytes"`` loads
-    their str keys as ``bytes`` (``b"data"``), so keys of either type are normalised to ``str``.
-    Unpickling runs code from the file: only load files you trust, as with any pickle.
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain containers and numpy arrays only."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR file never holds (only dicts, lists, "
+                "bytes and numpy arrays are read; selfsup never runs code from a data file)"
+            )
+        return super().find_class(module, name)
+
+
+def read_pickle_dict(path: Path) -> dict[str, object]:
+    """Read one CIFAR batch/meta file (a Python 2 pickle of a dict), with its keys as ``str``.
+
+    ``encoding="bytes"`` loads the str keys of these Python 2 pickles as ``bytes``
+    (``b"data"``), so keys of either type are normalised to ``str``. The unpickler admits only
+    the globals a real file holds (numpy's array reconstruction); anything else, such as a
+    callable that would run code, is refused with a :class:`DataError` before it is called.
     """
     try:
         with path.open("rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = _CifarUnpickler(f, encoding="bytes").load()
     except Exception as e:  # any failure to unpickle means the file is bad
-        raise DataError(f"cannot unpickle {path}: {e!r}; {_FIX}") from e
+        raise DataError(f"cannot read {path} as a CIFAR file: {e}; {_FIX}") from e
     if not isinstance(obj, dict):
         raise DataError(f"{path} holds a {type(obj).__name__}, not a CIFAR dict; {_FIX}")
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
