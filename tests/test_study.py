@@ -88,6 +88,14 @@ def write_study(root: Path, **changes) -> Path:
         ({"scales": {"quick": {"trian": []}, "full": {}}},
          "unknown key 'trian'; valid keys: train, eval"),
         ({"figures": [{"kind": "bars"}]}, "kind='bars'; valid: accuracy_vs_compute, curves, tsne"),
+        # issue #22.1: a run name became out/runs/NAME, then rmtree'd; absolute or climbing
+        # names pointed anywhere
+        ({"runs": [{"name": "/tmp/victim", "config": "configs/tiny.yaml"}]},
+         "runs[0].name='/tmp/victim' is not a valid name"),
+        ({"runs": [{"name": "../../victim", "config": "configs/tiny.yaml"}]},
+         "runs[0].name='../../victim' is not a valid name"),
+        ({"runs": [{"name": "..", "config": "configs/tiny.yaml"}]}, "is not a valid name"),
+        ({"evals": {"../x": {"protocols": ["knn"]}}}, "evals='../x' is not a valid name"),
     ],
 )  # fmt: skip
 def test_bad_study_file_names_key_and_valid_keys(tmp_path, changes, message) -> None:
@@ -95,6 +103,19 @@ def test_bad_study_file_names_key_and_valid_keys(tmp_path, changes, message) -> 
     with pytest.raises(ConfigError) as err:
         load_study(path, tmp_path)
     assert message in str(err.value)
+
+
+def test_a_hostile_run_name_deletes_nothing_outside_the_study(tmp_path, capsys) -> None:
+    """Issue #22.1 end to end: the study is refused before any cell runs, and the directory
+    the name pointed at (with a file in it) is still there."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    repo = tmp_path / "repo"
+    path = write_study(repo, runs=[{"name": str(victim), "config": "configs/tiny.yaml"}])
+    assert main(_study_cmd(path, tmp_path / "out")) == 2
+    assert "is not a valid name" in capsys.readouterr().err
+    assert (victim / "keep.txt").read_text() == "precious"
 
 
 def test_map_and_params_are_checked(tmp_path) -> None:

@@ -33,6 +33,7 @@ from selfsup.atomic import write_json_atomic
 from selfsup.config import apply_overrides
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import eval_settings, settings_id
+from selfsup.names import child
 from selfsup.rundir import load_run_config, read_results
 from selfsup.studies.spec import OWN, Cell
 
@@ -237,13 +238,13 @@ def run_cells(cells: list[Cell], out: Path, meta: dict[str, Any], root: Path,
             save()
             progress.line(i, cell, "blocked: its run did not finish")
             continue
-        log = out / "logs" / f"{cell.run}--{cell.eval or 'train'}.log"
+        log = child(out / "logs", f"{cell.run}--{cell.eval or 'train'}.log", "runs.name")
         entry.update(state="running", attempts=entry["attempts"] + 1, started=_now(), log=str(log))
         entry.pop("error", None)
         save()
         progress.line(i, cell, f"running ({progress.eta(cells[i:])}; log {log})")
         t0 = time.perf_counter()
-        run_dir = out / "runs" / cell.run
+        run_dir = child(out / "runs", cell.run, "runs.name")
         try:
             if cell.eval is None:
                 records = train(cell, run_dir, log, root)

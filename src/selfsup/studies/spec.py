@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from selfsup.errors import ConfigError
+from selfsup.names import check_name
 
 SCALES = ("quick", "full")
 COMMANDS = ("pretrain", "supervised", "joint", "faces")
@@ -124,7 +125,7 @@ def _run(i: int, data: Any, root: Path) -> Run:
     if config is not None and not (root / config).is_file():
         raise ConfigError(f"{where}.config: {config!r} does not exist under {root}")
     return Run(
-        name=str(d["name"]),
+        name=check_name(f"runs[{i}].name", d["name"]),
         command=command,
         config=config,
         args=_strings(f"{where}.args", d.get("args")),
@@ -137,7 +138,7 @@ def _run(i: int, data: Any, root: Path) -> Run:
 def _evaluation(name: str, data: Any) -> Evaluation:
     d = _keys(f"evals.{name}", data, EVAL_KEYS, ("protocols",))
     ev = Evaluation(
-        name=name,
+        name=check_name("evals", name),
         protocols=_strings(f"evals.{name}.protocols", d["protocols"]),
         datasets=_strings(f"evals.{name}.datasets", d.get("datasets")),
         overrides=_strings(f"evals.{name}.overrides", d.get("overrides")),
