@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed chromium
 
-test: setup
+test: setup fashion-mnist
 	$(PY) -m pytest
 
 lint: setup

@@ -79,6 +79,8 @@ CELLS: dict[str, Cell] = {
     "barlow_twins": Cell("barlow_twins.yaml"),
     "simclr": Cell("simclr.yaml"),
     "moco": Cell("moco.yaml"),
+    # issue #21: the same recipe without shuffle-BN (whole-batch BN, keys unshuffled)
+    "moco-no-shuffle-bn": Cell("moco.yaml", ["method.shuffle_bn=false"]),
     "isd": Cell("isd.yaml"),
     "dino": Cell("dino.yaml"),
     "dino_twins": Cell("dino_twins.yaml"),

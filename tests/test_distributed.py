@@ -26,6 +26,7 @@ from selfsup.data.views import make_views, ssl_view
 from selfsup.distributed import any_rank, mark_synced, mean_across_ranks, synced_buffer_names
 from selfsup.losses import barlow_twins_loss, dino_center_update, nt_xent_loss, vicreg_loss
 from selfsup.parts.queue import FeatureQueue
+from selfsup.parts.shuffle_bn import shuffled_forward
 
 WORLD, N, D, IN_DIM, K = 2, 8, 5, 6, 6
 B = N // WORLD
@@ -105,6 +106,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         results["center"] = dino_center_update(data["center"], teacher_crops, momentum=0.9)
         results["any"] = (any_rank(rank == 1), any_rank(False))  # rank 1 alone diverged
         results["mean"] = mean_across_ranks(torch.tensor([float(rank) + 1.0]))
+        torch.manual_seed(rank)  # only rank 0's permutation counts: it is broadcast
+        x = torch.arange(WORLD * 8, dtype=torch.float32).view(-1, 1)[rank * 8 : (rank + 1) * 8]
+        seen: list[torch.Tensor] = []
+        keys = shuffled_forward(lambda t: seen.append(t.clone()) or t * 2, x)
+        results["shuffle"] = {"x": x, "keys": keys, "seen": seen[0]}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -182,6 +188,16 @@ def test_a_shard_of_the_views_is_those_rows_of_the_global_batchs_views() -> None
     assert not torch.allclose(unsharded[0], whole[0][1::2])  # the check above can fail
     with pytest.raises(ValueError, match="shard"):
         make_views(images, specs, torch.Generator(), shard=(2, 2))
+
+
+def test_shuffle_bn_spans_the_global_batch_and_returns_keys_in_order(ranks: list[dict]) -> None:
+    """MoCo's ``_batch_shuffle_ddp``: each rank encodes a share of the shuffled global batch
+    (here, some of the other rank's samples), and gets its own samples' keys back in order."""
+    seen = [r["shuffle"]["seen"].flatten().tolist() for r in ranks]
+    assert sorted(seen[0] + seen[1]) == list(range(WORLD * 8))
+    assert set(seen[0]) != set(range(8))  # the shares were mixed across ranks
+    for r in ranks:
+        assert torch.equal(r["shuffle"]["keys"], 2 * r["shuffle"]["x"])
 
 
 def test_synced_buffers_are_named_for_ddp_to_leave_out() -> None:

@@ -160,3 +160,35 @@ def test_dino_twins_weight_makes_barlow_twins_half_of_dino_at_the_start() -> Non
     assert out.loss.item() == pytest.approx(1.5 * p["cross_entropy"], rel=1e-5)
     _, _, out = one_step("dino_twins", ["method.bt_weight=0.25"])
     assert float(out.parts["bt_weight"]) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("method", ["moco", "isd", "dino", "dino_twins"])
+def test_the_teacher_keeps_its_own_batchnorm_statistics(method: str) -> None:
+    """Issue #21: official DINO / MoCo / ISD move the teacher's parameters by EMA and leave its
+    BN running statistics to its own forward passes; copying the student's (which DINO's see
+    local crops too) made an evaluated teacher use statistics it never produced."""
+    model, opt, _ = one_step(method)
+    opt.step()
+    model.on_step_end(0, 10)
+    t_bn = [m for m in model.teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    s_bn = [m for m in model.student().modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert t_bn and len(t_bn) == len(s_bn)
+    assert all(int(t.num_batches_tracked) >= 1 for t in t_bn)  # moved by its own passes
+    assert not all(
+        torch.equal(t.running_mean, s.running_mean) for t, s in zip(t_bn, s_bn, strict=True)
+    )
+
+
+@pytest.mark.parametrize("method", ["moco", "isd"])
+def test_shuffle_bn_splits_both_encoders_and_can_be_turned_off(method: str) -> None:
+    from selfsup.parts.shuffle_bn import SplitBatchNorm2d
+
+    model, _, out = one_step(method)
+    assert torch.isfinite(out.loss) and not model.sync_batchnorm
+    splits = [m for m in model.modules() if isinstance(m, SplitBatchNorm2d)]
+    assert splits and all(m.num_splits == 8 for m in splits)
+    assert any(isinstance(m, SplitBatchNorm2d) for m in model.teacher.modules())
+    plain, _, _ = one_step(method, ["method.shuffle_bn=false"])
+    assert plain.sync_batchnorm
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in plain.modules())
+    assert set(plain.state_dict()) == set(model.state_dict())  # checkpoints stay compatible

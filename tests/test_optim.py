@@ -126,3 +126,18 @@ def test_lars_clip_caps_the_step_at_plain_sgd() -> None:
         steps[clip] = (p0 - w.detach()).norm().item()
     assert math.isclose(steps[True], 0.5 * 0.01, rel_tol=1e-4)
     assert math.isclose(steps[False], 0.5 * 10.0 * 5.0, rel_tol=1e-5)
+
+
+def test_warmup_steps_hold_at_any_data_size_and_run_length() -> None:
+    """Issue #21: a recipe's warm-up in epochs is capped at half the run (a shortened recipe
+    still warms up and decays) and never below the floor in steps (8-step epochs of 2,048
+    images warmed up in 4 steps and diverged)."""
+    from selfsup.parts.schedules import warmup_steps
+
+    assert warmup_steps(0.5, 234, 702, 100) == 117  # the demo on 60k images: as written
+    assert warmup_steps(0.5, 8, 24, 100) == 100  # 2,048 images: the floor, past the run's end
+    assert warmup_steps(2, 234, 234, 100) == 117  # vicreg.yaml shortened to 1 epoch: half
+    assert warmup_steps(10, 1000, 100_000, 100) == 10_000  # long runs: unchanged
+    assert warmup_steps(0, 8, 24, 100) == 0  # off stays off
+    lrs = [warmup_cosine(s, 24, base=0.3, warmup_steps=100, final=0.0) for s in range(24)]
+    assert max(lrs) < 0.3 * 24 / 100 + 1e-12  # a run shorter than the floor stays below peak

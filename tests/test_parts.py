@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +11,7 @@ from torch import nn
 from selfsup.parts.ema import cosine_momentum, ema_update_, frozen_copy
 from selfsup.parts.queue import FeatureQueue
 from selfsup.parts.schedules import linear_warmup
+from selfsup.parts.shuffle_bn import convert_split_batchnorm, shuffled_forward
 
 
 def test_feature_queue_fifo_wraparound_and_state_dict() -> None:
@@ -66,3 +69,49 @@ def test_momentum_and_temperature_schedules() -> None:
     expected = [0.04, 0.05, 0.06, 0.07, 0.07, 0.07]
     assert [linear_warmup(s, 4, 0.04, 0.07) for s in range(6)] == pytest.approx(expected)
     assert linear_warmup(0, 0, 0.04, 0.07) == pytest.approx(0.07)
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape"), [(nn.BatchNorm2d, (16, 3, 4, 4)), (nn.BatchNorm1d, (16, 5))]
+)
+def test_split_batchnorm_normalises_each_group_apart(cls, shape) -> None:
+    """MoCo's CIFAR demo SplitBatchNorm: sample i is normalised with the statistics of the
+    samples j with j % splits == i % splits; running stats move by the groups' mean."""
+    torch.manual_seed(0)
+    reference = cls(shape[1])
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.uniform_(-0.5, 0.5)
+    split = convert_split_batchnorm(copy.deepcopy(nn.Sequential(reference)), 4)[0]
+    assert isinstance(split, cls) and split.num_splits == 4
+    x = torch.randn(shape) * 3 + 1
+    out = split(x)
+    means, variances = [], []
+    for g in range(4):
+        one = copy.deepcopy(reference)
+        torch.testing.assert_close(out[g::4], one(x[g::4]), atol=1e-5, rtol=1e-5)
+        means.append(one.running_mean)
+        variances.append(one.running_var)
+    torch.testing.assert_close(split.running_mean, torch.stack(means).mean(0))
+    torch.testing.assert_close(split.running_var, torch.stack(variances).mean(0))
+    assert not torch.allclose(out, reference(x), atol=1e-3)  # differs from whole-batch BN
+    plain = copy.deepcopy(split)
+    plain.__class__ = cls  # the same parameters and running stats in a plain layer
+    split.eval(), plain.eval()
+    torch.testing.assert_close(split(x), plain(x))  # eval mode: the running statistics
+    assert set(split.state_dict()) == set(reference.state_dict())
+
+
+def test_split_batchnorm_splits_fewer_ways_when_the_batch_is_small() -> None:
+    bn = convert_split_batchnorm(nn.Sequential(nn.BatchNorm1d(3)), 8)[0]
+    out = bn(torch.randn(6, 3))  # 8 splits of 6 samples: 3 groups of 2
+    assert out.shape == (6, 3) and torch.isfinite(out).all()
+
+
+def test_shuffled_forward_encodes_a_permutation_and_restores_the_order() -> None:
+    torch.manual_seed(0)
+    x = torch.arange(16.0).view(16, 1)
+    seen: list[torch.Tensor] = []
+    out = shuffled_forward(lambda t: seen.append(t.clone()) or t * 2, x)
+    torch.testing.assert_close(out, 2 * x)
+    assert not torch.equal(seen[0], x) and sorted(seen[0].flatten().tolist()) == list(range(16))

@@ -415,3 +415,30 @@ def test_curves_png_plots_the_loss_parts_lr_and_epoch_monitors(tmp_path) -> None
     assert path == tmp_path / "plots" / "curves.png"
     png = path.read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
+
+
+def test_baseline_verdict_prints_the_paired_test_and_flags_a_lead_it_cannot_tell() -> None:
+    """Issue #21: the demo's verdict carries the exact McNemar p of pretrained vs each
+    baseline on the same test images; a lead with p >= 0.05 is not called a win."""
+    import torch
+
+    from selfsup.evaluate.metrics import pack_correct
+    from selfsup.evaluate.table import baseline_verdict
+
+    n = 1000
+    gen = torch.Generator().manual_seed(0)
+
+    def rec(init: str, right: torch.Tensor) -> dict:
+        return {"protocol": "knn", "dataset": "fashion-mnist", "init": init, "k": 20,
+                "top1": float(right.float().mean()), "f1_macro": 0.5, "seed": 0, "n_test": n,
+                "test_id": "t", "correct": pack_correct(right)}  # fmt: skip
+
+    base = torch.rand(n, generator=gen) < 0.80
+    far = base | (torch.rand(n, generator=gen) < 0.5)  # fixes half the errors: +10 points
+    near = base.clone()
+    near[torch.nonzero(~base)[:3, 0]] = True  # 3 more images right: +0.3 points
+    line = baseline_verdict([rec("pretrained", far), rec("pixels", base)])[0]
+    assert "McNemar p=" in line and "NOT" not in line and "not significantly" not in line
+    assert float(line.split("McNemar p=")[1].split(")")[0]) < 1e-6
+    close = baseline_verdict([rec("pretrained", near), rec("pixels", base)])[0]
+    assert "+0.3" in close and "but not significantly (p >= 0.05)" in close

@@ -84,6 +84,10 @@ class MoCoConfig(MethodConfig):
     momentum_final: float = 0.999  # = momentum: the official constant momentum
     temperature: float = 0.2  # --moco-t
     symmetric: bool = False  # both views as query (MoCo's CIFAR demo); official v2 is not
+    # shuffle-BN (parts/shuffle_bn.py): the key batch shuffled, BN per 1/bn_splits of the batch
+    # (facebookresearch/moco colab/moco_cifar10_demo.ipynb: --bn-splits 8)
+    shuffle_bn: bool = True
+    bn_splits: int = 8
 
 
 @dataclass
@@ -140,6 +144,10 @@ class ISDConfig(MethodConfig):
     momentum: float = 0.99  # --momentum of the EMA teacher
     student_temp: float = 0.1  # --temp_s
     teacher_temp: float = 0.01  # --temp_t
+    # shuffle-BN as MoCo's (parts/shuffle_bn.py); train_isd_plus.py shuffles the teacher's
+    # input (get_shuffle_ids) with BN per GPU
+    shuffle_bn: bool = True
+    bn_splits: int = 8
 
 
 @dataclass
@@ -223,7 +231,10 @@ class TrainConfig:
     # lr of biases and norm parameters relative to the weights' (official Barlow Twins:
     # --learning-rate-biases 0.0048 / --learning-rate-weights 0.2 = 0.024)
     bias_lr_scale: float = 1.0
-    warmup_epochs: float = 10.0
+    warmup_epochs: float = 10.0  # capped at half the run (parts/schedules.py warmup_steps)
+    # at least this many warm-up steps whatever the data size (an epoch of 2,048 images is 8
+    # steps at batch 256); measured in benchmarks/RESULTS.md "Recipes at any size"
+    warmup_min_steps: int = 100
     final_lr_ratio: float = 0.001  # cosine ends at lr * final_lr_ratio
     grad_clip: float | None = None  # max global grad norm; None: off
     device: str = "auto"  # auto | cpu | cuda
@@ -595,7 +606,9 @@ RANGES: dict[str, tuple[Range, str]] = {
     "train.momentum": (Range(0, 1, hi_open=True), "SGD / LARS momentum, e.g. 0.9"),
     "train.lars_eta": (POSITIVE, "the LARS trust coefficient, e.g. 0.001 (0.02 with lars_clip)"),
     "train.bias_lr_scale": (NON_NEGATIVE, "lr of biases and norms relative to the weights'"),
-    "train.warmup_epochs": (NON_NEGATIVE, "0 turns warm-up off"),
+    "train.warmup_epochs": (NON_NEGATIVE, "0 turns warm-up off; capped at half the run"),
+    "method.bn_splits": (AT_LEAST_1, "simulated GPUs for shuffle-BN, e.g. 8; 1: whole-batch BN"),
+    "train.warmup_min_steps": (NON_NEGATIVE, "steps; the shortest warm-up at any data size"),
     "train.final_lr_ratio": (UNIT, "the cosine ends at lr * final_lr_ratio"),
     "train.grad_clip": (POSITIVE, "a max gradient norm, e.g. 1.0; null turns it off"),
     "train.log_every": (AT_LEAST_1, "steps between metric flushes"),
@@ -712,12 +725,7 @@ def check_ranges(cfg: Config) -> None:
             parse_mlp_spec(value)
         except ConfigError as err:
             raise ConfigError(f"{key}={value!r} is not valid: {err}") from None
-    t, b = cfg.train, cfg.backbone
-    if t.warmup_epochs > t.epochs:
-        raise ConfigError(
-            f"train.warmup_epochs={t.warmup_epochs:g} is out of range: it must be in "
-            f"[0, train.epochs={t.epochs}]; lower train.warmup_epochs or raise train.epochs"
-        )
+    b = cfg.backbone
     if b.name == "small_resnet" and (len(b.depths) != len(b.widths) or not b.depths):
         raise ConfigError(
             f"backbone.depths={b.depths} and backbone.widths={b.widths} differ in length or are "

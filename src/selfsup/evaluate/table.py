@@ -282,13 +282,36 @@ def init_table(records: list[dict[str, Any]]) -> str:
 BASELINE_NAMES = {"random": "random init", "pixels": "raw pixels"}
 
 
-def baseline_verdict(records: list[dict[str, Any]]) -> list[str]:
+def _paired_p(records: list[dict[str, Any]], key: tuple[Any, ...], a: str, b: str) -> float | None:
+    """Exact McNemar p of init ``a`` against init ``b`` on measurement ``key``, where each has
+    one record with per-image correctness on the same test images; else None."""
+    found = {}
+    at = IDENTITY.index("init")
+    for init in (a, b):
+        want = (*key[:at], init, *key[at + 1 :])
+        recs = [r for r in records if measurement_key(r) == want]
+        if len(recs) != 1 or not recs[0].get("correct"):
+            return None
+        found[init] = recs[0]
+    ra, rb = found[a], found[b]
+    if ra.get("test_id") != rb.get("test_id") or ra["n_test"] != rb["n_test"]:
+        return None
+    n = ra["n_test"]
+    return mcnemar(unpack_correct(ra["correct"], n), unpack_correct(rb["correct"], n))["p"]
+
+
+def baseline_verdict(records: list[dict[str, Any]], alpha: float = 0.05) -> list[str]:
     """One line per measurement that has baselines: the pretrained top-1 against random init
-    and raw pixels, in points, and a plain warning where it does not beat a baseline."""
+    and raw pixels, in points, with the exact McNemar p of the paired difference where both
+    were scored on the same test images, and a plain warning where it does not beat a baseline
+    (behind, level, or ahead by less than the test can tell at ``alpha``)."""
     rows: dict[str, dict[str, dict[str, Any]]] = {}
+    keys: dict[str, tuple[Any, ...]] = {}
     aggs = aggregate(records)
-    for label, a in zip(_row_labels(aggs), aggs, strict=True):
+    agg_keys = list(dict.fromkeys(measurement_key(r) for r in records))  # aggregate's order
+    for label, a, key in zip(_row_labels(aggs), aggs, agg_keys, strict=True):
         rows.setdefault(label, {})[a["init"]] = a
+        keys[label] = key
     lines = []
     for label, by_init in rows.items():
         mine = by_init.get("pretrained")
@@ -296,18 +319,24 @@ def baseline_verdict(records: list[dict[str, Any]]) -> list[str]:
         if mine is None or not bases or mine["top1"] is None:
             continue
         parts = [f"{label}: pretrained {100 * mine['top1']:.1f}%"]
-        behind = []
+        behind, unclear = [], []
         for init, base in bases:
             diff = 100 * (mine["top1"] - base["top1"])
-            parts.append(f"{BASELINE_NAMES[init]} {100 * base['top1']:.1f}% ({diff:+.1f})")
+            p = _paired_p(records, keys[label], "pretrained", init)
+            test = "" if p is None else f", McNemar p={p:.2g}"
+            parts.append(f"{BASELINE_NAMES[init]} {100 * base['top1']:.1f}% ({diff:+.1f}{test})")
             if diff <= 0:
                 behind.append(BASELINE_NAMES[init])
+            elif p is not None and p >= alpha:
+                unclear.append(BASELINE_NAMES[init])
         line = ", ".join(parts)
         if behind:
             line += (
-                f" -- does NOT beat {' or '.join(behind)} at this budget; longer pretraining "
-                "does (see benchmarks/RESULTS.md for full-length Fashion-MNIST results)"
+                f" -- does NOT beat {' or '.join(behind)} at this budget (benchmarks/RESULTS.md "
+                "shows where each recipe stands against the pixels as training time grows)"
             )
+        elif unclear:
+            line += f" -- ahead of {' and '.join(unclear)}, but not significantly (p >= {alpha:g})"
         lines.append(line)
     return lines
 

@@ -46,6 +46,8 @@ class Method(nn.Module):
 
     # the backbone the method's official evaluation uses ("student" or "teacher")
     official_eval = "student"
+    # under torchrun on GPUs, BN statistics over the global batch (off with shuffle-BN)
+    sync_batchnorm = True
 
     def eval_backbones(self) -> dict[str, nn.Module]:
         """The backbones that can be evaluated: ``student`` (the trained one) and, for methods

@@ -127,7 +127,7 @@ class DINO(Method):
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
         m = cosine_momentum(step, total_steps, self.cfg.momentum_teacher, 1.0)
-        ema_update_(self.teacher, self.student(), m)
+        ema_update_(self.teacher, self.student(), m, buffers="keep")  # its own BN statistics
         if self.cfg.center and self._teacher_out is not None:
             self.center.copy_(
                 dino_center_update(self.center, self._teacher_out, self.cfg.center_momentum)

@@ -6,7 +6,10 @@ them through the queue, and after the optimizer step the teacher moves toward th
 its keys enter the queue (:meth:`on_step_end`; the official code does both inside ``forward``,
 before the next step's keys, which is the same order).
 
-MoCo's shuffle-BN needs several GPUs; like solo-learn we leave it out (a single GPU cannot use it).
+Shuffle-BN (``method.shuffle_bn``, on by default as in the official code): BN per
+``1/method.bn_splits`` of the batch in both encoders and the key batch shuffled, in one process
+as MoCo's CIFAR demo simulates it, across processes under torchrun (parts/shuffle_bn.py). The
+teacher keeps its own BN statistics (the official EMA moves parameters only).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from selfsup.losses import infonce_loss, isd_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.parts.ema import cosine_momentum, ema_update_, frozen_copy
 from selfsup.parts.queue import FeatureQueue
+from selfsup.parts.shuffle_bn import convert_split_batchnorm, shuffled_forward, splits_per_process
 
 
 class _Momentum(Method):
@@ -36,6 +40,8 @@ class _Momentum(Method):
         queue_size: int,
         dim: int,
     ) -> None:
+        """The teacher is copied from backbone + projector; a subclass adds its heads, then
+        calls :meth:`use_shuffle_bn`."""
         super().__init__(backbone, view_specs)
         if len(view_specs) != 2:
             raise ValueError(f"takes exactly two views, got {len(view_specs)}")
@@ -43,6 +49,14 @@ class _Momentum(Method):
         self.teacher = frozen_copy(self.student())
         self.queue = FeatureQueue(queue_size, dim)
         self._keys: list[torch.Tensor] = []
+        self.shuffle_bn = False
+
+    def use_shuffle_bn(self, enabled: bool, splits: int) -> None:
+        """Split BN in every encoder and shuffled keys; SyncBatchNorm would undo it under DDP."""
+        self.shuffle_bn = enabled
+        self.sync_batchnorm = not enabled
+        if enabled:
+            convert_split_batchnorm(self, splits_per_process(splits))
 
     def student(self) -> nn.Sequential:
         """The student encoder whose EMA the teacher is (backbone then projector)."""
@@ -51,7 +65,8 @@ class _Momentum(Method):
     @torch.no_grad()
     def teacher_keys(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, D) L2-normalised teacher embeddings, kept for the queue."""
-        k = F.normalize(self.teacher(x), dim=1)
+        k = shuffled_forward(self.teacher, x) if self.shuffle_bn else self.teacher(x)
+        k = F.normalize(k, dim=1)
         self._keys.append(k.float())
         return k
 
@@ -60,7 +75,8 @@ class _Momentum(Method):
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
-        ema_update_(self.teacher, self.student(), self.momentum_at(step, total_steps))
+        m = self.momentum_at(step, total_steps)
+        ema_update_(self.teacher, self.student(), m, buffers="keep")
         for keys in self._keys:
             self.queue.enqueue(keys)
         self._keys = []
@@ -76,6 +92,7 @@ class MoCo(_Momentum):
         dim = int(cfg.projector.split("-")[-1])
         super().__init__(backbone, view_specs, projector, cfg.queue_size, dim)
         self.cfg = cfg
+        self.use_shuffle_bn(cfg.shuffle_bn, cfg.bn_splits)
 
     def momentum_at(self, step: int, total_steps: int) -> float:
         return cosine_momentum(step, total_steps, self.cfg.momentum, self.cfg.momentum_final)
@@ -119,6 +136,7 @@ class ISD(_Momentum):
                 f"method.predictor {pred_spec!r} must end in the projection dim {dim}"
             )
         self.cfg = cfg
+        self.use_shuffle_bn(cfg.shuffle_bn, cfg.bn_splits)
 
     def momentum_at(self, step: int, total_steps: int) -> float:
         return self.cfg.momentum

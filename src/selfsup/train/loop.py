@@ -41,7 +41,7 @@ from selfsup.distributed import (
 )
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
 from selfsup.methods.base import Method
-from selfsup.parts.schedules import warmup_cosine
+from selfsup.parts.schedules import warmup_cosine, warmup_steps
 from selfsup.precision import autocast_for, use_bf16
 from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.optim import build_optimizer
@@ -245,7 +245,7 @@ def fit(
         len(images), tc.batch_size, seed, rank=rank(), world=world_size(), device=images.device
     )
     total = tc.epochs * stream.steps_per_epoch
-    warmup = round(tc.warmup_epochs * stream.steps_per_epoch)
+    warmup = warmup_steps(tc.warmup_epochs, stream.steps_per_epoch, total, tc.warmup_min_steps)
     base_lr = tc.lr * tc.batch_size / 256
     groups = method.param_groups(tc.weight_decay)
     decays = [not g["exclude"] for g in groups]  # which groups the weight-decay schedule sets
@@ -293,7 +293,8 @@ def fit(
     model: nn.Module = method
     if is_distributed():
         ids = [device.index] if device.type == "cuda" else None
-        if device.type == "cuda":  # batch statistics over the global batch, as one process
+        # batch statistics over the global batch, as one process (not with shuffle-BN)
+        if device.type == "cuda" and getattr(method, "sync_batchnorm", True):
             nn.SyncBatchNorm.convert_sync_batchnorm(method)  # (replaces BN layers in place)
         # buffers every rank keeps equal itself (queue, DINO centre) skip DDP's broadcast
         DDP._set_params_and_buffers_to_ignore_for_model(method, synced_buffer_names(method))
