@@ -42,6 +42,7 @@ from selfsup.evaluate.table import (
     paired_tests,
 )
 from selfsup.pipeline import evaluate_run, pretrain
+from selfsup.run.lock import rank_zero_lock, run_lock, writes_into
 from selfsup.rundir import load_run_config, read_results, saved_config
 from selfsup.train.checkpoint import load_checkpoint
 
@@ -211,7 +212,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.out is None and is_distributed():
         raise SelfsupError("under torchrun give --out RUN_DIR: every process must use the same")
     out = args.out or _default_out(cfg)
-    results = pretrain(cfg, out, resume=args.resume, overwrite=args.overwrite)
+    with rank_zero_lock(out):  # one writer per run directory (selfsup.run.lock)
+        results = pretrain(cfg, out, resume=args.resume, overwrite=args.overwrite)
     if results is None:  # another torchrun rank: rank 0 evaluates and reports
         return 0
     print()
@@ -263,12 +265,13 @@ def _eval(args: argparse.Namespace) -> int:
         overrides.append(f"eval.seeds=[{args.seeds}]")
     if args.fraction:
         overrides.append(f"eval.finetune.fractions=[{args.fraction}]")
-    results = evaluate_run(
-        args.run_dir,
-        protocols=split(args.protocol),
-        datasets=split(args.dataset),
-        overrides=overrides,
-    )
+    with run_lock(args.run_dir):
+        results = evaluate_run(
+            args.run_dir,
+            protocols=split(args.protocol),
+            datasets=split(args.dataset),
+            overrides=overrides,
+        )
     print(init_table(results["evals"]))
     _print_verdict(results["evals"])
     return 0
@@ -283,11 +286,19 @@ def _print_verdict(records: list[dict]) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-
-    cfg = load_run_config(args.run_dir)
-    state = backbone_state(load_checkpoint(args.run_dir / "checkpoints" / "last.pt")["model"])
     suffix = "safetensors" if args.format == "safetensors" else "pt"
     out = args.out or args.run_dir / "export" / f"backbone.{suffix}"
+    with run_lock(args.run_dir, enabled=writes_into(args.run_dir, out)):
+        n = _write_export(args.run_dir, out, args.format)
+    print(f"wrote {out} ({n} tensors); start a run from it with backbone.weights={out}")
+    return 0
+
+
+def _write_export(run_dir: Path, out: Path, fmt: str) -> int:
+    """The run's backbone weights and what a user needs to load them, into ``out``; returns
+    the number of tensors."""
+    cfg = load_run_config(run_dir)
+    state = backbone_state(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"])
     meta = {
         "format": "selfsup-backbone-v1",
         "method": cfg.method.name,
@@ -296,9 +307,8 @@ def _export(args: argparse.Namespace) -> int:
         "mean": cfg.data.mean,
         "std": cfg.data.std,
     }
-    export_backbone(state, out, args.format, meta)
-    print(f"wrote {out} ({len(state)} tensors); start a run from it with backbone.weights={out}")
-    return 0
+    export_backbone(state, out, fmt, meta)
+    return len(state)
 
 
 def _table(args: argparse.Namespace) -> int:

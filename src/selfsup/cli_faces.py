@@ -10,6 +10,7 @@ from typing import Any
 from selfsup.data.lfw import DEFAULT_MIN_IMAGES
 from selfsup.errors import SelfsupError
 from selfsup.faces import faces_config, run_faces
+from selfsup.run.lock import run_lock
 
 HELP = """examples:
   selfsup faces --weights resnet50.pth --data-root ~/data --out runs/faces-vicreg
@@ -52,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
             raise SelfsupError(f"{name} must be at least 1, got {value}")
     root = args.data_root.expanduser()
     cfg = faces_config(args.overrides, args.weights, root, args.min_images)
-    res = run_faces(
-        cfg, root, args.out, min_images=args.min_images,
-        n_queries=args.queries, k=args.k,
-    )  # fmt: skip
+    with run_lock(args.out):
+        res = run_faces(
+            cfg, root, args.out, min_images=args.min_images, n_queries=args.queries, k=args.k
+        )
     print(f"LFW: {res['n_people']} people with >= {res['min_images']} images, "
           f"{res['n_train']} train / {res['n_test']} test images")  # fmt: skip
     for init, accs in res["identification"].items():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from selfsup.analysis.browser import CHROMIUM_ENV, check_page
 from selfsup.analysis.report import write_report
+from selfsup.run.lock import run_lock, writes_into
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = write_report(args.run_dir, args.out)
+    inside = args.out is None or writes_into(args.run_dir, args.out)
+    with run_lock(args.run_dir, enabled=inside):
+        path = write_report(args.run_dir, args.out)
     print(f"report: {path}")
     if not (args.check or args.screenshot):
         return 0

@@ -15,6 +15,7 @@ from selfsup.analysis.feature_file import write_features
 from selfsup.analysis.index import build_index, embed_split
 from selfsup.analysis.query import hit_lines, retrieve
 from selfsup.errors import SelfsupError
+from selfsup.run.lock import run_lock
 
 
 def _dataset_args(p: argparse.ArgumentParser, *, default_split: str = "train") -> None:
@@ -89,7 +90,8 @@ def add_parsers(sub: Any, viz_sub: Any) -> None:
 
 
 def _index(args: argparse.Namespace) -> int:
-    path, meta = build_index(load_encoder(args.run_dir), args.dataset, args.split)
+    with run_lock(args.run_dir):  # writes RUN_DIR/index/
+        path, meta = build_index(load_encoder(args.run_dir), args.dataset, args.split)
     print(
         f"indexed {meta['n']} images of {meta['dataset']} {meta['split']} ({meta['dim']}-d "
         f"{meta['backbone']} features, checkpoint {meta['checkpoint']}): {path}"

@@ -39,6 +39,7 @@ from selfsup.evaluate.metrics import classification_metrics
 from selfsup.evaluate.sampling import class_balanced_indices
 from selfsup.evaluate.table import settings_id
 from selfsup.methods import METHODS, Method
+from selfsup.run.lock import LOCK_NAME
 from selfsup.rundir import (
     LABELLED_IMAGES,
     environment,
@@ -136,8 +137,8 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False) -> None:
         if not (run_dir / "config.yaml").is_file():
             raise SelfsupError(f"cannot resume: {run_dir} holds no run (no config.yaml)")
         return
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        return
+    if not run_dir.exists() or not any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        return  # (the lock this command holds is no file of a run)
     is_run = (run_dir / "config.yaml").is_file() or (run_dir / "results.json").is_file()
     if overwrite and is_run:
         return  # removed by remove_run_files once the new run's data has loaded

@@ -16,14 +16,18 @@ skips finished cells, resumes an interrupted training from its last checkpoint (
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from selfsup.config import apply_overrides
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import eval_settings, settings_id
 from selfsup.names import child
+from selfsup.run.lock import LOCK_NAME, run_lock
 from selfsup.rundir import load_run_config, read_results
 from selfsup.studies.spec import OWN, Cell
 
@@ -98,13 +103,93 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _selfsup(args: list[str], log: Path) -> None:
+def run_logged(cmd: list[str], log: Path) -> int:
+    """Run ``cmd`` with its output appended to ``log``; its exit status.
+
+    The cell runs in a process group of its own, so that it and whatever it starts can be
+    ended together, and it never outlives the runner: a Ctrl-C or SIGTERM of the runner sends
+    SIGTERM to the cell's group (a training cell writes a checkpoint and exits) and waits for
+    it, SIGKILL after :data:`GRACE_S` seconds or a second interrupt; a runner killed outright
+    takes the cell with it (Linux: ``PR_SET_PDEATHSIG``). A rerun could otherwise start a
+    second writer beside an orphaned cell (the run directory's lock refuses it anyway)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "selfsup", *args]
-    with log.open("a") as f:
+    with log.open("a") as f, _terminate_as_interrupt():
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_child_env()).returncode
+        proc = subprocess.Popen(
+            cmd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=_child_env(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
+        )
+        try:
+            return proc.wait()
+        except BaseException:
+            _stop(proc)
+            raise
+
+
+GRACE_S = 120.0
+"""Seconds a cell gets to stop after SIGTERM (a checkpoint write) before SIGKILL."""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the cell's process group: SIGTERM, then SIGKILL after :data:`GRACE_S` seconds or
+    at a second interrupt."""
+    try:
+        _signal_group(proc, signal.SIGTERM)
+        proc.wait(timeout=GRACE_S)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with suppress(ProcessLookupError):  # the group has gone already
+        os.killpg(proc.pid, sig)
+
+
+_PR_SET_PDEATHSIG = 1
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when this process dies (Linux;
+    elsewhere None). ``prctl`` is looked up here, not in the forked child."""
+    if _PRCTL is None:
+        return None
+    parent, prctl = os.getpid(), _PRCTL
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the runner died before prctl: follow it
+            os._exit(1)
+
+    return preexec
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler ending the study) raises KeyboardInterrupt, as Ctrl-C does, so the
+    running cell is stopped rather than orphaned; in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _selfsup(args: list[str], log: Path) -> None:
+    rc = run_logged([sys.executable, "-m", "selfsup", *args], log)
     if rc != 0:
         lines = [x for x in log.read_text().splitlines() if x.strip()]
         errors = [x for x in lines if "error" in x.lower()]
@@ -134,11 +219,29 @@ def train(cell: Cell, run_dir: Path, log: Path, root: Path) -> list[dict]:
     elif (run_dir / "checkpoints" / "last.pt").is_file() and cell.command != "faces":
         _selfsup(["pretrain", "--out", str(run_dir), "--resume"], log)
     else:
-        shutil.rmtree(run_dir, ignore_errors=True)  # no checkpoint: nothing to keep
+        _clear(run_dir)  # no checkpoint: nothing to keep
         config = ["--config", str(root / cell.config)] if cell.config else []
         _selfsup([cell.command, *config, "--out", str(run_dir), *cell.args, *cell.overrides], log)
     results = read_results(run_dir) or {}
     return results.get("evals") or face_records(results)
+
+
+def _clear(run_dir: Path) -> None:
+    """Empty ``run_dir`` for a fresh start, holding its lock: never a run another process
+    (an orphaned cell of a killed study, a user's command) is writing."""
+    if not run_dir.exists():
+        return
+    try:
+        with run_lock(run_dir):
+            for path in run_dir.iterdir():
+                if path.name == LOCK_NAME:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+    except SelfsupError as err:
+        raise CellFailed(str(err)) from None
 
 
 def face_records(results: dict) -> list[dict]:
