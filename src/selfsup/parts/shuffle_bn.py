@@ -31,33 +31,29 @@ from selfsup.distributed import is_distributed, rank, world_size
 
 
 def _split_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """Batch norm with the statistics of each of ``bn.num_splits`` groups of samples apart
-    (sample ``i`` in group ``i % splits``); the running statistics move by the groups' mean,
-    as the demo's ``SplitBatchNorm`` does. Eval mode is the plain layer."""
+    """Batch norm with the statistics of each of ``bn.num_splits`` consecutive slices of the
+    batch apart; the running statistics move by the slices' mean, as the demo's
+    ``SplitBatchNorm`` does. (The demo groups samples ``i % splits``; both are random subsets,
+    since the batches are shuffled and the key batch is shuffled again. Slices of the batch
+    keep a channels-last layout, where regrouping would copy it to NCHW and back.) Eval mode
+    is the plain layer."""
     if not bn.training or bn.num_splits == 1:
         return bn._plain_forward(x)
     splits = _groups(x.shape[0], bn.num_splits)
     if splits == 1:
         return bn._plain_forward(x)
-    c = x.shape[1]
     momentum = 0.1 if bn.momentum is None else bn.momentum
-    mean = bn.running_mean.repeat(splits)
-    var = bn.running_var.repeat(splits)
-    out = F.batch_norm(
-        x.reshape(x.shape[0] // splits, c * splits, *x.shape[2:]),
-        mean,
-        var,
-        None if bn.weight is None else bn.weight.repeat(splits),
-        None if bn.bias is None else bn.bias.repeat(splits),
-        True,
-        momentum,
-        bn.eps,
-    )
+    means, variances, outs = [], [], []
+    for part in x.chunk(splits):
+        mean, var = bn.running_mean.clone(), bn.running_var.clone()
+        outs.append(F.batch_norm(part, mean, var, bn.weight, bn.bias, True, momentum, bn.eps))
+        means.append(mean)
+        variances.append(var)
     with torch.no_grad():
-        bn.running_mean.copy_(mean.view(splits, c).mean(0))
-        bn.running_var.copy_(var.view(splits, c).mean(0))
+        bn.running_mean.copy_(torch.stack(means).mean(0))
+        bn.running_var.copy_(torch.stack(variances).mean(0))
         bn.num_batches_tracked += 1
-    return out.reshape(x.shape)
+    return torch.cat(outs)
 
 
 def _groups(n: int, splits: int) -> int:
