@@ -77,7 +77,7 @@ CELLS: dict[str, Cell] = {
     ),
     # issue #21: the hour at 16-32-256 (1.6x the time per image of 16-32-128: 14 epochs), no
     # zero-init residuals
-    "vicreg-16-32-256": Cell("vicreg.yaml", WIDE, random=True),
+    "vicreg-16-32-256": Cell("vicreg.yaml", WIDE, random=True, pixels=True),
     # every method's shipped recipe, about 15 minutes of one core each ...
     "vicreg-15min": Cell("vicreg.yaml", SHORT, random=True),
     # ... VICReg also with the official (facebookresearch/vicreg) LARS rule at the same lr
