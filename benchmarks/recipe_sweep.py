@@ -95,9 +95,10 @@ def main(argv: list[str] | None = None) -> None:
         if "steps" not in r:
             print(f"| {r['config']} | {r['n']} | {r['batch']} | - | {r['why']} | no |")
             continue
+        ok = "yes" if r["ok"] else "NO"
         print(
             f"| {r['config']} | {r['n']} | {r['batch']} | {r['steps']} | "
-            f"{r['first']:.3g} -> {r['last']:.3g} ({r['peak']:.3g}) | {'yes' if r['ok'] else 'NO'} |"
+            f"{r['first']:.3g} -> {r['last']:.3g} ({r['peak']:.3g}) | {ok} |"
         )
 
 
