@@ -270,3 +270,32 @@ def test_resume_with_another_architecture_is_refused(tmp_path, capsys, change) -
     with pytest.raises(CheckpointError, match=change.split("=")[0].replace(".", r"\.")):
         changed = config_to_dict(load_config(out / "config.yaml", [change]))
         loop.check_compatible(load_checkpoint(ckpt_path), changed, ckpt_path)
+
+
+def test_resume_refuses_a_changed_config_and_names_each_difference(tmp_path, capsys) -> None:
+    """Issue #22: --resume with data.limit=... seed=... train.lr=... trained on settings the
+    run never used and rewrote config.yaml with them; --config was silently ignored."""
+    out = tmp_path / "run"
+    assert pretrain(out, *QUICK) == 0
+    saved = (out / "config.yaml").read_text()
+    metrics = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    resume = ["pretrain", "--out", str(out), "--resume"]
+    changes = ["data.limit=96", "train.batch_size=16", "seed=7", "train.lr=5"]
+    assert main([*resume, *changes, "train.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    shown = ["data.limit: 128 -> 96", "train.batch_size: 32 -> 16", "seed: 0 -> 7"]
+    for line in [*shown, "train.lr: 0.2 -> 5.0"]:
+        assert line in err, err
+    assert "train.epochs:" not in err and "Traceback" not in err  # may change: not listed
+    (tmp_path / "other.yaml").write_text("train:\n  lr: 5.0\n")
+    assert main([*resume, "--config", str(tmp_path / "other.yaml")]) == 2
+    assert "--config" in capsys.readouterr().err
+    assert main(["supervised", "--out", str(out), "--resume"]) == 2  # a vicreg run
+    assert "supervised" in capsys.readouterr().err
+    assert (out / "config.yaml").read_text() == saved  # nothing trained or rewritten
+    assert (out / "metrics.jsonl").read_text() == metrics
+    allowed = ["train.epochs=2", "train.log_every=2", "train.progress=false", "eval.knn.k=[10]"]
+    assert main([*resume, *allowed]) == 0  # extend the run, log and evaluate differently
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["eval"]["knn"]["k"] == [10]

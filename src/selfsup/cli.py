@@ -43,7 +43,7 @@ from selfsup.evaluate.table import (
 )
 from selfsup.pipeline import evaluate_run, pretrain
 from selfsup.run.lock import rank_zero_lock, run_lock, writes_into
-from selfsup.rundir import load_run_config, read_results, saved_config
+from selfsup.rundir import load_run_config, read_results, resume_config
 from selfsup.train.checkpoint import load_checkpoint
 
 EPILOG = """tuning advice:
@@ -72,7 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--config", type=Path, help="YAML config (see configs/)")
     pre.add_argument("--out", type=Path, help="run directory (default: runs/METHOD-DATASET-TIME)")
     pre.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its own config.yaml; "
+        "overrides may change train.epochs, train.progress, train.log_every, "
+        "train.checkpoint_every, train.skip_nonfinite, eval.* (not eval.val_images) and viz.*",
     )
     pre.add_argument(
         "--overwrite",
@@ -200,9 +204,7 @@ VARIANT_HELP = {
 
 def _pretrain(args: argparse.Namespace) -> int:
     if args.resume:
-        if args.out is None:
-            raise SelfsupError("--resume needs --out RUN_DIR, the run to continue")
-        cfg = saved_config(args.out, args.overrides, doing="resume")
+        cfg = _resume_config(args)
     elif args.command == "supervised":
         cfg = load_config(args.config, args.overrides, method={"name": "supervised"})
     elif args.command == "joint":
@@ -221,6 +223,27 @@ def _pretrain(args: argparse.Namespace) -> int:
     _print_verdict(results["evals"])
     print(f"\nrun directory: {out}")
     return 0
+
+
+def _resume_config(args: argparse.Namespace) -> Config:
+    """The config of the run ``--resume`` continues: its own, with the overrides that may change
+    on resume (:func:`selfsup.rundir.resume_config`), for the command that trained it."""
+    if args.out is None:
+        raise SelfsupError("--resume needs --out RUN_DIR, the run to continue")
+    if args.config is not None:
+        raise SelfsupError(
+            f"--resume continues {args.out} with its own config.yaml; --config is not read then. "
+            "Drop --config (pass the keys that may change on resume, such as train.epochs=N, "
+            "as overrides), or start a new run with it"
+        )
+    cfg = resume_config(args.out, args.overrides)
+    kind = {"supervised": cfg.method.name == "supervised", "joint": cfg.joint.enabled}
+    if not kind.get(args.command, True):  # (pretrain continues any run: the study runner's way)
+        raise SelfsupError(
+            f"{args.out} is a {method_label(cfg)} run, not one of `selfsup {args.command}`; "
+            "continue it with: selfsup pretrain --out RUN_DIR --resume"
+        )
+    return cfg
 
 
 def _viz(args: argparse.Namespace) -> int:

@@ -19,8 +19,14 @@ import torchvision
 import yaml
 
 import selfsup
-from selfsup.config import Config, apply_overrides, config_from_dict, migrate_saved
-from selfsup.errors import SelfsupError
+from selfsup.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    migrate_saved,
+)
+from selfsup.errors import ConfigError, SelfsupError
 from selfsup.evaluate.table import measurement_key
 from selfsup.methods import Method, build_method
 from selfsup.train.checkpoint import load_checkpoint
@@ -90,6 +96,56 @@ def saved_config(run_dir: Path, overrides: Sequence[str] = (), *, doing: str) ->
         raise SelfsupError(f"cannot {doing}: {run_dir} holds no run (no config.yaml)")
     saved = migrate_saved(yaml.safe_load(cfg_path.read_text()) or {})
     return config_from_dict(apply_overrides(saved, list(overrides)))
+
+
+RESUME_MAY_CHANGE = (
+    "train.epochs",  # extend (or end sooner) a run; the lr schedule follows the new length
+    "train.progress",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.skip_nonfinite",
+    "eval.",  # how the trained backbone is measured, except ...
+    "viz.",  # pictures of the representation saved along the way
+)
+"""Keys ``--resume`` accepts a new value for (a prefix ending in "." covers a section): none
+changes what the steps already taken did or the data they read."""
+RESUME_FIXED = ("eval.val_images",)  # ... the held-out carve, which decides the training images
+
+
+def resume_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
+    """The saved config of the run to continue, with ``overrides`` of the keys that may change
+    on resume (:data:`RESUME_MAY_CHANGE`); any other change is a ConfigError listing each
+    difference as ``key: saved -> asked`` (it would train on settings the run never used and
+    rewrite its config.yaml with them)."""
+    saved = config_to_dict(saved_config(run_dir, doing="resume"))
+    cfg = saved_config(run_dir, overrides, doing="resume")
+    changed = {
+        key: pair
+        for key, pair in _differences(saved, config_to_dict(cfg)).items()
+        if key in RESUME_FIXED or not key.startswith(RESUME_MAY_CHANGE)
+    }
+    if changed:
+        lines = "".join(f"\n  {key}: {a!r} -> {b!r}" for key, (a, b) in changed.items())
+        allowed = ", ".join(k + "*" if k.endswith(".") else k for k in RESUME_MAY_CHANGE)
+        raise ConfigError(
+            f"--resume continues {run_dir} with the config it was trained with, but these "
+            f"overrides change it:{lines}\nOn resume only {allowed} may change (not "
+            f"{', '.join(RESUME_FIXED)}); to train with other settings start a new run "
+            "(another --out, or --overwrite to replace this one)"
+        )
+    return cfg
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict:
+    """``{dotted key: (old value, new value)}`` where two nested dicts differ."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[prefix + key] = (a, b)
+    return out
 
 
 def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
