@@ -235,6 +235,8 @@ def test_skip_nonfinite_skips_and_logs_bad_steps(tmp_path, monkeypatch) -> None:
     assert [r["step"] for r in recs if "skipped" in r] == [2]
     assert sorted(r["step"] for r in recs) == list(range(8))  # every step accounted for
     assert all(torch.isfinite(p).all() for p in method.parameters())
+    # the skipped step's forward left no NaN in the BatchNorm statistics (issue #22)
+    assert all(torch.isfinite(b).all() for b in method.buffers() if b.is_floating_point())
 
 
 def test_more_nonfinite_steps_than_allowed_stop_the_run(tmp_path, monkeypatch) -> None:
@@ -242,6 +244,68 @@ def test_more_nonfinite_steps_than_allowed_stop_the_run(tmp_path, monkeypatch) -
     _nan_views_at(monkeypatch, {2, 5})
     with pytest.raises(loop.TrainingDiverged, match="skip_nonfinite=1"):
         train_run(loop_method(cfg, data), data.images, cfg, tmp_path)
+
+
+def _poison_weights_at(method, at_step: int) -> None:
+    """After the optimizer step ``at_step`` a weight becomes inf (as a bf16 overflow makes it)
+    while that step's loss was finite; every later loss is NaN."""
+    real = method.on_step_end
+
+    def poisoned(step: int, total: int) -> None:
+        real(step, total)
+        if step == at_step:
+            with torch.no_grad():
+                next(method.parameters()).fill_(float("inf"))
+
+    method.on_step_end = poisoned
+
+
+@pytest.mark.parametrize(
+    ("at_step", "kept"),
+    [(5, r"last good checkpoint is .*last\.pt"), (1, "no checkpoint was written yet")],
+    ids=["after-a-good-checkpoint", "before-any-checkpoint"],
+)
+def test_a_checkpoint_of_non_finite_weights_is_never_written(tmp_path, at_step, kept) -> None:
+    """Issue #22: with skip_nonfinite the loss steps were skipped, but the epoch's checkpoint
+    was written with inf weights (a last.pt had 18 of 62 tensors at inf)."""
+    cfg, data = setup(["train.skip_nonfinite=100", "train.checkpoint_every=0"])
+    method = loop_method(cfg, data)
+    _poison_weights_at(method, at_step)
+    with pytest.raises(loop.TrainingDiverged, match=rf"weights .*NaN / inf.*{kept}"):
+        train_run(method, data.images, cfg, tmp_path)
+    path = tmp_path / "checkpoints" / "last.pt"
+    if at_step == 1:
+        assert not path.exists()
+    else:  # the epoch-0 checkpoint (step 4), finite, is kept
+        ckpt = load_checkpoint(path)
+        assert ckpt["step"] == 4
+        assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+
+
+def test_too_many_skipped_steps_before_any_checkpoint_name_no_checkpoint(tmp_path, monkeypatch):
+    """Issue #22: with train.checkpoint_every=0 the message named a last.pt that did not exist."""
+    cfg, data = setup(["train.skip_nonfinite=1", "train.checkpoint_every=0"])
+    _nan_views_at(monkeypatch, {2, 3})  # both in epoch 0: no checkpoint yet
+    with pytest.raises(loop.TrainingDiverged, match="skip_nonfinite=1") as err:
+        train_run(loop_method(cfg, data), data.images, cfg, tmp_path)
+    assert "last.pt" not in str(err.value) and "no checkpoint was written yet" in str(err.value)
+
+
+def test_non_finite_starting_weights_are_named_not_blamed_on_the_lr(tmp_path) -> None:
+    """Issue #22: backbone.weights= a file holding NaN ended in 'the loss became non-finite ...
+    Lower train.lr'."""
+    from selfsup.backbones.weights import export_backbone
+    from selfsup.errors import CheckpointError
+
+    cfg, data = setup()
+    state = loop_method(cfg, data).backbone.state_dict()
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    path = export_backbone(state, tmp_path / "nan.safetensors", "safetensors", {})
+    cfg.backbone.weights = str(path)
+    with pytest.raises(CheckpointError, match=rf"(?s)starting weights.*{name}.*nan\.safetensors"):
+        train_run(loop_method(cfg, data), data.images, cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
 
 def test_export_safetensors_then_start_from_it(tmp_path, capsys) -> None:

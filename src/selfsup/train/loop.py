@@ -272,9 +272,12 @@ def fit(
         skipped = int(ckpt.get("skipped_nonfinite", 0))
         log.truncate_after(step)
         remove_temporaries(ckpt_path.parent, ckpt_path.name)
+    _check_starting_weights(method, ckpt_path if resume else identity)
 
     def save(epoch: int, epoch_step: int, view_gen: torch.Generator | None) -> None:
-        """``epoch`` is the one to continue from, ``epoch_step`` the batches of it done."""
+        """``epoch`` is the one to continue from, ``epoch_step`` the batches of it done; never
+        weights holding NaN / inf (the run stops instead, its last good checkpoint kept)."""
+        _check_weights(method, step, epoch, ckpt_path)
         if main:
             save_checkpoint(
                 ckpt_path,
@@ -346,11 +349,13 @@ def fit(
                     group["weight_decay"] = wd if decayed else 0.0
                 method.before_step(step, total, stream.steps_per_epoch)
                 batch_labels = () if labels is None else (labels[idx.to(labels.device)].to(device),)
+                buffers = _snapshot_buffers(method) if tc.skip_nonfinite else {}
                 with autocast:
                     out = model(views, *batch_labels)
                 optimizer.zero_grad(set_to_none=True)
                 # every rank skips together (a rank that stepped alone would wait forever)
                 if tc.skip_nonfinite and any_rank(not bool(torch.isfinite(out.loss.detach()))):
+                    _restore_buffers(method, buffers)  # the forward's BN statistics too
                     skipped += 1  # (one host sync per step, only with skip_nonfinite on)
                     _log_skipped(log, bar, step, epoch, skipped, tc.skip_nonfinite, ckpt_path)
                 else:
@@ -409,13 +414,80 @@ def _log_skipped(
     if skipped > limit:
         raise TrainingDiverged(
             f"{skipped} steps had a non-finite loss (train.skip_nonfinite={limit}), the last at "
-            f"step {step} (epoch {epoch}); the last good checkpoint is {ckpt_path}. Lower "
-            "train.lr, set train.grad_clip (e.g. 1.0) or use train.precision=fp32."
+            f"step {step} (epoch {epoch}); {_kept(ckpt_path)}. {ADVICE}"
         )
     log.write(
         [{"step": step, "epoch": epoch, "skipped": "non-finite loss", "skipped_total": skipped}]
     )
     bar.write(f"selfsup: step {step}: non-finite loss, step skipped ({skipped} of {limit} allowed)")
+
+
+def _snapshot_buffers(method: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the buffers a forward pass may change (BatchNorm running statistics, ...): a
+    skipped step must leave no trace, and a NaN batch would make them NaN for good. Buffers
+    kept by collectives in ``on_step_end`` (queue, centre), which a skipped step does not
+    reach, are not copied."""
+    synced = set(synced_buffer_names(method))
+    return {k: b.detach().clone() for k, b in method.named_buffers() if k not in synced}
+
+
+def _restore_buffers(method: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    buffers = dict(method.named_buffers())
+    with torch.no_grad():
+        for name, value in saved.items():
+            buffers[name].copy_(value)
+
+
+ADVICE = "Lower train.lr, set train.grad_clip (e.g. 1.0) or use train.precision=fp32."
+
+
+def _kept(ckpt_path: Path) -> str:
+    """What a diverged run keeps: every checkpoint written holds finite weights
+    (:func:`_check_weights`), so the one there, if any, is good."""
+    if ckpt_path.exists():
+        return f"the last good checkpoint is {ckpt_path}"
+    return "no checkpoint was written yet (train.checkpoint_every=0: only at epoch ends)"
+
+
+def _nonfinite_tensors(method: nn.Module) -> tuple[list[str], int]:
+    """The names of ``method``'s floating-point state tensors holding NaN or inf (one host
+    sync), and how many floating-point tensors it has."""
+    state = {k: t for k, t in method.state_dict().items() if t.is_floating_point()}
+    if not state:
+        return [], 0
+    finite = torch.stack([torch.isfinite(t).all() for t in state.values()]).tolist()
+    return [k for k, ok in zip(state, finite, strict=True) if not ok], len(state)
+
+
+def _check_weights(method: nn.Module, step: int, epoch: int, ckpt_path: Path) -> None:
+    """Stop before a checkpoint of weights holding NaN / inf replaces a good one (a finite
+    loss can still step to inf weights; later steps are then skipped with skip_nonfinite)."""
+    bad, total = _nonfinite_tensors(method)
+    if any_rank(bool(bad)):
+        raise TrainingDiverged(
+            f"the model's weights hold NaN / inf at step {step} (epoch {epoch}): {len(bad)} of "
+            f"{total} tensors, e.g. {', '.join(bad[:3]) or 'on another process'}; not saved, "
+            f"{_kept(ckpt_path)}. {ADVICE}"
+        )
+
+
+def _check_starting_weights(method: nn.Module, source: Path | dict[str, Any]) -> None:
+    """Refuse to train from weights that already hold NaN / inf (a ``backbone.weights`` file,
+    the checkpoint resumed from): no learning rate would help. ``source``: the checkpoint
+    path, or the identity (config) naming the weights file."""
+    bad, total = _nonfinite_tensors(method)
+    if not bad:
+        return
+    if isinstance(source, Path):
+        where = f"the checkpoint {source}"
+    else:
+        weights = (source.get("backbone") or {}).get("weights")
+        where = f"backbone.weights={weights}" if weights else "the initialisation"
+    raise CheckpointError(
+        f"the starting weights hold NaN / inf before any training step: {len(bad)} of {total} "
+        f"tensors, e.g. {', '.join(bad[:3])}, from {where}. Use weights with finite values "
+        "(or none: random init)"
+    )
 
 
 def _weight_decay(tc: TrainConfig, step: int, total: int) -> float:
@@ -452,14 +524,9 @@ def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path:
     records = []
     for s, lr, values, ok in zip(pending.steps, pending.lrs, stacked, finite, strict=True):
         if not ok:
-            kept = (
-                f"the last good checkpoint is {ckpt_path}"
-                if ckpt_path.exists()
-                else ("no checkpoint was written yet")
-            )
             raise TrainingDiverged(
-                f"the loss became non-finite ({values[0]}) at step {s} (epoch {epoch}); {kept}. "
-                "Lower train.lr, set train.grad_clip (e.g. 1.0) or use train.precision=fp32."
+                f"the loss became non-finite ({values[0]}) at step {s} (epoch {epoch}); "
+                f"{_kept(ckpt_path)}. {ADVICE}"
             )
         rec = {"step": s, "epoch": epoch, "loss": values[0], "lr": lr, "images_per_s": ips}
         rec.update(dict(zip(names, values[1:], strict=True)))
