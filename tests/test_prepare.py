@@ -146,6 +146,59 @@ def test_a_killed_prepare_leaves_no_cache_that_loads(tmp_path: Path) -> None:
         prepare.prepare_image_folder(folder, 8, out)
 
 
+SWAP_KILLER = """
+import os, signal, sys
+from pathlib import Path
+from selfsup.data.prepare import prepare_image_folder
+out, real = Path(sys.argv[2]), os.replace
+def replace(src, dst):
+    if Path(dst) == out:  # the new cache onto CACHE: the old one was moved aside just before
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst)
+os.replace = replace
+prepare_image_folder(sys.argv[1], 8, sys.argv[2], workers=1, overwrite=True)
+"""
+
+
+def test_prepare_overwrite_killed_between_its_two_renames_keeps_the_old_cache(
+    tmp_path: Path,
+) -> None:
+    """Issue #22: the old cache was renamed aside, the kill came before the new one was renamed
+    into place, and the next prepare (or any cleanup) deleted the old one with the leftovers."""
+    folder = _folder(tmp_path / "pets")
+    out = tmp_path / "c"
+    prepare.prepare_image_folder(folder, 8, out, workers=1)
+    first = load_dataset(f"cache:{out}").images.clone()
+    (folder / "train" / "ant" / "photo.jpg").unlink()
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.run([sys.executable, "-c", SWAP_KILLER, str(folder), str(out)], env=env)
+    assert proc.returncode == -9
+    assert torch.equal(load_dataset(f"cache:{out}").images, first)  # the old cache, whole
+    prepare.prepare_image_folder(folder, 8, out, workers=1, overwrite=True)
+    assert len(load_dataset(f"cache:{out}")) == len(first) - 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "pets"]  # no leftovers
+
+
+def test_a_failed_second_rename_puts_the_old_cache_back(tmp_path: Path, monkeypatch) -> None:
+    folder = _folder(tmp_path / "pets")
+    out = tmp_path / "c"
+    prepare.prepare_image_folder(folder, 8, out, workers=1)
+    first = load_dataset(f"cache:{out}").images.clone()
+    real = os.replace
+
+    def failing(src, dst) -> None:
+        if Path(dst) == out:
+            raise OSError(5, "Input/output error")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(WriteError, match="Input/output error"):
+        prepare.prepare_image_folder(folder, 8, out, workers=1, overwrite=True)
+    monkeypatch.undo()
+    assert torch.equal(load_dataset(f"cache:{out}").images, first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "pets"]
+
+
 def test_training_from_the_cache_equals_training_in_memory(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "imgs", ("a", "b"), 32, size=16)
     prepare.prepare_image_folder(tmp_path / "imgs", 16, tmp_path / "c", workers=1)

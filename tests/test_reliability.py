@@ -89,6 +89,62 @@ def test_failed_results_write_keeps_the_previous_file(tmp_path, monkeypatch) -> 
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make ``folder`` read-only for this process, even as root (where chmod stops nothing):
+    creating a file or folder in it raises EACCES, as a read-only folder or mount does."""
+    import pathlib
+    import tempfile
+
+    def deny(folder: Path) -> None:
+        def check(where: object) -> None:
+            if Path(str(where)).resolve().is_relative_to(folder.resolve()):
+                raise PermissionError(13, "Permission denied", str(where))
+
+        real_mkstemp, real_mkdtemp, real_mkdir = tempfile.mkstemp, tempfile.mkdtemp, Path.mkdir
+
+        def mkstemp(*args, dir=None, **kwargs):
+            check(dir)
+            return real_mkstemp(*args, dir=dir, **kwargs)
+
+        def mkdtemp(*args, dir=None, **kwargs):
+            check(dir)
+            return real_mkdtemp(*args, dir=dir, **kwargs)
+
+        def mkdir(self, *args, **kwargs):
+            if not self.is_dir():
+                check(self)
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+        monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+
+    return deny
+
+
+def test_a_read_only_folder_is_a_write_error_not_a_traceback(tmp_path, read_only) -> None:
+    """Issue #22: atomic.py created its temporary outside its try, so a read-only output or
+    data folder gave a raw PermissionError traceback."""
+    from fakedata import write_image_folder
+    from selfsup.atomic import atomic_folder
+    from selfsup.data.sources import load_dataset
+
+    write_image_folder(tmp_path / "pets", ("ant", "bee"), 3, size=(20, 20), seed=0)
+    (tmp_path / "ro").mkdir()
+    read_only(tmp_path / "ro")
+    with pytest.raises(WriteError, match=r"results\.json.*Permission denied"):
+        write_json_atomic(tmp_path / "ro" / "results.json", {"evals": []})
+    with (
+        pytest.raises(WriteError, match=r"Permission denied"),
+        atomic_folder(tmp_path / "ro" / "c"),
+    ):
+        pass
+    with pytest.raises(WriteError, match=r"(?s)Permission denied.*data\.root"):
+        load_dataset(f"imagefolder:{tmp_path / 'pets'}", root=tmp_path / "ro", image_size=8)
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
 def test_run_files_get_the_umask_permissions(tmp_path) -> None:
     old = os.umask(0o022)
     try:

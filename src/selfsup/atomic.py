@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,15 +29,31 @@ def _umask() -> int:
     return mask
 
 
+def _temporary(path: Path, *, folder: bool = False) -> Path:
+    """A new hidden temporary file (or folder) beside ``path``, or a WriteError saying why
+    not (a read-only folder, a full disk)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kw = {"prefix": f".{path.name}.", "suffix": ".tmp", "dir": path.parent}
+        if folder:
+            return Path(tempfile.mkdtemp(**kw))
+        fd, name = tempfile.mkstemp(**kw)
+        os.close(fd)
+        return Path(name)
+    except OSError as err:
+        raise WriteError(
+            f"could not write {path}: cannot create a file in {path.parent} "
+            f"({err.strerror or err}); nothing was changed there. Make the folder writable or "
+            "choose another one"
+        ) from err
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``; when the block completes it is synced, given the
     umask's permissions and renamed onto ``path``. On any error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _temporary(path)
     try:
         yield tmp
         with tmp.open("rb+") as f:
@@ -80,25 +96,65 @@ def atomic_folder(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     """A temporary folder beside ``path`` to fill; when the block completes it is renamed onto
     ``path`` (a folder already there is replaced only with ``overwrite``). On any error, and
     after a kill, only a hidden ``.NAME.*.tmp`` folder is left, never a partial ``path``;
-    temporaries a kill left are removed the next time."""
+    temporaries a kill left are removed the next time. A replaced folder is lost at no
+    point: see :func:`_swap_in` and :func:`recover_folder`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for old in path.parent.glob(f".{path.name}.*.tmp"):
-        shutil.rmtree(old, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    recover_folder(path)
+    _remove_temporaries(path)
+    tmp = _temporary(path, folder=True)
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
-        if path.exists() and overwrite:  # moved aside first: a folder cannot replace a folder
-            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-            os.replace(path, aside / path.name)
-        os.replace(tmp, path)
+        _swap_in(tmp, path, overwrite)
     except OSError as err:
         raise WriteError(
             f"could not write the folder {path} ({err.strerror or err}); nothing was left at "
-            f"{path} by this write. Free disk space or fix permissions, then run again"
+            f"{path} by this write (a folder already there is as it was). Free disk space or "
+            "fix permissions, then run again"
         ) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        for old in path.parent.glob(f".{path.name}.*.tmp"):
-            shutil.rmtree(old, ignore_errors=True)
+        _remove_temporaries(path)
+
+
+def _remove_temporaries(path: Path) -> None:
+    for old in path.parent.glob(f".{path.name}.*.tmp"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _replaced(path: Path) -> Path:
+    """Where :func:`_swap_in` keeps the folder it replaces until the new one is in place."""
+    return path.with_name(f".{path.name}.replaced")
+
+
+def _swap_in(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` onto ``path``. A folder cannot replace a folder in one rename, so one
+    already there (with ``overwrite``) is first renamed to :func:`_replaced`, put back when
+    the second rename fails, and deleted only once the new one is in place; a kill between
+    the two renames leaves it there for :func:`recover_folder` to put back."""
+    if not (overwrite and path.exists()):
+        os.replace(tmp, path)
+        return
+    old = _replaced(path)
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(path: str | Path) -> None:
+    """Finish what a kill inside :func:`_swap_in` left: the replaced folder goes back to
+    ``path`` when nothing took its place, and is deleted when the new one did. Best effort
+    (a reader without write access leaves it for the next writer)."""
+    path = Path(path)
+    old = _replaced(path)
+    if not old.exists():
+        return
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        with suppress(OSError):
+            os.replace(old, path)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.atomic import atomic_folder
+from selfsup.atomic import atomic_folder, recover_folder
 from selfsup.config import check_choice
 from selfsup.data.array import ImageArray
 from selfsup.data.imagefolder import (
@@ -153,6 +153,7 @@ def load_prepared(
     left out when it was prepared are named on stderr, or with ``on_bad_image="fail"`` the
     first is a :class:`DataError` (as for ``imagefolder:PATH``)."""
     root = Path(path).expanduser()
+    recover_folder(root)  # a prepare --overwrite killed between its two renames
     how = f"create it with: selfsup prepare imagefolder:FOLDER --size S --out {root}"
     if not root.is_dir():
         raise DataError(f"no prepared cache at {root}; {how}")

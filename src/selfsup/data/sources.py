@@ -40,7 +40,7 @@ from selfsup.data.imagefolder import load_image_folder
 from selfsup.data.lfw import DEFAULT_MIN_IMAGES, LFW_TEST_FRACTION, load_lfw
 from selfsup.data.prepare import load_prepared
 from selfsup.data.synthetic import make_synthetic
-from selfsup.errors import ConfigError, DataError
+from selfsup.errors import ConfigError, DataError, WriteError
 from selfsup.registry import Registry
 
 FASHION_MNIST_SYSTEM_DIRS: list[Path] = [Path("/usr/share/datasets/fashion-mnist")]
@@ -145,7 +145,13 @@ def load_dataset(
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
     check_choice("data", "on_bad_image", on_bad_image)
     data_root = default_data_root() if root is None else Path(root).expanduser()
-    array = loader(_Request(split, data_root, download, image_size, path, on_bad_image))
+    try:
+        array = loader(_Request(split, data_root, download, image_size, path, on_bad_image))
+    except WriteError as err:  # a decoded cache (image folder, STL-10 unlabeled, LFW)
+        raise WriteError(
+            f"{err}. Datasets and their caches live in the data root {data_root}: set "
+            "data.root (or $SELFSUP_DATA) to a writable folder"
+        ) from err
     array.name, array.split = name, split
     return array
 
