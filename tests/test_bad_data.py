@@ -562,3 +562,43 @@ def test_unreadable_stl10_file_is_a_data_error(
     with pytest.raises(DataError, match="Permission denied") as err:
         load_dataset("stl10", "train", root=tmp_path)
     assert str(path) in str(err.value)
+
+
+SPECIAL_FILES = """
+import sys
+from pathlib import Path
+from selfsup.data.sources import load_dataset
+data = load_dataset(f"imagefolder:{sys.argv[1]}", root=sys.argv[2], image_size=16,
+                    on_bad_image=sys.argv[3])
+print(len(data))
+"""
+
+
+@pytest.mark.parametrize("on_bad_image", ["skip", "fail"])
+def test_a_pipe_or_socket_named_png_is_skipped_not_opened(tmp_path: Path, on_bad_image) -> None:
+    """Issue #22: a FIFO named x.png hung the run forever (opening it waits for a writer)."""
+    import socket
+    import subprocess
+    import sys
+
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        PIL.Image.fromarray(_rgb(i)).save(folder / f"good{i}.png")
+    os.mkfifo(folder / "x.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "y.jpg"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    cmd = [sys.executable, "-c", SPECIAL_FILES, str(tmp_path / "imgs"), str(tmp_path), on_bad_image]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        sock.close()
+    if on_bad_image == "fail":
+        assert proc.returncode == 1 and "DataError" in proc.stderr and "x.png" in proc.stderr
+        assert "not a regular file" in proc.stderr
+        return
+    assert proc.returncode == 0 and proc.stdout.strip() == "3", proc.stderr
+    listed = {Path(e["path"]).name: e["reason"] for e in _report(tmp_path)["skipped"]}
+    assert set(listed) == {"x.png", "y.jpg"}
+    assert "named pipe" in listed["x.png"] and "socket" in listed["y.jpg"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -234,10 +235,30 @@ Decoder = Callable[[list[Path], int], Iterator["np.ndarray | str"]]
 """Decodes files at a size, in order: each as uint8 (3, S, S), or the reason it is unusable."""
 
 
+_KINDS = {
+    stat.S_ISFIFO: "a named pipe",
+    stat.S_ISSOCK: "a socket",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISDIR: "a folder",
+}
+
+
+def not_a_regular_file(mode: int) -> str | None:
+    """Why a file of ``mode`` (``os.stat``'s) is never opened, or None for a regular file:
+    opening a named pipe waits for a writer, forever; a device or socket is no image."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS.items() if test(mode)), "a special file")
+    return f"not a regular file ({kind}): never opened"
+
+
 def decode_or_reason(path: Path, size: int) -> np.ndarray | str:
-    """:func:`decode`, or why ``path`` cannot be used (a string) when it fails."""
+    """:func:`decode`, or why ``path`` cannot be used (a string) when it fails. Only a regular
+    file is opened (checked again here: it may have been replaced since it was listed)."""
     try:
-        return decode(path, size)
+        irregular = not_a_regular_file(os.stat(path).st_mode)
+        return irregular if irregular else decode(path, size)
     except Exception as e:  # any failure to decode means this file is unusable
         return _why_bad(e)
 
@@ -292,15 +313,21 @@ def list_split(path: Path, split: str, fail: bool) -> Listing:
     files, labels, listing = [], [], []
     for f, label in zip(candidates, candidate_labels, strict=True):
         try:
-            stat = f.stat()
+            info = f.stat()
         except OSError as e:
             if fail:
                 raise bad_image_error(f, f"cannot read the file: {e.strerror or e}") from e
             skipped.append((f, f"cannot read the file: {e.strerror or e}"))
             continue
+        irregular = not_a_regular_file(info.st_mode)
+        if irregular:
+            if fail:
+                raise bad_image_error(f, irregular)
+            skipped.append((f, irregular))
+            continue
         files.append(f)
         labels.append(label)
-        listing.append([f.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
+        listing.append([f.relative_to(folder).as_posix(), info.st_size, info.st_mtime_ns])
     return Listing(folder, files, labels, classes, listing, skipped)
 
 

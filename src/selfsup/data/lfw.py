@@ -24,6 +24,7 @@ mismatched lines ``name1 i name2 j``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from torchvision.datasets import LFWPeople
 
 from selfsup.data.array import ImageArray
 from selfsup.data.cache import cache_key, file_signature, open_npy, write_npy_atomic
+from selfsup.data.imagefolder import not_a_regular_file
 from selfsup.errors import ConfigError, DataError
 
 LFW_FOLDER = "lfw-py"  # torchvision's base_folder
@@ -123,7 +125,11 @@ def split_by_image(
 
 
 def decode_face(path: Path, size: int, crop: float = FACE_CROP) -> np.ndarray:
-    """uint8 (3, size, size): the central ``crop`` square of the image, resized (bilinear)."""
+    """uint8 (3, size, size): the central ``crop`` square of the image, resized (bilinear).
+    Only a regular file is opened (a named pipe would wait for a writer forever)."""
+    irregular = not_a_regular_file(os.stat(path).st_mode)
+    if irregular:
+        raise ValueError(irregular)
     with Image.open(path) as opened:
         image = opened.convert("RGB")
     w, h = image.size
@@ -150,8 +156,7 @@ def load_faces(files: list[Path], size: int, cache_dir: Path) -> torch.Tensor:
             except (OSError, ValueError) as err:
                 raise DataError(f"cannot read the LFW image {f}: {err}") from err
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    write_npy_atomic(npy, shape, fill)
+    write_npy_atomic(npy, shape, fill)  # (creates cache_dir, or a WriteError says why not)
     images = open_npy(npy, shape)
     if images is None:
         raise DataError(f"cannot read back the cache {npy} just written; delete it and retry")
