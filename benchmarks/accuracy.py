@@ -199,7 +199,82 @@ def report(out: Path) -> str:
     table = "\n".join(rows + baselines)
     (out / "table.md").write_text(table + "\n")
     _plot(curves, out / "curves.png")
+    table += "\n\n" + time_to_accuracy(out)
     return table
+
+
+MARKS = (1, 3, 15, 60)  # minutes of one core
+
+
+def test_curve(run_dir: Path) -> list[tuple[float, float]]:
+    """(training seconds, kNN-20 on the full test split) per epoch, from ``--test-curve``."""
+    path = run_dir / "metrics.jsonl"
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["train_seconds"], r["bench_test_knn20"]) for r in recs if "bench_test_knn20" in r]
+
+
+def time_to_accuracy(out: Path) -> str:
+    """The headline table and ``time_to_accuracy.png``: per cell run with ``--test-curve``,
+    kNN-20 on the full test split of the checkpoint reached within 1, 3, 15 and 60 minutes of
+    one core (the last epoch that ended by then: a point of that run's schedule, not a recipe
+    tuned for that budget), beside the raw pixels and the random-init network."""
+    curves = {n: test_curve(out / n) for n in CELLS if (out / n / "metrics.jsonl").is_file()}
+    curves = {n: c for n, c in curves.items() if c}
+    head = "| run | " + " | ".join(f"{m} min" for m in MARKS) + " | final (minutes) |"
+    rows = [head, "|---" * (len(MARKS) + 2) + "|"]
+    for name, points in curves.items():
+        cells = []
+        for mark in MARKS:
+            done = [a for t, a in points if t <= 60 * mark]
+            cells.append(f"{100 * done[-1]:.1f}%" if done else "-")
+        final = f"{100 * points[-1][1]:.1f}% ({points[-1][0] / 60:.0f})"
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {final} |")
+    _plot_test(curves, _baselines(out), out / "time_to_accuracy.png")
+    return "\n".join(rows)
+
+
+def _baselines(out: Path) -> dict[str, float]:
+    """kNN-20 of the raw pixels and the random-init networks among the finished cells."""
+    found = {}
+    for name in CELLS:
+        path = out / name / "results.json"
+        if path.is_file():
+            for rec in json.loads(path.read_text())["evals"]:
+                if rec["protocol"] == "knn" and rec["init"] in ("pixels", "random"):
+                    label = "raw pixels" if rec["init"] == "pixels" else f"random init ({name})"
+                    found[label] = rec["top1"]
+    return found
+
+
+def _plot_test(curves: dict, baselines: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        ax.plot(
+            [t / 60 for t, _ in points], [100 * a for _, a in points], marker="o", ms=3, label=name
+        )
+    for i, (label, top1) in enumerate(baselines.items()):
+        ax.axhline(
+            100 * top1,
+            color="0.3",
+            linestyle=("--", ":", "-.")[i % 3],
+            linewidth=1,
+            label=f"{label} {100 * top1:.1f}%",
+        )
+    ax.set_xscale("log")
+    ax.set_xticks(MARKS, [str(m) for m in MARKS])
+    ax.set_xlabel("training time, minutes of one core (log scale)")
+    ax.set_ylabel("kNN-20 top-1 on the full test split (%)")
+    ax.set_title("Fashion-MNIST: time to accuracy (60,000-image bank)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _pct(rec: dict | None) -> str:
