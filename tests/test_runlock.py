@@ -107,7 +107,8 @@ def held_run(tmp_path_factory) -> Iterator[tuple[Path, int]]:
     "command",
     [
         ["pretrain", "--out", "RUN", *TINY],
-        ["supervised", "--out", "RUN", "--resume"],
+        ["pretrain", "--out", "RUN", "--resume"],
+        ["supervised", "--out", "RUN"],
         ["joint", "--out", "RUN", *TINY],
         ["eval", "RUN"],
         ["export", "RUN"],
