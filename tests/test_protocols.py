@@ -16,7 +16,7 @@ from torch import nn
 from selfsup.backbones import build_backbone
 from selfsup.config import Config, load_config
 from selfsup.data.array import ImageArray, channel_stats
-from selfsup.errors import ConfigError
+from selfsup.errors import ConfigError, DataError
 from selfsup.evaluate import protocols, semisupervised
 from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
 from selfsup.evaluate.features import extract_features
@@ -91,6 +91,20 @@ def states_equal(a: nn.Module, b: nn.Module) -> bool:
     """Same parameters *and* buffers (batch-norm running statistics)."""
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_the_harness_refuses_a_test_split_whose_classes_differ_from_the_banks(
+    tmp_path: Path,
+) -> None:
+    """Issue 22.4: label i of the test split must mean the class label i means in the
+    training split (the kNN bank, the probe's targets); the harness used to score any pair of
+    splits, so misaligned image-folder classes reported 0.0% for every backbone."""
+    cfg = config()
+    train, test = synthetic_splits(cfg)
+    names = [*test.classes[1:], test.classes[0]]  # the same names, labels shifted by one
+    shifted = ImageArray(test.images, test.labels, names, test.name, test.split)
+    with pytest.raises(DataError, match=r"classes.*differ.*circle-striped.*circle-checkered"):
+        evaluate(tiny_backbone(), cfg, ["knn"], tmp_path, {"synthetic": (train, shifted)})
 
 
 # --- the leakage guard: a test split that logs every touch, protocols that log their fit -----

@@ -446,6 +446,40 @@ def test_imagefolder_splits(tmp_path: Path) -> None:
     assert len(load_dataset(name, "test", root=tmp_path, image_size=16)) == len(test["rgb"])
 
 
+def test_imagefolder_test_split_takes_the_train_splits_classes(tmp_path: Path) -> None:
+    """Issue 22.4: each split took its classes from its own non-empty folders, so with
+    ``test/a`` empty the test images of ``b`` were labelled 0, class ``a`` in training (kNN
+    0.0%). The test split is labelled by the train split's classes (a cached test split is
+    rebuilt when they change), and a test class the train split lacks is a DataError."""
+    root, name = tmp_path / "ds", f"imagefolder:{tmp_path / 'ds'}"
+    write_image_folder(root / "train", classes=["b", "c"], per_class=2, seed=1)
+    write_image_folder(root / "test", classes=["b", "c"], per_class=2, seed=2)
+    (root / "test" / "a").mkdir()
+    test = load_dataset(name, "test", root=tmp_path, image_size=16)
+    assert test.classes == ["b", "c"] and test.labels.tolist() == [0, 0, 1, 1]
+    write_image_folder(root / "train", classes=["a"], per_class=2, seed=3)
+    train = load_dataset(name, "train", root=tmp_path, image_size=16)
+    test = load_dataset(name, "test", root=tmp_path, image_size=16)
+    assert train.classes == test.classes == ["a", "b", "c"]
+    assert test.labels.tolist() == [1, 1, 2, 2]
+    write_image_folder(root / "test", classes=["d"], per_class=1, seed=4)
+    with pytest.raises(DataError, match=r"class 'd'.*the train split.*has no.*a, b, c"):
+        load_dataset(name, "test", root=tmp_path, image_size=16)
+
+
+def test_a_test_folder_inside_a_train_split_of_class_folders_is_no_class(tmp_path: Path) -> None:
+    """``PATH/<class>`` with ``PATH/test/<class>``: PATH is the train split and PATH/test the
+    test split; the test images used to be trained on as well, as a class named 'test'."""
+    write_image_folder(tmp_path / "ds", classes=["a", "b"], per_class=2, seed=1)
+    write_image_folder(tmp_path / "ds" / "test", classes=["a", "b"], per_class=1, seed=2)
+    name = f"imagefolder:{tmp_path / 'ds'}"
+    train = load_dataset(name, "train", root=tmp_path, image_size=16)
+    test = load_dataset(name, "test", root=tmp_path, image_size=16)
+    assert train.classes == test.classes == ["a", "b"] and len(train) == 4
+    assert not [f for f in train.files if f.startswith("test/")]
+    assert test.files == ["a/img000.png", "b/img000.png"] and test.labels.tolist() == [0, 1]
+
+
 def test_imagefolder_missing_test_split_lists_subfolders(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "ds", classes=["apple", "pear"], per_class=1)
     name = f"imagefolder:{tmp_path / 'ds'}"

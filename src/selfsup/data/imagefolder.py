@@ -2,12 +2,15 @@
 
 Layout of ``imagefolder:PATH``::
 
-    PATH/train/<class>/*.jpg   (or PATH/<class>/*.jpg: PATH itself is the train split)
+    PATH/train/<class>/*.jpg   (or PATH/<class>/*.jpg: PATH itself is the train split, and
+                                its test/ or val/ folder is the test split, not a class)
     PATH/test/<class>/*.jpg    (or PATH/val/...)
 
 Sorted class-folder names are the classes (class folders are searched recursively; ones without
 images, and hidden entries, are ignored); a split folder with only loose images is unlabeled
-(labels -1); a folder with both is an error rather than a guess.
+(labels -1); a folder with both is an error rather than a guess. The train split's classes
+are every split's: the test split is labelled by them (an empty ``test/a`` changes nothing), and
+a test class the train split has no images of is a :class:`DataError`.
 
 Every image, whatever its mode or size, becomes RGB, its shorter side resized to
 ``image_size`` and centre-cropped square, so the whole split is one uint8 (N, 3, S, S) array.
@@ -132,13 +135,27 @@ def split_folder(path: Path, split: str) -> Path:
     )
 
 
-def scan(folder: Path) -> tuple[list[Path], list[int], list[str], Skipped]:
+def other_splits(path: Path, folder: Path) -> frozenset[str]:
+    """The sub-folders of the train split ``folder`` that are no classes of it: the test
+    split's folders when the train split is the image folder ``path`` itself (``PATH/<class>``
+    beside ``PATH/test/<class>``)."""
+    if folder != path:
+        return frozenset()
+    return frozenset(sub for sub in _SPLIT_DIRS["test"] if (path / sub).is_dir())
+
+
+def scan(
+    folder: Path, exclude: frozenset[str] = frozenset()
+) -> tuple[list[Path], list[int], list[str], Skipped]:
     """Files, labels and classes of one split folder (labels -1 and no classes when flat), and
-    the entries skipped while looking (symbolic links not followed, unlistable folders)."""
+    the entries skipped while looking (symbolic links not followed, unlistable folders); the
+    entries named in ``exclude`` (another split's folders) are not looked at."""
     root = folder.resolve()
     skipped: Skipped = []
     try:
-        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        entries = sorted(
+            p for p in folder.iterdir() if not p.name.startswith(".") and p.name not in exclude
+        )
     except OSError as e:
         raise DataError(f"cannot list the image folder {folder}: {e.strerror or e}") from e
     loose, subdirs = [], []
@@ -303,11 +320,40 @@ class Listing:
     skipped: Skipped  # left out while looking (links not followed, unreadable files)
 
 
+def _align_to_train(
+    path: Path, folder: Path, labels: list[int], classes: list[str]
+) -> tuple[list[int], list[str]]:
+    """A test split's ``labels`` and ``classes`` (its own class folders) relabelled by the
+    train split's classes, so that label i names one class in both splits (evaluation fits
+    on train and scores test with the same labels). A test class the train split has no
+    images of is a :class:`DataError`; an unlabeled test split is returned as it is."""
+    if not classes:
+        return labels, classes
+    train_folder = split_folder(path, "train")
+    train = scan(train_folder, other_splits(path, train_folder))[2]
+    missing = [name for name in classes if name not in train]
+    if missing:
+        raise DataError(
+            f"{folder} holds images of the class {missing[0]!r}, but the train split "
+            f"{train_folder} has no images of it (its classes: "
+            f"{', '.join(train) or 'none, its images are loose'}); a label must name the same "
+            "class in both splits: add that class to the train split or take it out of the "
+            "test split"
+        )
+    index = {name: i for i, name in enumerate(train)}
+    return [index[classes[label]] for label in labels], train
+
+
 def list_split(path: Path, split: str, fail: bool) -> Listing:
     """Find ``split`` of the image folder at ``path`` and stat every image in it; with ``fail``
-    the first file that cannot be used is a :class:`DataError`."""
-    folder = split_folder(path.expanduser().absolute(), split)
-    candidates, candidate_labels, classes, skipped = scan(folder)
+    the first file that cannot be used is a :class:`DataError`. The test split's labels are
+    the train split's classes (:func:`_align_to_train`)."""
+    path = path.expanduser().absolute()
+    folder = split_folder(path, split)
+    exclude = other_splits(path, folder) if split == "train" else frozenset()
+    candidates, candidate_labels, classes, skipped = scan(folder, exclude)
+    if split == "test":
+        candidate_labels, classes = _align_to_train(path, folder, candidate_labels, classes)
     if fail and skipped:
         raise bad_image_error(*skipped[0])
     files, labels, listing = [], [], []
@@ -377,7 +423,9 @@ def load_image_folder(
     folder, classes = found.folder, found.classes
     skipped_key = [[str(p), reason] for p, reason in found.skipped]
     folder_key = cache_key(["imagefolder", str(folder), image_size])
-    key = cache_key(["imagefolder", 2, str(folder), image_size, found.listing, skipped_key])
+    key = cache_key(
+        ["imagefolder", 3, str(folder), image_size, found.listing, skipped_key, classes]
+    )  # the classes too: a test split's labels change with the train split's classes
     npy = cache_dir / f"imagefolder-{folder_key}-{key}.npy"
     sidecar = npy.with_suffix(".json")
     report = npy.with_suffix(".bad.json")

@@ -25,6 +25,7 @@ from selfsup.config import Config, EvalConfig
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
 from selfsup.data.classes import select_classes
 from selfsup.data.sources import load_dataset
+from selfsup.errors import DataError
 from selfsup.evaluate import protocols as _protocols  # noqa: F401  (registers knn, linear, ...)
 from selfsup.evaluate import semisupervised as _semisupervised  # noqa: F401  (pseudo-label)
 from selfsup.evaluate.context import PROTOCOLS, EvalContext
@@ -58,6 +59,26 @@ def load_eval_splits(
     )
     return seeded_subset(train, cfg.train_limit, EVAL_SUBSET_SEED), seeded_subset(
         test, cfg.test_limit, EVAL_SUBSET_SEED + 1
+    )
+
+
+def check_same_classes(dataset: str, train: ImageArray, test: ImageArray) -> None:
+    """Refuse to score ``test`` unless label i names the same class as in ``train`` (the kNN
+    bank, the probes' targets): misaligned splits score 0% for every backbone, silently."""
+    if list(train.classes) == list(test.classes):
+        return
+    pairs = zip(train.classes, test.classes, strict=False)
+    first = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+    if first is None:
+        diff = f"the train split has {len(train.classes)}, the test split {len(test.classes)}"
+    else:
+        a, b = train.classes[first], test.classes[first]
+        diff = f"label {first} is {a!r} in the train split, {b!r} in the test split"
+    raise DataError(
+        f"{dataset}: the classes of the train split (the kNN bank and the probes' targets) and "
+        f"of the test split differ ({diff}), so a label would name one class in fitting and "
+        "another in scoring; make both splits hold the same classes (for an image folder, the "
+        "same class folder names)"
     )
 
 
@@ -96,6 +117,7 @@ def evaluate_backbone(
                 name, cfg, root=root, download=download, image_size=image_size
             )
         train, test = splits[name]
+        check_same_classes(name, train, test)
         test_id = test.content_id()
         channels = input_channels(backbone)
         mean, std = channel_stats(match_channels(train.images, channels))
