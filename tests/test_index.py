@@ -153,6 +153,26 @@ def test_a_missing_or_stale_index_says_to_run_selfsup_index(run: Path, tmp_path:
     assert main(["retrieve", str(copy), "--query", "0"]) == 0
 
 
+def test_an_image_replaced_after_indexing_is_never_answered_from_the_old_features(
+    run: Path, tmp_path: Path, capsys
+) -> None:
+    """Issue 22.8: an image replaced by another of the same name after ``selfsup index`` was
+    retrieved with the old image's features (the ids still matched). The index records each
+    image's content; retrieve refuses a changed split, naming the image and the command."""
+    folder = tmp_path / "flat"
+    written = write_image_folder(folder, classes=None, per_class=5, size=(20, 24))
+    other = write_image_folder(tmp_path / "other", classes=None, per_class=3, size=(20, 24), seed=9)
+    dataset = f"imagefolder:{folder}"
+    assert main(["index", str(run), "--dataset", dataset]) == 0
+    shutil.copyfile(other["paths"][2], written["paths"][2])  # same name, another image
+    capsys.readouterr()
+    assert main(["retrieve", str(run), "--dataset", dataset, "--query", "img000.png"]) == 2
+    err = capsys.readouterr().err
+    assert "img002.png" in err and f"selfsup index {run} --dataset {dataset}" in err
+    assert main(["index", str(run), "--dataset", dataset]) == 0
+    assert main(["retrieve", str(run), "--dataset", dataset, "--query", "img000.png"]) == 0
+
+
 def test_image_folder_files_follow_the_images_past_a_bad_file(tmp_path: Path) -> None:
     """The ids of an image folder are the files of the images kept, in order, also when a bad
     file is left out, and a subset keeps its images' files."""

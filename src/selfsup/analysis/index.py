@@ -3,10 +3,12 @@
 ``RUN_DIR/index/<dataset>-<split>.ann`` is an ANNOY forest (Spotify's ANNOY, angular distance
 ``sqrt(2 - 2 cos)``, so cosine similarity = ``1 - d^2 / 2``) of the evaluation backbone's
 features (:mod:`selfsup.analysis.encoder`); the ``.json`` beside it holds the image ids, labels
-and class names, the feature dimension, the normalisation used, and the hash of the checkpoint
-the features came from. A search refuses an index whose checkpoint is not the run's current one
-(the features would be stale). The least similar images of a query are the nearest neighbours
-of its negation (cos(-q, x) = -cos(q, x)).
+and class names, the feature dimension, the normalisation used, the hash of the checkpoint the
+features came from and a 64-bit hash of every image's pixels (:meth:`ImageArray.fingerprints`).
+A search refuses an index whose checkpoint is not the run's current one, or whose split has
+changed since (an image added, removed, or replaced by another of the same name): the features
+would be stale. The least similar images of a query are the nearest neighbours of its negation
+(cos(-q, x) = -cos(q, x)).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from selfsup.data.array import ImageArray
 from selfsup.errors import DataError, SelfsupError
 
 INDEX_DIR = "index"
-FORMAT = "selfsup-index-v1"
+FORMAT = "selfsup-index-v2"  # v2: per-image fingerprints
 N_TREES = 50
 SEARCH_K_FACTOR = 16
 
@@ -80,6 +82,7 @@ def embed_split(enc: Encoder, dataset: str | None, split: str) -> Embedded:
         "classes": list(data.classes),
         "ids": image_ids(data),
         "labels": data.labels.tolist(),
+        "fingerprints": fingerprints(data),
     }
     return Embedded(features, data, meta)
 
@@ -114,9 +117,15 @@ def open_index(enc: Encoder, dataset: str | None, split: str) -> tuple[Any, dict
     again = index_command(enc.run_dir, dataset, split)
     if not ann.is_file() or not meta_path.is_file():
         raise SelfsupError(f"{enc.run_dir} has no index of {dataset} {split}; build it: {again}")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise SelfsupError(f"{meta_path} is not a {FORMAT} index; rebuild it: {again}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise SelfsupError(f"cannot read {meta_path} ({err}); rebuild it: {again}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise SelfsupError(
+            f"{meta_path} is not a {FORMAT} index (an earlier selfsup's index does not record "
+            f"which images it was built from); rebuild it: {again}"
+        )
     if meta["checkpoint"] != enc.checkpoint:
         raise SelfsupError(
             f"the index {ann} is stale: it holds the features of checkpoint {meta['checkpoint']}, "
@@ -144,11 +153,28 @@ def search(
     return [(i, s) for i, s in found if i != exclude][:k]
 
 
+def fingerprints(data: ImageArray) -> list[str]:
+    """Each image's pixel hash as 16 hex digits: what the index was built from."""
+    return [f"{int(h):016x}" for h in data.fingerprints()]
+
+
 def check_matches(meta: dict[str, Any], data: ImageArray, run_dir: Path) -> None:
-    """The split loaded now must be the one indexed (the same ids, in order)."""
+    """The split loaded now must be the one indexed: the same ids, in order, and the same
+    pixels (an image replaced by another under its name has a new fingerprint)."""
+    again = index_command(run_dir, meta["dataset"], meta["split"])
     if image_ids(data) != meta["ids"]:
-        again = index_command(run_dir, meta["dataset"], meta["split"])
         raise DataError(
             f"{meta['dataset']} {meta['split']} has changed since it was indexed ({len(data)} "
             f"images now, {meta['n']} indexed); rerun: {again}"
+        )
+    now = fingerprints(data)
+    changed = [
+        str(i) for i, a, b in zip(meta["ids"], meta["fingerprints"], now, strict=True) if a != b
+    ]
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise DataError(
+            f"{meta['dataset']} {meta['split']} has changed since it was indexed: "
+            f"{', '.join(changed[:3])}{more} ({len(changed)} of {len(now)} images) are not the "
+            f"images whose features the index holds; rerun: {again}"
         )
