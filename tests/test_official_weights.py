@@ -203,3 +203,50 @@ def test_a_file_without_a_state_dict_lists_its_keys(tmp_path) -> None:
     torch.save({"epoch": 3, "args": [1, 2]}, tmp_path / "odd.pth")
     with pytest.raises(CheckpointError, match="top-level keys are epoch, args"):
         load_backbone_weights(_ours("backbone.name=resnet18"), tmp_path / "odd.pth")
+
+
+SMALL = ("backbone.name=small_resnet", "backbone.depths=[1,1]", "backbone.widths=[8,16]")
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.bool, torch.int64])
+def test_a_weight_of_a_non_floating_dtype_is_refused_naming_the_key(tmp_path, dtype) -> None:
+    """Issue 22.9: int8 and bool tensors in a safetensors file were loaded as weights (cast to
+    float by ``load_state_dict``) with no warning."""
+    from safetensors.torch import save_file
+
+    ours = _ours(*SMALL, size=16)
+    state = ours.state_dict()
+    state["features.1.0.conv1.weight"] = torch.ones(8, 8, 3, 3, dtype=dtype)
+    save_file(state, tmp_path / "w.safetensors")
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        load_backbone_weights(ours, tmp_path / "w.safetensors")
+    assert f"features.1.0.conv1.weight is {str(dtype).removeprefix('torch.')}" in str(err.value)
+    assert "float32" in str(err.value)
+    assert all(torch.equal(v, before[k]) for k, v in ours.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("names", "key", "shape"),
+    [
+        (SMALL, "features.0.0.weight", (5,)),  # the stem conv: its advice indexed shape[1]
+        (SMALL, "features.1.0.conv1.weight", ()),
+        (("backbone.name=vit_tiny_p4",), "vit.pos_embed", (7,)),  # resized as (1, N, D)
+        (("backbone.name=vit_tiny_p4",), "vit.patch_embed.proj.weight", (192,)),
+    ],
+)
+def test_a_weight_of_another_rank_is_a_checkpoint_error_not_an_index_error(
+    tmp_path, names, key, shape
+) -> None:
+    """Issue 22.9: a 1-D tensor where a conv weight belongs crashed with IndexError while the
+    error message was being written."""
+    from safetensors.torch import save_file
+
+    ours = _ours(*names, size=16)
+    state = ours.state_dict()
+    state[key] = torch.zeros(shape)
+    state = {k.removeprefix("vit."): v for k, v in state.items()}  # timm / DINO's names
+    save_file(state, tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        load_backbone_weights(ours, tmp_path / "w.safetensors")
+    assert f"{key} {shape}" in str(err.value) and "vs ours" in str(err.value)

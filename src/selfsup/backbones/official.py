@@ -135,6 +135,8 @@ def to_backbone_state(obj: Any, target: dict[str, torch.Tensor]) -> Converted:
 def resize_pos_embed(pos: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """A ViT position embedding (1, 1 + g*g, D) resized bicubically to (1, 1 + G*G, D), as DINO's
     ``interpolate_pos_encoding`` does for other input sizes; the CLS entry is kept."""
+    if pos.ndim != 3 or len(shape) != 3:
+        return pos  # not a position embedding at all: the shape error names it
     n_old, n_new = pos.shape[1] - 1, shape[1] - 1
     g, new = round(n_old**0.5), round(n_new**0.5)
     if g * g != n_old or new * new != n_new or pos.shape[2] != shape[2]:
@@ -157,12 +159,14 @@ def fit_error(
     where: str, conv: Converted, target: dict[str, torch.Tensor]
 ) -> CheckpointError | None:
     """None when ``conv.state`` fits ``target`` exactly; else an error naming the missing and
-    unexpected keys, the shapes that differ and what to change."""
+    unexpected keys, the shapes and the kinds of number (:func:`dtype_mismatches`) that differ
+    and what to change."""
     state = conv.state
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
     shapes = [k for k in sorted(set(state) & set(target)) if state[k].shape != target[k].shape]
-    if not (missing or unexpected or shapes):
+    dtypes = dtype_mismatches(state, target)
+    if not (missing or unexpected or shapes or dtypes):
         return None
     lines = [
         f"{where} ({conv.source} keys) does not fit this backbone: missing {few(missing)}; "
@@ -171,10 +175,29 @@ def fit_error(
     if shapes:
         shown = [f"{k} {tuple(state[k].shape)} vs ours {tuple(target[k].shape)}" for k in shapes]
         lines.append(f"shapes differ: {few(shown, 3)}")
+    if dtypes:
+        lines.append(
+            f"kinds of number differ: {few(dtypes, 3)}; weights are floating-point numbers, and "
+            "integers or booleans in their place would be cast silently: this is not a file "
+            "of weights for this backbone"
+        )
     lines += _advice(state, target, shapes) or [
         "Check backbone.name / depths / widths / stem against the checkpoint's architecture."
     ]
     return CheckpointError("\n".join(lines))
+
+
+def dtype_mismatches(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> list[str]:
+    """``KEY is int8, ours float32`` for each tensor whose kind differs from ours: an integer,
+    boolean or complex tensor where we keep floating-point weights, or the reverse (a float
+    where we keep a counter). Precisions of one kind (float16, float64) are cast, as usual."""
+    out = []
+    for key in sorted(set(state) & set(target)):
+        got, ours = state[key], target[key]
+        if got.is_complex() or got.is_floating_point() != ours.is_floating_point():
+            kinds = (str(t.dtype).removeprefix("torch.") for t in (got, ours))
+            out.append("{} is {}, ours {}".format(key, *kinds))
+    return out
 
 
 def _advice(
@@ -183,6 +206,8 @@ def _advice(
     advice = []
     for key in shapes:
         got, ours = state[key].shape, target[key].shape
+        if len(got) != len(ours):
+            continue  # another rank altogether: the shapes line says it, no advice fits
         if re.fullmatch(STEM_KEYS, key):
             if "patch" not in key and got[-1] == 7 and ours[-1] == 3:
                 advice.append(
@@ -226,7 +251,7 @@ def guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
         ours = f": set backbone.name={name}" if name in ("resnet18", "resnet34", "resnet50") else ""
         return f"a ResNet with {kind} depths {list(depths)}" + (f" ({name}){ours}" if name else "")
     patch = next((v for k, v in state.items() if k.endswith("patch_embed.proj.weight")), None)
-    if patch is not None:
+    if patch is not None and patch.ndim == 4:
         dim, size = patch.shape[0], patch.shape[-1]
         depth = len({k.split("blocks.")[1].split(".")[0] for k in state if "blocks." in k})
         fits = [n for n, (d, dp, _h, p) in VIT_SIZES.items() if (d, dp, p) == (dim, depth, size)]

@@ -9,7 +9,9 @@ Twins, DINO, torchvision: :mod:`selfsup.backbones.official` maps their keys), al
 unpickling code (``weights_only=True``; argparse ``Namespace``, which DINO's full checkpoints
 store, is the one class allowed besides tensors and containers), reports the keys it drops
 (classifier and projector heads) and loads strictly: a wrong architecture is an error that
-names the missing and unexpected keys and says what to set.
+names the missing and unexpected keys and says what to set; a tensor of another shape or of
+another kind of number (integers or booleans where weights are floating-point) is refused naming
+its key, what it is and what ours is.
 """
 
 from __future__ import annotations
@@ -92,7 +94,12 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, *, quiet: bool 
     error = fit_error(where, conv, target)
     if error is not None:
         raise error
-    backbone.load_state_dict(conv.state, strict=True)
+    try:
+        backbone.load_state_dict(conv.state, strict=True)
+    except RuntimeError as err:  # a dtype torch cannot copy into ours (float8 ...)
+        raise CheckpointError(
+            f"{where}: cannot load its tensors into this backbone: {err}"
+        ) from None
     if not quiet:
         dropped = f"; dropped {few(conv.dropped)}" if conv.dropped else ""
         notes = "".join(f"; {n}" for n in conv.notes)
