@@ -85,6 +85,30 @@ def test_missing_and_bad_files(tmp_path) -> None:
         load_config(None, ["train.epochs"])
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"- train.epochs=5\n- seed=3\n", "holds a list, not a mapping"),
+        (b"42\n", "holds a number, not a mapping"),
+        (b"\xff\xfe\x00garbage", "is not UTF-8 text"),
+        (b"seed: 2001-02-30\n", "not valid YAML"),  # a date that does not exist
+        (b"[" * 2000, "not valid YAML"),  # nested deeper than Python's recursion limit
+        (b"1: x\nseed: 3\n", "unknown config key '1'"),
+        (b"method: {name: [vicreg]}\n", "unknown method"),
+    ],
+)
+def test_a_config_file_that_is_no_mapping_of_keys_is_a_config_error(
+    tmp_path, content: bytes, message: str
+) -> None:
+    """Issue 22.10: a config file holding a YAML list (or a number, bytes that are not text, a
+    date that does not exist, a key that is not a string) gave a Python traceback."""
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert "bad.yaml" in str(err.value) or "config key" in message or "method" in message
+
+
 def test_every_shipped_config_is_valid() -> None:
     from pathlib import Path
 
@@ -124,6 +148,9 @@ def test_every_shipped_config_is_valid() -> None:
         ("eval.crop_scale=[0.2,0.1]", "eval.crop_scale"),
         ("data.limit=0", "data.limit"),
         ("data.image_size=0", "data.image_size"),
+        ("data.image_size=100000", "data.image_size"),  # issue 22.10: a traceback
+        ("views.size=100000", "views.size"),
+        ("method.name=dino method.local_size=5000", "method.local_size"),
         ("data.std=[0.2,0.0,0.2]", "data.std[1]"),
         ("eval.train_limit=0", "eval.train_limit"),
         ("eval.test_limit=-5", "eval.test_limit"),

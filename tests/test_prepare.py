@@ -306,3 +306,13 @@ def test_cuda_batches_come_from_pinned_buffers(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(loop, "free_device_memory", lambda device: 1 << 20)
     assert place_images(big, torch.device("cuda")) is big
     assert place_images(big[:1000], torch.device("cuda")).is_cuda
+
+
+@pytest.mark.parametrize("size", [0, 100_000])
+def test_a_size_outside_one_to_max_side_is_refused_before_decoding(tmp_path: Path, size) -> None:
+    """``--size 100000`` (30 GB per image) is refused like ``data.image_size=100000`` (issue
+    22.10), before any image is looked at."""
+    write_image_folder(tmp_path / "f", classes=["a"], per_class=1)
+    with pytest.raises(ConfigError, match=rf"--size must be .* 4096.*got {size}"):
+        prepare.prepare_image_folder(tmp_path / "f", size, tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()

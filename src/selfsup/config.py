@@ -26,6 +26,7 @@ from selfsup.data.classes import parse_class_spec
 from selfsup.errors import ConfigError
 from selfsup.heads import parse_mlp_spec
 from selfsup.registry import Registry
+from selfsup.yaml_file import read_yaml_mapping
 
 # method name -> its config class; filled by selfsup.methods.register_method (imported with the
 # package), the one place a method is registered
@@ -487,14 +488,14 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     types_ = _field_types(cls)
-    unknown = sorted(set(data) - set(types_))
+    unknown = sorted((k for k in data if k not in types_), key=str)  # keys: any YAML scalar
     if unknown:
         where = prefix.rstrip(".") or "the top level"
         retired = RETIRED_KEYS.get((prefix.rstrip("."), unknown[0]))
         if retired:
-            raise ConfigError(f"{prefix + unknown[0]} was replaced by {retired[0]}")
+            raise ConfigError(f"{prefix}{unknown[0]} was replaced by {retired[0]}")
         raise ConfigError(
-            f"unknown config key {prefix + unknown[0]!r}; valid keys at {where}: "
+            f"unknown config key {f'{prefix}{unknown[0]}'!r}; valid keys at {where}: "
             + ", ".join(prefix + k for k in types_)
         )
     kwargs = {}
@@ -511,6 +512,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from nested plain data (as read from YAML)."""
+    if not isinstance(data or {}, dict):
+        raise ConfigError(f"config: expected a mapping of keys to values, got {data!r:.80}")
     data = dict(data or {})
     if not isinstance(data.get("method", {}), dict):
         raise ConfigError("method: expected a mapping with at least 'name'")
@@ -581,6 +584,13 @@ UNIT = Range(0, 1)  # [0, 1]
 FRACTION = Range(0, 1, lo_open=True)  # (0, 1]
 EMA = UNIT  # an EMA momentum: 0 copies the new value, 1 never changes
 _TEMP = "a softmax temperature; small values sharpen"
+MAX_SIDE = 4096
+"""The largest image or view side: a uint8 image of 4096 x 4096 is 48 MiB and its float view
+192 MiB, so a batch of 64 views is 12 GiB before the network sees it (4x SAM's 1024-px input,
+18x ImageNet's 224). Beyond it nothing trains, and 100000 used to be a traceback after minutes
+of decoding (30 GB per image)."""
+SIDE = Range(1, MAX_SIDE)
+_SIDE = f"at most {MAX_SIDE} (selfsup.config.MAX_SIDE: a batch of views would not fit)"
 
 # key -> (valid range, what the value is / how to fix it). A list value is checked entry by
 # entry, a null (optional) value not at all; a key its section lacks (a method's own
@@ -591,9 +601,9 @@ RANGES: dict[str, tuple[Range, str]] = {
     "backbone.widths": (AT_LEAST_1, "channels per stage of small_resnet"),
     "backbone.dropout": (Range(0, 1, hi_open=True), "the share of features dropped; 0 is off"),
     "data.limit": (AT_LEAST_1, "images to train on; null uses them all"),
-    "data.image_size": (AT_LEAST_1, "decoded side in pixels; null: the dataset's own"),
+    "data.image_size": (SIDE, f"decoded side in pixels; null: the dataset's own; {_SIDE}"),
     "data.std": (POSITIVE, "per-channel std; null measures it on the data"),
-    "views.size": (AT_LEAST_1, "view side in pixels; null: the images' own size"),
+    "views.size": (SIDE, f"view side in pixels; null: the images' own size; {_SIDE}"),
     "train.epochs": (AT_LEAST_1, "train for at least one epoch"),
     "train.batch_size": (AT_LEAST_1, "the global batch (images per step)"),
     "train.lr": (
@@ -669,7 +679,7 @@ RANGES: dict[str, tuple[Range, str]] = {
     "method.hidden_dim": (AT_LEAST_1, "width"),
     "method.bottleneck_dim": (AT_LEAST_1, "width"),
     "method.local_crops": (NON_NEGATIVE, "local crops per image; 0 turns multi-crop off"),
-    "method.local_size": (AT_LEAST_1, "local crop side; null: about half the global size"),
+    "method.local_size": (SIDE, "local crop side; null: about half the global size"),
     "method.freeze_last_layer": (NON_NEGATIVE, "epochs"),
     "method.bt_lambd": (NON_NEGATIVE, "the off-diagonal weight"),
     "method.bt_weight": (NON_NEGATIVE, "null sets it at the first step"),
@@ -809,15 +819,7 @@ def load_config(
     method section before the overrides (``selfsup supervised`` on an SSL config)."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"config file {str(path)!r} does not exist (see configs/ for examples)"
-            )
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        data = read_yaml_mapping(path, "config file", "configs/")
     if method is not None:
         data["method"] = dict(method)
     return config_from_dict(apply_overrides(data, overrides or []))

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from selfsup.atomic import atomic_folder, recover_folder
-from selfsup.config import check_choice
+from selfsup.config import MAX_SIDE, check_choice
 from selfsup.data.array import ImageArray
 from selfsup.data.imagefolder import (
     Decoder,
@@ -106,8 +106,11 @@ def prepare_image_folder(
     Returns the number of images written per split.
     """
     check_choice("data", "on_bad_image", on_bad_image)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError(f"--size must be a positive number of pixels, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIDE:
+        raise ConfigError(
+            f"--size must be a number of pixels from 1 to {MAX_SIDE} (selfsup.config.MAX_SIDE), "
+            f"got {size!r}"
+        )
     path, out = Path(path).expanduser().absolute(), Path(out).expanduser().absolute()
     if out.exists() and not overwrite:
         raise DataError(f"{out} already exists; pass --overwrite to replace it")
