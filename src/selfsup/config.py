@@ -518,7 +518,10 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     if not isinstance(data.get("method", {}), dict):
         raise ConfigError("method: expected a mapping with at least 'name'")
     method = dict(data.pop("method", {}) or {})
-    method_cls = METHOD_CONFIGS.get(method.get("name", MethodConfig.name))
+    name = method.get("name", MethodConfig.name)
+    if not isinstance(name, str):  # a YAML list or mapping cannot even be looked up
+        raise ConfigError(f"method.name: unknown method {name!r}; give one name, e.g. vicreg")
+    method_cls = METHOD_CONFIGS.get(name)
     cfg = _build(Config, data, "")
     cfg.method = _build(method_cls, method, "method.")
     check_choices(cfg)
