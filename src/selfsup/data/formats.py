@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from selfsup.data.cache import cache_key, file_signature, open_npy, remove_stale, write_npy_atomic
 from selfsup.errors import DataError
+from selfsup.progress import progress
 
 IDX_IMAGES_MAGIC = 0x00000803
 """IDX magic of a uint8 3-d array (N, rows, cols): 0x00 0x00, type 0x08 (ubyte), 3 dims."""
@@ -27,7 +27,7 @@ IDX_LABELS_MAGIC = 0x00000801
 """IDX magic of a uint8 1-d array (N,)."""
 
 _FIX = "re-download it or replace the file"
-_DELETE = "delete the file and re-download it (--download) or replace it"
+_DELETE = "delete the file and re-download it (data.download=true) or replace it"
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -231,7 +231,7 @@ def stl_images_memmap(sources: list[Path], cache_dir: Path, tag: str) -> torch.T
 
     def fill(out: np.ndarray) -> None:
         chunk = 2048
-        with tqdm(total=shape[0], desc=f"caching stl10 {tag}", unit="img") as bar:
+        with progress(shape[0], f"caching stl10 {tag}", unit="img") as bar:
             start = 0
             for src_path, n in zip(sources, counts, strict=True):
                 src = _stl_source(src_path)

@@ -41,6 +41,7 @@ def train_classifier(
     lr: float,
     weight_decay: float,
     val: ImageArray | None = None,
+    label: str | None = None,
 ) -> tuple[Classifier, int]:
     """Train a copy of ``backbone`` + a linear head on ``data`` (labels >= 0) with the crop +
     flip view, SGD and a cosine schedule (and, fine-tuned, ``backbone.dropout`` before the
@@ -48,7 +49,8 @@ def train_classifier(
     go to ``ctx.work_dir / name``. Returns the model and the epochs it trained (raised to take
     at least ``eval.min_steps`` steps). With held-out training images ``val`` and
     ``eval.val_images`` > 0, each epoch also logs train / val loss and top-1 on at most that many
-    of them (:mod:`selfsup.train.heldout`) and ``plots/train_val.png`` is drawn."""
+    of them (:mod:`selfsup.train.heldout`) and ``plots/train_val.png`` is drawn. ``label``
+    names it on the progress bar (default: ``name`` and the evaluated dataset and init)."""
     view = crop_flip_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
     torch.manual_seed(ctx.seed)
     model = Classifier(
@@ -90,6 +92,7 @@ def train_classifier(
     fit(
         model, ctx.images(data), train, out, seed=ctx.seed, identity=identity,
         labels=data.labels, monitor=monitor, monitor_every=1 if monitor else 0,
+        label=label or f"{name} ({ctx.work_dir.name})",
     )  # fmt: skip
     if monitor is not None:
         save_train_val_png(out)
@@ -132,6 +135,7 @@ def train_choosing_lr(
         model, n_epochs = train_classifier(
             ctx, backbone, data, name=f"{name}-lr{lr:g}", frozen=frozen, epochs=epochs,
             lr=lr, weight_decay=weight_decay, val=val,
+            label=f"{name} lr={lr:g} ({ctx.work_dir.name})",
         )  # fmt: skip
         acc = 0.0
         if len(lrs) > 1:

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm.auto import tqdm
 
 from selfsup.atomic import remove_temporaries, write_text_atomic
 from selfsup.config import TrainConfig, check_choice
@@ -43,6 +42,7 @@ from selfsup.errors import CheckpointError, ConfigError, SelfsupError
 from selfsup.methods.base import Method
 from selfsup.parts.schedules import warmup_cosine, warmup_steps
 from selfsup.precision import autocast_for, use_bf16
+from selfsup.progress import Progress, progress
 from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.optim import build_optimizer
 from selfsup.train.reader import Batches, free_device_memory
@@ -218,6 +218,7 @@ def fit(
     monitor: Monitor | None = None,
     monitor_every: int = 0,
     labels: torch.Tensor | None = None,
+    label: str = "train",
 ) -> Method:
     """Train ``method`` on uint8 ``images`` (N, C, H, W) with the ``train`` settings and
     ``seed`` (shuffling, views); write metrics and checkpoints to ``run_dir``. Returns the
@@ -228,7 +229,7 @@ def fit(
 
     With ``labels`` (N,) int64 (-1 = unlabeled) the method is called as ``method(views,
     labels_of_the_batch)``: supervised fine-tuning and joint SSL + supervised training run
-    through this same loop."""
+    through this same loop. ``label`` names what is trained on the progress bar."""
     tc = train
     device = resolve_device(tc.device)
     bf16 = use_bf16(tc.precision, device)
@@ -306,13 +307,7 @@ def fit(
         model = torch.compile(model)
     autocast = autocast_for(device, bf16)
     shard = (rank(), world_size())
-    bar = tqdm(
-        total=total,
-        initial=step,
-        disable=not (main and tc.progress),
-        unit="step",
-        dynamic_ncols=True,
-    )
+    bar = progress(total, label, initial=step, enabled=main and tc.progress)
     method.train()
     with _StopSignals() as stop, ExitStack() as readers:
         for epoch in range(start_epoch, tc.epochs):
@@ -407,7 +402,7 @@ def fit(
 
 
 def _log_skipped(
-    log: MetricsLog, bar: tqdm, step: int, epoch: int, skipped: int, limit: int, ckpt_path: Path
+    log: MetricsLog, bar: Progress, step: int, epoch: int, skipped: int, limit: int, ckpt_path: Path
 ) -> None:
     """A step whose loss was NaN / inf was skipped (no backward, no update): log it, warn, and
     stop once more than ``train.skip_nonfinite`` steps were skipped."""
@@ -500,7 +495,9 @@ def _weight_decay(tc: TrainConfig, step: int, total: int) -> float:
     )
 
 
-def _flush(pending: _Pending, epoch: int, log: MetricsLog, bar: tqdm, ckpt_path: Path) -> _Pending:
+def _flush(
+    pending: _Pending, epoch: int, log: MetricsLog, bar: Progress, ckpt_path: Path
+) -> _Pending:
     """Copy the buffered per-step values to the host once, check them, and log them; returns
     an empty buffer for the steps that follow."""
     if not pending.steps:
