@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 from selfsup.analysis.collapse import collapse_stats, collapse_warning
 from selfsup.analysis.correlation import corr_saver
 from selfsup.analysis.plots import save_run_plots
-from selfsup.atomic import remove_temporaries, write_atomic, write_json_atomic
+from selfsup.atomic import write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.backbones.pixels import Pixels
 from selfsup.config import (
@@ -31,7 +30,7 @@ from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subse
 from selfsup.data.classes import select_classes
 from selfsup.data.sources import load_dataset
 from selfsup.distributed import barrier, rank, shutdown
-from selfsup.errors import ConfigError, DataError, SelfsupError
+from selfsup.errors import ConfigError, DataError
 from selfsup.evaluate.features import extract_features, run_logits
 from selfsup.evaluate.harness import check_protocols, evaluate_backbone, load_eval_splits
 from selfsup.evaluate.knn import knn_predict
@@ -39,7 +38,7 @@ from selfsup.evaluate.metrics import classification_metrics
 from selfsup.evaluate.sampling import class_balanced_indices
 from selfsup.evaluate.table import settings_id
 from selfsup.methods import METHODS, Method
-from selfsup.run.lock import LOCK_NAME
+from selfsup.run.start import check_run_dir, remove_run_files, removed_if_failed
 from selfsup.rundir import (
     LABELLED_IMAGES,
     environment,
@@ -108,63 +107,6 @@ def training_labels(cfg: Config, data: ImageArray) -> tuple[ImageArray, torch.Te
     return data, labels
 
 
-# what a run writes into its directory (``overwrite`` removes these and nothing else)
-RUN_FILES = (
-    "config.yaml",
-    "labelled_images.npy",
-    "env.json",
-    "metrics.jsonl",
-    "results.json",
-    "checkpoints",
-    "evals",
-    "embeddings",
-    "correlation",
-    "index",
-    "plots",
-    "export",
-)
-
-
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False) -> None:
-    """Refuse, before any data is read, to write into a directory that holds files: a finished
-    run (results.json) unless ``resume`` or ``overwrite``, an unfinished one unless either,
-    anything else always."""
-    if resume and overwrite:
-        raise SelfsupError(
-            "--resume continues the run in --out and --overwrite replaces it; pass one of them"
-        )
-    if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise SelfsupError(f"cannot resume: {run_dir} holds no run (no config.yaml)")
-        return
-    if not run_dir.exists() or not any(p.name != LOCK_NAME for p in run_dir.iterdir()):
-        return  # (the lock this command holds is no file of a run)
-    is_run = (run_dir / "config.yaml").is_file() or (run_dir / "results.json").is_file()
-    if overwrite and is_run:
-        return  # removed by remove_run_files once the new run's data has loaded
-    if (run_dir / "results.json").is_file():
-        raise SelfsupError(
-            f"{run_dir} holds a finished run (results.json); pass --overwrite to replace it "
-            "with this one, --resume to continue it, or choose another --out"
-        )
-    raise SelfsupError(
-        f"{run_dir} already holds files; pass --resume to continue that run, "
-        "or choose another --out"
-    )
-
-
-def remove_run_files(run_dir: Path) -> None:
-    """Delete the files an earlier run wrote into ``run_dir`` (:data:`RUN_FILES` and atomic
-    writes' leftover temporaries); any other file stays."""
-    for name in RUN_FILES:
-        path = run_dir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-    remove_temporaries(run_dir)
-
-
 def knn_monitor(
     cfg: Config, data: ImageArray, device: torch.device, labels: torch.Tensor | None = None
 ):
@@ -208,11 +150,22 @@ def knn_monitor(
 
 def train_run(method: Method, images: torch.Tensor, cfg: Config, run_dir: Path, **kw) -> Method:
     """:func:`~selfsup.train.loop.fit` for a run: its train settings, seed, view compilation,
-    and its whole config as the checkpoints' identity."""
+    its whole config as the checkpoints' identity, and what it trains as the progress label
+    (``pretrain vicreg``, ``pretrain vicreg+joint``, ``train supervised``)."""
+    name = method_label(cfg)
+    label = "train supervised" if cfg.method.name == "supervised" else f"pretrain {name}"
+    identity = config_to_dict(cfg)
     return fit(
-        method, images, cfg.train, run_dir, seed=cfg.seed, identity=config_to_dict(cfg),
-        compile_views=cfg.views.compile, **kw,
-    )  # fmt: skip
+        method,
+        images,
+        cfg.train,
+        run_dir,
+        seed=cfg.seed,
+        identity=identity,
+        compile_views=cfg.views.compile,
+        label=label,
+        **kw,
+    )
 
 
 EMBEDDINGS = "embeddings"  # RUN_DIR/embeddings/: epoch-NNNN.npy, labels.npy, classes.json
@@ -291,53 +244,62 @@ def pretrain(
 ) -> dict[str, Any] | None:
     """Pretrain ``cfg`` into ``run_dir`` (or continue it), evaluate, return ``results.json``.
     ``overwrite`` replaces an earlier run there, once the new run's names are valid and its
-    data has loaded.
+    data has loaded. A new run that fails before its first checkpoint leaves no file
+    (:func:`selfsup.run.start.removed_if_failed`).
 
     Under torchrun every process trains its shard of each global batch (DDP); rank 0 alone
     writes the run's files and checkpoints, and once training ends it leaves the process
     group and evaluates alone; the other ranks return None."""
     run_dir = Path(run_dir)
     check_names(cfg)
-    check_run_dir(run_dir, resume, overwrite)
+    replace = check_run_dir(run_dir, resume, overwrite)
     if resume:  # before config.yaml is rewritten: a refused resume leaves the run as it was
         saved = run_dir / "config.yaml"
         saved_dict = yaml.safe_load(saved.read_text())
         check_compatible({"config": saved_dict}, config_to_dict(cfg), saved)
-    data = load_pretrain_data(cfg)
-    data, val = carve_validation_split(data, cfg.eval.val_images, cfg.seed)  # eval.val_images
-    cfg = resolve(cfg, data)
-    data, labels = training_labels(cfg, data)
     main = rank() == 0
-    barrier()  # every rank has checked the run directory before rank 0 writes into it
-    if main:
-        if overwrite:
-            remove_run_files(run_dir)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)  # once the data loaded
-        save_config(cfg, run_dir / "config.yaml")
-        if labels is not None:  # which images' labels it saw (pseudo-label teachers: no pool)
-            seen = data.subset((labels >= 0).nonzero().squeeze(1)).fingerprints()
-            write_atomic(run_dir / LABELLED_IMAGES, lambda f: np.save(f, seen))
-        write_json_atomic(run_dir / "env.json", environment())
-    barrier()
-    device = resolve_device(cfg.train.device)
-    method = make_method(cfg, data.channels)
-    monitor, every = epoch_hook(cfg, data, device, labels, run_dir, method=method, val=val)
-    train_run(
-        method,
-        data.images,
-        cfg,
-        run_dir,
-        resume=resume,
-        monitor=monitor,
-        monitor_every=every,
-        labels=labels,
-    )
+    with removed_if_failed(run_dir, enabled=main and not resume):
+        cfg, method, data, labels = _train(cfg, run_dir, resume=resume, replace=replace)
     shutdown()  # evaluation is rank 0's alone, in a single process
     if not main:
         return None
     return evaluate_run(
         run_dir, cfg=cfg, method=method, compute=run_compute(cfg, method, data, labels, run_dir)
     )
+
+
+def _train(
+    cfg: Config, run_dir: Path, *, resume: bool, replace: bool
+) -> tuple[Config, Method, ImageArray, torch.Tensor | None]:
+    """Load the data, write the run's first files (replacing the run files there when
+    ``replace``), and train: the resolved config, the trained method, its images and labels."""
+    data = load_pretrain_data(cfg)
+    data, val = carve_validation_split(data, cfg.eval.val_images, cfg.seed)  # eval.val_images
+    cfg = resolve(cfg, data)
+    data, labels = training_labels(cfg, data)
+    barrier()  # every rank has checked the run directory before rank 0 writes into it
+    if rank() == 0:
+        if replace:
+            remove_run_files(run_dir)
+        _write_start(cfg, run_dir, data, labels)
+    barrier()
+    device = resolve_device(cfg.train.device)
+    method = make_method(cfg, data.channels)
+    monitor, every = epoch_hook(cfg, data, device, labels, run_dir, method=method, val=val)
+    hooks = {"monitor": monitor, "monitor_every": every}
+    train_run(method, data.images, cfg, run_dir, resume=resume, labels=labels, **hooks)
+    return cfg, method, data, labels
+
+
+def _write_start(cfg: Config, run_dir: Path, data: ImageArray, labels: torch.Tensor | None) -> None:
+    """The files a run writes once its data has loaded: config.yaml, the fingerprints of the
+    images whose labels it sees (supervised / joint; pseudo-label teachers: no pool), env.json."""
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    if labels is not None:
+        seen = data.subset((labels >= 0).nonzero().squeeze(1)).fingerprints()
+        write_atomic(run_dir / LABELLED_IMAGES, lambda f: np.save(f, seen))
+    write_json_atomic(run_dir / "env.json", environment())
 
 
 def run_compute(
@@ -483,6 +445,8 @@ def evaluate_run(
     }
     if compute or old.get("compute"):
         results["compute"] = compute or old["compute"]
+    save_run_plots(run_dir, results)  # a confusion-matrix PNG per record, in RUN_DIR/plots/
+    # the run's last file, so that a run with results.json is complete: one killed or failed
+    # before it (the plots, a record) is resumed by a study's rerun, not counted finished
     write_json_atomic(run_dir / "results.json", results)
-    save_run_plots(run_dir)  # a confusion-matrix PNG per record, in RUN_DIR/plots/
     return results
