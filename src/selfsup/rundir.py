@@ -148,12 +148,20 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return out
 
 
+EVAL_MAY_CHANGE = ("eval.", "data.download=")
+"""What an evaluation of a finished run may set: how it is measured, and whether a missing
+dataset may be downloaded (``eval RUN --dataset cifar10 data.download=true``); nothing else
+of what it was trained on."""
+
+
 def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> Config:
-    """A finished run's saved ``config.yaml``, with ``eval.*`` overrides applied."""
+    """A finished run's saved ``config.yaml``, with ``eval.*`` and ``data.download``
+    overrides applied."""
     for text in overrides:
-        if not text.startswith("eval."):
+        if not text.startswith(EVAL_MAY_CHANGE):
             raise SelfsupError(
-                f"{text!r}: only eval.* keys can be changed when evaluating a finished run"
+                f"{text!r}: only eval.* keys and data.download can be changed when evaluating "
+                "a finished run"
             )
     return saved_config(run_dir, overrides, doing="evaluate")
 

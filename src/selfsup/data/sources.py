@@ -70,7 +70,10 @@ DATASET_SPLITS: dict[str, tuple[str, ...]] = {
 
 _WITH_PATH = ("imagefolder:", "cache:")  # names that carry a path: PREFIX + PATH
 _LFW = "lfw:"
-_GET_IT = "pass --download (or set data.download=true) to fetch it through torchvision into {root}"
+_GET_IT = (
+    "add data.download=true (a key=value argument of selfsup pretrain, supervised, joint and "
+    "eval) to fetch it through torchvision into {root}"
+)
 
 
 @dataclass(frozen=True)
