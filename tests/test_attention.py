@@ -22,7 +22,20 @@ def test_attention_maps_of_a_vit_run(tmp_path: Path, capsys) -> None:
     """One row per image (image, mean, one column per head); each head's map is the CLS row
     of the last block's attention over the patches, renormalised to sum to 1."""
     run = tmp_path / "vit"
-    assert main(["pretrain", "--out", str(run), *QUICK, "backbone.name=vit_tiny_p4"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                "defaults",
+                "--out",
+                str(run),
+                *QUICK,
+                "backbone.name=vit_tiny_p4",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["viz", "attention", str(run), "--images", "3"]) == 0
     png = run / "plots" / "attention.png"
@@ -51,7 +64,7 @@ def test_attention_maps_of_a_vit_run(tmp_path: Path, capsys) -> None:
 
 def test_attention_maps_need_a_vit(tmp_path: Path, capsys) -> None:
     run = tmp_path / "resnet"
-    assert main(["pretrain", "--out", str(run), *QUICK]) == 0
+    assert main(["pretrain", "--config", "defaults", "--out", str(run), *QUICK]) == 0
     capsys.readouterr()
     assert main(["viz", "attention", str(run)]) == 2
     err = capsys.readouterr().err

@@ -100,7 +100,7 @@ def test_corr_epochs_saved_during_training_and_drawn(tmp_path: Path, capsys) -> 
     quick = [*TINY, "method.name=barlow_twins", "method.projector=32-32", "eval.protocols=[knn]",
              "eval.knn.k=[5]", "eval.compare_random=false", "eval.compare_pixels=false",
              "eval.monitor_every=0", "viz.corr_epochs=[1,2]", "viz.corr_limit=64"]  # fmt: skip
-    assert main(["pretrain", "--out", str(run), *quick]) == 0
+    assert main(["pretrain", "--config", "defaults", "--out", str(run), *quick]) == 0
     files = sorted((run / "correlation").glob("epoch-*.json"))
     assert [f.name for f in files] == ["epoch-0001.json", "epoch-0002.json"]
     first, last = (json.loads(f.read_text()) for f in files)

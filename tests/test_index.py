@@ -29,7 +29,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     quick = [*TINY, "eval.protocols=[knn]", "eval.knn.k=[5]", "eval.compare_random=false",
              "eval.compare_pixels=false", "eval.monitor_every=0",
              f"data.root={out.parent / 'root'}"]  # fmt: skip
-    assert main(["pretrain", "--out", str(out), *quick]) == 0
+    assert main(["pretrain", "--config", "defaults", "--out", str(out), *quick]) == 0
     return out
 
 
@@ -195,7 +195,7 @@ def test_a_dino_run_is_indexed_with_its_teacher(tmp_path: Path) -> None:
         "data.limit=64", "eval.protocols=[knn]", "eval.knn.k=[5]",
         "eval.compare_random=false", "eval.compare_pixels=false", "eval.monitor_every=0",
     ]  # fmt: skip
-    assert main(["pretrain", "--out", str(run), *quick]) == 0
+    assert main(["pretrain", "--config", "defaults", "--out", str(run), *quick]) == 0
     assert main(["index", str(run), "--split", "test"]) == 0
     meta = json.loads((run / "index" / "synthetic-test.json").read_text())
     assert meta["backbone"] == "teacher"

@@ -38,7 +38,7 @@ def run_dir(tmp_path_factory) -> Path:
     epochs 1 and 2) with its t-SNE and retrieval figures, and one figure no caption table
     knows, whose name needs escaping."""
     out = tmp_path_factory.mktemp("report") / "run"
-    assert main(["pretrain", "--out", str(out), *RUN]) == 0
+    assert main(["pretrain", "--config", "defaults", "--out", str(out), *RUN]) == 0
     assert main(["viz", "tsne", str(out)]) == 0
     assert main(["viz", "retrieval", str(out), "-k", "4", "--queries", "3"]) == 0
     shutil.copy(out / "plots" / "tsne.png", out / "plots" / "zz<new>&.png")

@@ -55,7 +55,7 @@ def test_viz_retrieval_draws_the_grid_and_reports_precision_and_recall(tmp_path,
     out = tmp_path / "run"
     quick = [*TINY, "eval.protocols=[knn]", "eval.knn.k=[5]", "eval.compare_random=false",
              "eval.compare_pixels=false"]  # fmt: skip
-    assert main(["pretrain", "--out", str(out), *quick]) == 0
+    assert main(["pretrain", "--config", "defaults", "--out", str(out), *quick]) == 0
     capsys.readouterr()
     assert main(["viz", "retrieval", str(out), "-k", "4", "--queries", "3"]) == 0
     text = capsys.readouterr().out
@@ -76,7 +76,7 @@ def test_embeddings_saved_over_epochs_become_one_tsne_panel_each(tmp_path, capsy
     quick = [*TINY, "train.epochs=3", "eval.protocols=[knn]", "eval.knn.k=[5]",
              "eval.compare_random=false", "eval.compare_pixels=false",
              "viz.embed_epochs=[1,3]", "viz.embed_limit=60"]  # fmt: skip
-    assert main(["pretrain", "--out", str(out), *quick]) == 0
+    assert main(["pretrain", "--config", "defaults", "--out", str(out), *quick]) == 0
     saved = sorted(p.name for p in (out / "embeddings").glob("epoch-*.npy"))
     assert saved == ["epoch-0001.npy", "epoch-0003.npy"]
     first, last = (np.load(out / "embeddings" / n) for n in saved)
@@ -88,6 +88,6 @@ def test_embeddings_saved_over_epochs_become_one_tsne_panel_each(tmp_path, capsy
     png = (out / "plots" / "tsne.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     bare = tmp_path / "bare"
-    assert main(["pretrain", "--out", str(bare), *quick[:-2]]) == 0
+    assert main(["pretrain", "--config", "defaults", "--out", str(bare), *quick[:-2]]) == 0
     assert main(["viz", "tsne", str(bare)]) == 2
     assert "viz.embed_epochs" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def _selfsup(*args: str) -> subprocess.Popen:
 
 def test_two_pretrains_on_one_out_one_is_refused_with_the_others_pid(tmp_path) -> None:
     out = tmp_path / "run"
-    args = ["pretrain", "--out", str(out), *TINY, *QUICK, "train.epochs=6"]
+    args = ["pretrain", "--config", "defaults", "--out", str(out), *TINY, *QUICK, "train.epochs=6"]
     first = _selfsup(*args, "seed=0")
     time.sleep(0.3)  # as in the issue: both pass the run-directory check before either writes
     second = _selfsup(*args, "seed=7")
@@ -106,10 +106,10 @@ def held_run(tmp_path_factory) -> Iterator[tuple[Path, int]]:
 @pytest.mark.parametrize(
     "command",
     [
-        ["pretrain", "--out", "RUN", *TINY],
+        ["pretrain", "--config", "defaults", "--out", "RUN", *TINY],
         ["pretrain", "--out", "RUN", "--resume"],
-        ["supervised", "--out", "RUN"],
-        ["joint", "--out", "RUN", *TINY],
+        ["supervised", "--config", "defaults", "--out", "RUN"],
+        ["joint", "--config", "defaults", "--out", "RUN", *TINY],
         ["eval", "RUN"],
         ["export", "RUN"],
         ["index", "RUN"],

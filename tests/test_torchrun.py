@@ -36,7 +36,7 @@ def test_torchrun_trains_one_run_from_two_processes_and_resumes(tmp_path) -> Non
     out = tmp_path / "run"
     common = [*TINY, "train.device=cpu", "eval.protocols=[knn]", "eval.knn.k=[5]",
               "eval.compare_random=false", "eval.compare_pixels=false"]  # fmt: skip
-    done = torchrun("--out", str(out), *common)
+    done = torchrun("--config", "defaults", "--out", str(out), *common)
     assert done.returncode == 0, done.stderr[-3000:]
     steps_per_epoch = 128 // 32  # data.limit / the global train.batch_size
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -66,10 +66,20 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path) -> None
               "eval.knn.k=[5]", "eval.compare_random=false",
               "eval.compare_pixels=false"]  # fmt: skip
     two, one = tmp_path / "two", tmp_path / "one"
-    done = torchrun("--out", str(two), *common)
+    done = torchrun("--config", "defaults", "--out", str(two), *common)
     assert done.returncode == 0, done.stderr[-3000:]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-m", "selfsup", "pretrain", "--out", str(one), *common]
+    cmd = [
+        sys.executable,
+        "-m",
+        "selfsup",
+        "pretrain",
+        "--config",
+        "defaults",
+        "--out",
+        str(one),
+        *common,
+    ]
     single = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     a = load_checkpoint(two / "checkpoints" / "last.pt")["model"]

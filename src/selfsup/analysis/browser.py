@@ -15,8 +15,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from selfsup.atomic import write_atomic
 from selfsup.errors import SelfsupError
 
@@ -106,6 +104,8 @@ def save_screenshot(png: bytes, path: str | Path, max_bytes: int = SCREENSHOT_MA
     """Write the PNG atomically; one larger than ``max_bytes`` is stored with an adaptive
     256-colour palette (plots and text lose nothing visible), so it can be committed."""
     if len(png) > max_bytes:
+        from PIL import Image  # (here: `selfsup report --help` reads this module's names)
+
         image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256)
         buf = io.BytesIO()
         image.save(buf, format="PNG", optimize=True)

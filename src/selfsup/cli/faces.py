@@ -7,10 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from selfsup.data.lfw import DEFAULT_MIN_IMAGES
 from selfsup.errors import SelfsupError
-from selfsup.faces import faces_config, run_faces
-from selfsup.run.lock import run_lock
 
 HELP = """examples:
   selfsup faces --weights resnet50.pth --data-root ~/data --out runs/faces-vicreg
@@ -39,36 +36,51 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--min-images",
         type=int,
-        default=DEFAULT_MIN_IMAGES,
-        help=f"keep people with at least this many images (default {DEFAULT_MIN_IMAGES})",
+        default=None,
+        help="keep people with at least this many images (default: "
+        "selfsup.data.lfw.DEFAULT_MIN_IMAGES, 20)",
     )
     p.add_argument("--queries", type=int, default=6, help="test faces drawn in each grid")
     p.add_argument("-k", type=int, default=8, help="neighbours per query in the grids")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from selfsup.data.lfw import DEFAULT_MIN_IMAGES
+    from selfsup.faces import faces_config, run_faces
+    from selfsup.run.lock import run_lock
+
+    min_images = DEFAULT_MIN_IMAGES if args.min_images is None else args.min_images
     for name, value in (("--queries", args.queries), ("-k", args.k)):
         if value < 1:
             raise SelfsupError(f"{name} must be at least 1, got {value}")
     root = args.data_root.expanduser()
-    cfg = faces_config(args.overrides, args.weights, root, args.min_images)
+    cfg = faces_config(args.overrides, args.weights, root, min_images)
     with run_lock(args.out):
         res = run_faces(
-            cfg, root, args.out, min_images=args.min_images, n_queries=args.queries, k=args.k
+            cfg, root, args.out, min_images=min_images, n_queries=args.queries, k=args.k
         )
-    print(f"LFW: {res['n_people']} people with >= {res['min_images']} images, "
-          f"{res['n_train']} train / {res['n_test']} test images")  # fmt: skip
+    _print_results(res, args.out)
+    return 0
+
+
+def _print_results(res: dict[str, Any], out: Path) -> None:
+    print(
+        f"LFW: {res['n_people']} people with >= {res['min_images']} images, "
+        f"{res['n_train']} train / {res['n_test']} test images"
+    )
     for init, accs in res["identification"].items():
         if isinstance(accs, dict):
             shown = ", ".join(f"{k} {100 * v:.1f}%" for k, v in accs.items())
             print(f"identification ({init}): {shown}")
-    print(f"identification (fine-tuned classifier): "
-          f"{100 * res['identification']['classifier_top1']:.1f}%")  # fmt: skip
+    top1 = res["identification"]["classifier_top1"]
+    print(f"identification (fine-tuned classifier): {100 * top1:.1f}%")
     for init, ver in (res["verification"] or {}).items():
-        print(f"verification ({init}): {100 * ver['mean']:.2f} ± {100 * ver['std']:.2f}% "
-              f"over {len(ver['folds'])} folds")  # fmt: skip
+        print(
+            f"verification ({init}): {100 * ver['mean']:.2f} ± {100 * ver['std']:.2f}% "
+            f"over {len(ver['folds'])} folds"
+        )
     for init, grid in res["grids"].items():
         print(f"grid ({init}): {grid['path']}")
-    print(f"results: {args.out / 'results.json'}")
-    return 0
+    print(f"results: {out / 'results.json'}")

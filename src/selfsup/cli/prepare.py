@@ -10,7 +10,6 @@ import argparse
 import time
 from pathlib import Path
 
-from selfsup.data.prepare import default_workers, prepare_image_folder
 from selfsup.errors import ConfigError
 
 PREFIX = "imagefolder:"
@@ -33,7 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=None,
-        help=f"decoding processes (default: all cores, here {default_workers()})",
+        help="decoding processes (default: every core this process may use)",
     )
     p.add_argument(
         "--on-bad-image",
@@ -43,9 +42,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "fail: stop at the first, naming it",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a cache already at --out")
+    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from selfsup.data.prepare import prepare_image_folder
+
     if not args.source.startswith(PREFIX) or len(args.source) == len(PREFIX):
         raise ConfigError(
             f"selfsup prepare decodes imagefolder:PATH, got {args.source!r}; the other "

@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from selfsup.analysis.browser import CHROMIUM_ENV, check_page
-from selfsup.analysis.report import write_report
-from selfsup.run.lock import run_lock, writes_into
+from selfsup.analysis.browser import CHROMIUM_ENV
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +35,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from selfsup.analysis.browser import check_page
+    from selfsup.analysis.report import write_report
+    from selfsup.run.lock import run_lock, writes_into
+
     inside = args.out is None or writes_into(args.run_dir, args.out)
     with run_lock(args.run_dir, enabled=inside):
         path = write_report(args.run_dir, args.out)

@@ -1,6 +1,6 @@
 """``selfsup index / retrieve / embed`` and ``selfsup viz attention / corr``: a finished run's
 representation, searched, exported and drawn. Each parser sets ``handler``, which
-:func:`selfsup.cli.main` calls."""
+:func:`selfsup.cli.main` calls; each imports what it needs when it runs."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from selfsup.analysis.attention import attention_figure
-from selfsup.analysis.correlation import corr_panels
-from selfsup.analysis.encoder import load_encoder
-from selfsup.analysis.feature_file import write_features
-from selfsup.analysis.index import build_index, embed_split
-from selfsup.analysis.query import hit_lines, retrieve
 from selfsup.errors import SelfsupError
-from selfsup.run.lock import run_lock
 
 
 def _dataset_args(p: argparse.ArgumentParser, *, default_split: str = "train") -> None:
@@ -90,6 +83,10 @@ def add_parsers(sub: Any, viz_sub: Any) -> None:
 
 
 def _index(args: argparse.Namespace) -> int:
+    from selfsup.analysis.encoder import load_encoder
+    from selfsup.analysis.index import build_index
+    from selfsup.run.lock import run_lock
+
     with run_lock(args.run_dir):  # writes RUN_DIR/index/
         path, meta = build_index(load_encoder(args.run_dir), args.dataset, args.split)
     print(
@@ -100,6 +97,9 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _retrieve(args: argparse.Namespace) -> int:
+    from selfsup.analysis.encoder import load_encoder
+    from selfsup.analysis.query import hit_lines, retrieve
+
     if args.k < 1:
         raise SelfsupError(f"-k must be at least 1, got {args.k}")
     res = retrieve(
@@ -115,6 +115,10 @@ def _retrieve(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
+    from selfsup.analysis.encoder import load_encoder
+    from selfsup.analysis.feature_file import write_features
+    from selfsup.analysis.index import embed_split
+
     emb = embed_split(load_encoder(args.run_dir), args.dataset, args.split)
     files = write_features(emb, args.out)
     print(f"wrote {len(emb.data)} x {emb.meta['dim']} features: {', '.join(map(str, files))}")
@@ -122,6 +126,8 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _attention(args: argparse.Namespace) -> int:
+    from selfsup.analysis.attention import attention_figure
+
     path = attention_figure(
         args.run_dir, images=args.images, dataset=args.dataset, split=args.split
     )
@@ -130,5 +136,7 @@ def _attention(args: argparse.Namespace) -> int:
 
 
 def _corr(args: argparse.Namespace) -> int:
+    from selfsup.analysis.correlation import corr_panels
+
     print(f"correlation matrices: {corr_panels(args.run_dir)}")
     return 0

@@ -9,15 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from selfsup.atomic import write_text_atomic
 from selfsup.errors import SelfsupError
-from selfsup.evaluate.table import paired_tests
-from selfsup.rundir import read_results
-from selfsup.studies import figures
-from selfsup.studies.plan import parse_pairs, plan, resolve_params
-from selfsup.studies.runner import STATE, cell_file, run_cells
-from selfsup.studies.spec import SCALES, Cell, Study, load_study
-from selfsup.studies.table import build_rows, caption, markdown, to_csv
+from selfsup.studies.spec import SCALES
 
 HELP = """A study file (studies/*.yaml) lists runs (a config of configs/ plus overrides) and the
 evaluations applied to each. Each run and evaluation is a cell, executed in order as its own
@@ -40,11 +33,22 @@ def add_parsers(sub: Any) -> None:
         "--scale", choices=SCALES, default="quick", help="quick (CPU minutes) or full (GPU)"
     )
     st.add_argument("--out", type=Path, required=True, help="study directory (rerun to continue)")
-    st.add_argument("--map", action="append", default=[], metavar="NAME=NAME",
-                    help="use another dataset in place of one the study names, e.g. "
-                    "cifar10=fashion-mnist (repeatable; the caption says so)")  # fmt: skip
-    st.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                    help="a parameter the study declares, e.g. weights=PATH")  # fmt: skip
+    st.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="NAME=NAME",
+        help="use another dataset in place of one the study names, e.g. "
+        "cifar10=fashion-mnist (repeatable; the caption says so)",
+    )
+    st.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter the study declares, e.g. weights=PATH",
+    )
+    st.set_defaults(handler=run_study)
 
 
 def repo_root(study_file: Path) -> Path:
@@ -55,6 +59,8 @@ def repo_root(study_file: Path) -> Path:
 
 
 def _check_same_study(out: Path, meta: dict[str, Any]) -> None:
+    from selfsup.studies.runner import STATE
+
     path = out / STATE
     if not path.is_file():
         return
@@ -67,41 +73,26 @@ def _check_same_study(out: Path, meta: dict[str, Any]) -> None:
             )
 
 
-def write_outputs(study: Study, cells: list[Cell], state: dict[str, Any], out: Path,
-                  mapping: dict[str, str], params: dict[str, str]) -> str:  # fmt: skip
-    """table.md, table.csv, the figures and report.html from the finished cells."""
-    done = {c.id: json.loads(cell_file(out, c).read_text()) for c in cells
-            if state["cells"][c.id]["state"] == "finished"}  # fmt: skip
-    rows = build_rows(study, cells, done, out / "runs", mapping)
-    failed = {cid: f"{e['state']}: {e.get('error', '')}" for cid, e in state["cells"].items()
-              if e["state"] != "finished"}  # fmt: skip
-    text = caption(study, state["scale"], mapping, params)
-    table_md = markdown(rows, text, failed)
-    if study.paired:
-        runs = [(r.name, read_results(out / "runs" / r.name)) for r in study.runs]
-        runs = [(name, res) for name, res in runs if res is not None]
-        table_md += "\nPaired tests against the first run (exact McNemar):\n\n"
-        table_md += "\n".join(paired_tests(runs)) + "\n"
-    write_text_atomic(out / "table.md", table_md)
-    write_text_atomic(out / "table.csv", to_csv(rows))
-    made = figures.draw(study, rows, out, out / "runs")
-    reports = figures.run_reports(study, out / "runs")
-    if reports:
-        figures.study_html(f"Study {study.name}", table_md, made, reports, out)
-    for name, where in made.items():
-        print(f"figure {name}: {where}")
-    return table_md
-
-
 def run_study(args: argparse.Namespace) -> int:
+    from selfsup.studies.outputs import write_outputs
+    from selfsup.studies.plan import parse_pairs, plan, resolve_params
+    from selfsup.studies.runner import STATE, run_cells
+    from selfsup.studies.spec import load_study
+
     root = repo_root(args.file)
     study = load_study(args.file, root)
     mapping = parse_pairs(args.map, "--map")
     params = resolve_params(study, parse_pairs(args.param, "--param"))
     out = args.out.resolve()
     cells = plan(study, args.scale, mapping, params, out / "runs", root)
-    meta = {"study": study.name, "file": str(args.file), "scale": args.scale, "map": mapping,
-            "params": params, "command": ["selfsup", *sys.argv[1:]]}  # fmt: skip
+    meta = {
+        "study": study.name,
+        "file": str(args.file),
+        "scale": args.scale,
+        "map": mapping,
+        "params": params,
+        "command": ["selfsup", *sys.argv[1:]],
+    }
     _check_same_study(out, meta)
     print(f"study {study.name} ({args.scale}): {len(cells)} cells into {out}")
     state = run_cells(cells, out, meta, root)
@@ -110,7 +101,7 @@ def run_study(args: argparse.Namespace) -> int:
     print(f"tables: {out / 'table.md'}, {out / 'table.csv'}; cell states: {out / STATE}")
     unfinished = [c for c, e in state["cells"].items() if e["state"] != "finished"]
     if unfinished:
-        print(f"selfsup: {len(unfinished)} cells did not finish: {', '.join(unfinished)}",
-              file=sys.stderr)  # fmt: skip
+        listed = ", ".join(unfinished)
+        print(f"selfsup: {len(unfinished)} cells did not finish: {listed}", file=sys.stderr)
         return 1
     return 0

@@ -1,18 +1,42 @@
-"""``selfsup viz curves RUN_DIR [RUN_DIR ...]``: several runs' per-epoch curves in one figure
-(:func:`selfsup.analysis.plots.compare_curves`), e.g. pretrain-then-linear against joint
-training. Registered under ``selfsup viz`` by :mod:`selfsup.cli`."""
+"""``selfsup viz retrieval / tsne / curves RUN_DIR``: look at a run's representation
+(``viz attention`` and ``viz corr`` are in :mod:`selfsup.cli.retrieval`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from selfsup.analysis.curves import CURVE_KEYS, curve_keys, read_metrics
-from selfsup.analysis.plots import compare_curves
+from selfsup.analysis.curves import CURVE_KEYS
+from selfsup.errors import SelfsupError
 
 
-def add_viz_parser(viz_sub: argparse._SubParsersAction) -> None:
-    """Add ``curves`` to the ``selfsup viz`` subcommands."""
+def add_parsers(sub: Any) -> Any:
+    """``viz`` on the top-level sub-parsers; returns its own sub-parsers."""
+    vz = sub.add_parser("viz", help="look at a run's representation")
+    viz_sub = vz.add_subparsers(dest="viz", required=True)
+    rt = viz_sub.add_parser(
+        "retrieval",
+        help="the most and least similar training images of test queries, and precision@k "
+        "against random init and raw pixels (ANNOY when installed; its recall@k is printed)",
+    )
+    rt.add_argument("run_dir", type=Path)
+    rt.add_argument("-k", type=int, default=8, help="neighbours per query (default 8)")
+    rt.add_argument("--queries", type=int, default=6, help="queries drawn in the grid")
+    rt.add_argument("--bank-limit", type=int, default=10_000, help="training images searched")
+    rt.add_argument("--query-limit", type=int, default=1_000, help="test queries scored")
+    rt.set_defaults(handler=retrieval)
+    ts = viz_sub.add_parser(
+        "tsne",
+        help="one t-SNE panel per epoch saved during training (viz.embed_epochs=[1,5,...])",
+    )
+    ts.add_argument("run_dir", type=Path)
+    ts.set_defaults(handler=tsne)
+    _add_curves(viz_sub)
+    return viz_sub
+
+
+def _add_curves(viz_sub: Any) -> None:
     cv = viz_sub.add_parser(
         "curves",
         help="per-epoch curves of several runs in one figure (train with eval.val_images=N "
@@ -33,12 +57,56 @@ def add_viz_parser(viz_sub: argparse._SubParsersAction) -> None:
     )
     cv.add_argument("--labels", default=None, help="comma-separated legend labels, one per RUN_DIR")
     cv.add_argument(
-        "--out", type=Path, default=None, help="PNG (default: RUN_DIR/plots/compare_curves.png "
-        "of the first run)",
-    )  # fmt: skip
+        "--out",
+        type=Path,
+        default=None,
+        help="PNG (default: RUN_DIR/plots/compare_curves.png of the first run)",
+    )
+    cv.set_defaults(handler=curves)
 
 
-def viz_curves(args: argparse.Namespace) -> int:
+def tsne(args: argparse.Namespace) -> int:
+    from selfsup.analysis.embeddings import tsne_panels
+
+    print(f"t-SNE panels: {tsne_panels(args.run_dir)}")
+    return 0
+
+
+def retrieval(args: argparse.Namespace) -> int:
+    from selfsup.analysis.retrieval import retrieval_study
+
+    for name, value in (
+        ("-k", args.k),
+        ("--queries", args.queries),
+        ("--bank-limit", args.bank_limit),
+        ("--query-limit", args.query_limit),
+    ):
+        if value < 1:
+            raise SelfsupError(f"{name} must be at least 1, got {value}")
+    res = retrieval_study(
+        args.run_dir,
+        k=args.k,
+        n_queries=args.queries,
+        bank_limit=args.bank_limit,
+        query_limit=args.query_limit,
+    )
+    print(f"precision@{res.k} (share of the {res.k} most similar images of the query's class):")
+    for name, value in res.precision.items():
+        print(f"  {name}: {100 * value:.1f}%")
+    if res.recall is None:
+        print("exact search (pip install annoy for approximate search)")
+    else:
+        print(f"ANNOY recall@{res.k} against exact search: {100 * res.recall:.1f}%")
+    print(f"grid: {res.grid}")
+    return 0
+
+
+def curves(args: argparse.Namespace) -> int:
+    """Several runs' per-epoch curves in one figure (:func:`selfsup.analysis.plots.
+    compare_curves`), e.g. pretrain-then-linear against joint training."""
+    from selfsup.analysis.curves import curve_keys, read_metrics
+    from selfsup.analysis.plots import compare_curves
+
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     if args.keys:
         keys = split(args.keys)

@@ -17,8 +17,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfsup.evaluate.metrics import mcnemar, unpack_correct
-
 IDENTITY = (
     "protocol", "dataset", "init", "settings_id", "k", "fraction", "ratio", "threshold",
     "ema_teacher",
@@ -296,8 +294,17 @@ def _paired_p(records: list[dict[str, Any]], key: tuple[Any, ...], a: str, b: st
     ra, rb = found[a], found[b]
     if ra.get("test_id") != rb.get("test_id") or ra["n_test"] != rb["n_test"]:
         return None
-    n = ra["n_test"]
-    return mcnemar(unpack_correct(ra["correct"], n), unpack_correct(rb["correct"], n))["p"]
+    return _mcnemar(ra, rb)["p"]
+
+
+def _mcnemar(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The exact McNemar test of two records' per-image correctness (the same test images).
+    Its module (torch, scipy) is imported here: the table itself needs neither, and the CLI
+    reads METRICS from this module to build its parser."""
+    from selfsup.evaluate.metrics import mcnemar, unpack_correct
+
+    n = a["n_test"]
+    return mcnemar(unpack_correct(a["correct"], n), unpack_correct(b["correct"], n))
 
 
 def baseline_verdict(records: list[dict[str, Any]], alpha: float = 0.05) -> list[str]:
@@ -479,7 +486,7 @@ def _paired_line(label: str, name_a: str, a: dict, name_b: str, b: dict, alpha: 
     if a.get("test_id") != b.get("test_id") or a["n_test"] != b["n_test"]:
         return f"{label}: different test images, no paired test"
     n = a["n_test"]
-    t = mcnemar(unpack_correct(a["correct"], n), unpack_correct(b["correct"], n))
+    t = _mcnemar(a, b)
     verdict = "significant" if t["p"] < alpha else "not significant"
     return (
         f"{label}: {name_a} {100 * a['top1']:.1f}% vs {name_b} {100 * b['top1']:.1f}%; "
