@@ -17,25 +17,14 @@ QUICK = [*TINY, "data.limit=64", "train.epochs=1", "eval.protocols=[knn]", "eval
          "eval.compare_random=false", "eval.compare_pixels=false",
          "eval.monitor_every=0"]  # fmt: skip
 
+NEW = ["--config", "defaults"]  # a new run from the built-in defaults (tiny.py shrinks them)
+
 
 def test_attention_maps_of_a_vit_run(tmp_path: Path, capsys) -> None:
     """One row per image (image, mean, one column per head); each head's map is the CLS row
     of the last block's attention over the patches, renormalised to sum to 1."""
     run = tmp_path / "vit"
-    assert (
-        main(
-            [
-                "pretrain",
-                "--config",
-                "defaults",
-                "--out",
-                str(run),
-                *QUICK,
-                "backbone.name=vit_tiny_p4",
-            ]
-        )
-        == 0
-    )
+    assert main(["pretrain", *NEW, "--out", str(run), *QUICK, "backbone.name=vit_tiny_p4"]) == 0
     capsys.readouterr()
     assert main(["viz", "attention", str(run), "--images", "3"]) == 0
     png = run / "plots" / "attention.png"
@@ -64,7 +53,7 @@ def test_attention_maps_of_a_vit_run(tmp_path: Path, capsys) -> None:
 
 def test_attention_maps_need_a_vit(tmp_path: Path, capsys) -> None:
     run = tmp_path / "resnet"
-    assert main(["pretrain", "--config", "defaults", "--out", str(run), *QUICK]) == 0
+    assert main(["pretrain", *NEW, "--out", str(run), *QUICK]) == 0
     capsys.readouterr()
     assert main(["viz", "attention", str(run)]) == 2
     err = capsys.readouterr().err

@@ -12,6 +12,8 @@ from selfsup.data import sources
 from selfsup.train import loop
 from tiny import TINY
 
+NEW = ["--config", "defaults"]  # a new run from the built-in defaults (tiny.py shrinks them)
+
 FMNIST = [
     "data.dataset=fashion-mnist",
     "data.limit=96",
@@ -150,34 +152,8 @@ def test_supervised_and_joint_runs_then_one_table(tmp_path, capsys) -> None:
     quick = [*TINY, "eval.protocols=[knn]", "eval.knn.k=[20]", "eval.compare_random=false"]
     sup, joint, ssl = tmp_path / "sup", tmp_path / "joint", tmp_path / "ssl"
     no_ssl = [o for o in quick if not o.startswith("method.")]  # VICReg keys: not supervised's
-    assert (
-        main(
-            [
-                "supervised",
-                "--config",
-                "defaults",
-                "--out",
-                str(sup),
-                *no_ssl,
-                "method.label_fraction=0.5",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "joint",
-                "--config",
-                "defaults",
-                "--out",
-                str(joint),
-                *quick,
-                "joint.label_fraction=0.25",
-            ]
-        )
-        == 0
-    )
+    assert main(["supervised", *NEW, "--out", str(sup), *no_ssl, "method.label_fraction=0.5"]) == 0
+    assert main(["joint", *NEW, "--out", str(joint), *quick, "joint.label_fraction=0.25"]) == 0
     assert pretrain(ssl, "eval.protocols=[knn]", "eval.knn.k=[20]") == 0
     cfg = yaml.safe_load((sup / "config.yaml").read_text())
     assert cfg["method"] == {"name": "supervised", "label_fraction": 0.5, "num_classes": 10}
@@ -212,11 +188,8 @@ def test_pseudo_label_with_a_supervised_run_as_teacher(tmp_path, capsys) -> None
     # a valid teacher saw only the protocol's labelled part: the same images (data.limit =
     # eval.train_limit, seed 0) and the same class-balanced fraction
     valid = ["data.limit=256", "method.label_fraction=0.25"]
-    assert main(["supervised", "--config", "defaults", "--out", str(sup), *no_ssl, *valid]) == 0
-    assert (
-        main(["supervised", "--config", "defaults", "--out", str(leaky), *no_ssl, "data.limit=256"])
-        == 0
-    )
+    assert main(["supervised", *NEW, "--out", str(sup), *no_ssl, *valid]) == 0
+    assert main(["supervised", *NEW, "--out", str(leaky), *no_ssl, "data.limit=256"]) == 0
     assert pretrain(ssl, "eval.protocols=[knn]", "eval.knn.k=[20]") == 0
     common = [
         "eval.compare_random=false",
@@ -256,16 +229,7 @@ def test_finished_run_is_refused_unless_overwritten(tmp_path, capsys) -> None:
     assert pretrain(out, *QUICK) == 2
     err = capsys.readouterr().err
     assert "finished run" in err and "--overwrite" in err and "--resume" in err
-    overwrite = [
-        "pretrain",
-        "--config",
-        "defaults",
-        "--out",
-        str(out),
-        "--overwrite",
-        *TINY,
-        *QUICK,
-    ]
+    overwrite = ["pretrain", *NEW, "--out", str(out), "--overwrite", *TINY, *QUICK]
     for bad in ("train.lr=-1", "data.dataset=cifar11", "method.name=nope"):
         assert main([*overwrite, bad]) == 2, bad
         assert "Traceback" not in capsys.readouterr().err
@@ -283,10 +247,7 @@ def test_overwrite_never_empties_a_directory_without_a_run(tmp_path, capsys) -> 
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    assert (
-        main(["pretrain", "--config", "defaults", "--out", str(out), "--overwrite", *TINY, *QUICK])
-        == 2
-    )
+    assert main(["pretrain", *NEW, "--out", str(out), "--overwrite", *TINY, *QUICK]) == 2
     assert "already holds files" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "precious"
 

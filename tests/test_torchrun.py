@@ -69,17 +69,8 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path) -> None
     done = torchrun("--config", "defaults", "--out", str(two), *common)
     assert done.returncode == 0, done.stderr[-3000:]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "selfsup",
-        "pretrain",
-        "--config",
-        "defaults",
-        "--out",
-        str(one),
-        *common,
-    ]
+    new = ["pretrain", "--config", "defaults", "--out", str(one)]
+    cmd = [sys.executable, "-m", "selfsup", *new, *common]
     single = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     a = load_checkpoint(two / "checkpoints" / "last.pt")["model"]
