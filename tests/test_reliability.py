@@ -157,6 +157,63 @@ def test_run_files_get_the_umask_permissions(tmp_path) -> None:
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    import selfsup.data.imagefolder as imagefolder
+    from selfsup.atomic import atomic_path
+    from selfsup.data.sources import load_dataset
+    what, target = sys.argv[1], Path(sys.argv[2])
+    if what == "results":  # killed inside the write of results.json
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b'{"half": ')
+            os.kill(os.getpid(), signal.SIGKILL)
+    real = imagefolder.decode
+    def decode(path, size):  # killed while the second image decodes
+        if path.name == "img001.png":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path, size)
+    imagefolder.decode = decode
+    load_dataset(f"imagefolder:{target}", root=sys.argv[3], image_size=8)
+    """
+)
+
+
+def _killed_writer(*args: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run([sys.executable, "-c", KILLED_WRITER, *map(str, args)], env=env)
+    assert run.returncode == -signal.SIGKILL
+
+
+def test_temporaries_a_killed_writer_left_are_removed_by_the_next_write(tmp_path) -> None:
+    """Issue 22.10: a write killed midway (SIGKILL; SIGTERM while a dataset decodes) left its
+    hidden temporary forever: ``.results.json.*.tmp`` in the run, a decoding cache as large as
+    the dataset in the data root. Writers hold a flock on their temporary; the next write of
+    the same file (the next build of the folder's cache) removes the ones nobody holds, and
+    leaves a live writer's alone."""
+    from fakedata import write_image_folder
+    from selfsup.atomic import atomic_path
+    from selfsup.data.sources import load_dataset
+
+    _killed_writer(Path("results"), tmp_path / "results.json")
+    assert len(list(tmp_path.glob(".results.json.*.tmp"))) == 1
+    with atomic_path(tmp_path / "results.json") as live:  # a writer at work meanwhile
+        live.write_bytes(b"{}")
+        write_json_atomic(tmp_path / "results.json", {"top1": 0.5})
+        assert list(tmp_path.glob(".results.json.*.tmp")) == [live]
+    assert json.loads((tmp_path / "results.json").read_text()) == {}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    write_image_folder(tmp_path / "pets", classes=["cat"], per_class=3, size=8)
+    cache = tmp_path / "root" / "cache"
+    _killed_writer(Path("decode"), tmp_path / "pets", tmp_path / "root")
+    assert len(list(cache.glob(".imagefolder-*.decoding.npy.*.tmp"))) == 1
+    pets = load_dataset(f"imagefolder:{tmp_path / 'pets'}", root=tmp_path / "root", image_size=8)
+    assert len(pets) == 3
+    assert not list(cache.glob(".*"))
+
+
 # --- real processes: SIGTERM and SIGKILL ----------------------------------------------------
 
 CHILD = textwrap.dedent(

@@ -7,13 +7,22 @@ would trust. The temporary file is created private (0600) by ``mkstemp``; before
 gets the permissions a plain ``open()`` would give under the user's umask (usually 0644), so
 colleagues on a shared machine can read a run. A failed write removes the temporary file and
 raises :class:`selfsup.errors.WriteError` naming the file and saying the old one is intact.
+
+A process killed mid-write (SIGKILL, or SIGTERM before a handler is installed, e.g. while a
+dataset decodes) cannot remove its temporary. So the writer holds an advisory lock
+(``fcntl.flock``) on its temporary for as long as it writes it, and every write first removes
+the temporaries of the same file that nobody holds (:func:`remove_leftovers`): the kernel
+releases a dead process's flock, so those are leftovers, while a live writer's is left alone.
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -29,17 +38,21 @@ def _umask() -> int:
     return mask
 
 
-def _temporary(path: Path, *, folder: bool = False) -> Path:
-    """A new hidden temporary file (or folder) beside ``path``, or a WriteError saying why
-    not (a read-only folder, a full disk)."""
+def _temporary(path: Path, *, folder: bool = False) -> tuple[Path, int | None]:
+    """A new hidden temporary file (or folder) beside ``path``, with for a file an open
+    descriptor holding its flock (close it once the file is renamed or removed), or a
+    WriteError saying why not (a read-only folder, a full disk)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         kw = {"prefix": f".{path.name}.", "suffix": ".tmp", "dir": path.parent}
         if folder:
-            return Path(tempfile.mkdtemp(**kw))
-        fd, name = tempfile.mkstemp(**kw)
-        os.close(fd)
-        return Path(name)
+            return Path(tempfile.mkdtemp(**kw)), None
+        while True:
+            fd, name = tempfile.mkstemp(**kw)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _is_at(fd, Path(name)):
+                return Path(name), fd
+            os.close(fd)  # removed as a leftover between its creation and its flock: again
     except OSError as err:
         raise WriteError(
             f"could not write {path}: cannot create a file in {path.parent} "
@@ -53,7 +66,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``; when the block completes it is synced, given the
     umask's permissions and renamed onto ``path``. On any error it is removed."""
     path = Path(path)
-    tmp = _temporary(path)
+    remove_leftovers(path.parent, glob.escape(path.name))
+    tmp, held = _temporary(path)
     try:
         yield tmp
         with tmp.open("rb+") as f:
@@ -68,6 +82,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         ) from err
     finally:
         tmp.unlink(missing_ok=True)
+        if held is not None:
+            os.close(held)
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
@@ -82,6 +98,35 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is the file at ``path`` (not removed or replaced)."""
+    try:
+        here = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
+
+
+def remove_leftovers(folder: str | Path, pattern: str = "*") -> None:
+    """Remove the temporary files of ``folder/pattern`` (a glob) that no live writer holds:
+    leftovers of writes a kill interrupted. Best effort: one that cannot be opened or
+    removed is left for the next write."""
+    for tmp in Path(folder).glob(f".{pattern}.*.tmp"):
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # gone already, a folder's, unreadable, or a link
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live writer
+            if _is_at(fd, tmp) and stat.S_ISREG(os.fstat(fd).st_mode):
+                tmp.unlink()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def remove_temporaries(folder: str | Path, name: str = "*") -> None:
@@ -101,7 +146,7 @@ def atomic_folder(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     path = Path(path)
     recover_folder(path)
     _remove_temporaries(path)
-    tmp = _temporary(path, folder=True)
+    tmp, _ = _temporary(path, folder=True)
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())

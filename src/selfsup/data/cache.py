@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.atomic import atomic_path
+from selfsup.atomic import atomic_path, remove_leftovers
 
 
 def cache_key(parts: object) -> str:
@@ -72,10 +72,12 @@ def open_npy(path: Path, shape: tuple[int, ...] | None = None) -> torch.Tensor |
 
 
 def remove_stale(directory: Path, pattern: str, keep: set[Path]) -> None:
-    """Delete the files in ``directory`` matching ``pattern`` other than ``keep``.
+    """Delete the files in ``directory`` matching ``pattern`` other than ``keep``, and the
+    temporaries of files matching it that a killed build left (:func:`remove_leftovers`).
 
     Best effort: a file that cannot be removed (another process, permissions) is left.
     """
+    remove_leftovers(directory, pattern)
     for path in directory.glob(pattern):
         if path not in keep:
             with suppress(OSError):
