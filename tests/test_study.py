@@ -304,3 +304,27 @@ def test_face_results_become_table_records() -> None:
     assert got == [("knn", 1, 0.4), ("knn", 20, 0.5), ("verification", None, 0.7),
                    ("finetuned knn", 1, 0.9), ("finetuned verification", None, 0.95)]  # fmt: skip
     assert runner.face_records({}) == []
+
+
+def test_a_run_stopped_before_its_plots_is_resumed_not_counted_finished(
+    tmp_path, monkeypatch
+) -> None:
+    """Issue 22.10: a run wrote results.json before its plots, and the runner counts a run
+    with results.json as finished: a training cell killed (or failed) while plotting was
+    "finished in 0 s" on the rerun and its plots never appeared. results.json is now the last
+    file a run writes, so the rerun resumes the run and writes them."""
+    from selfsup import pipeline
+    from selfsup.config import load_config
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt  # as a Ctrl-C or SIGTERM while the plots are drawn
+
+    run_dir = tmp_path / "runs" / "vicreg"
+    monkeypatch.setattr(pipeline, "save_run_plots", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.pretrain(load_config(None, [*TINY, *QUICK]), run_dir)
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert not (run_dir / "results.json").exists()
+    records = runner.train(Cell("vicreg", None, "pretrain"), run_dir, tmp_path / "log", tmp_path)
+    assert records and (run_dir / "results.json").is_file()
+    assert list((run_dir / "plots").glob("confusion-*.png"))

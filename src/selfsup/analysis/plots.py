@@ -258,12 +258,14 @@ def compare_curves(
     return save_figure(fig, out_png, dpi=100)
 
 
-def save_run_plots(run_dir: str | Path) -> list[Path]:
-    """Write ``plots/confusion-....png`` for every record of ``run_dir/results.json`` that has a
-    confusion matrix; class names from ``results["classes"][dataset]`` when present (and of the
-    right length), else "0".."K-1". Returns the written paths in record order."""
+def save_run_plots(run_dir: str | Path, results: dict[str, Any] | None = None) -> list[Path]:
+    """Write ``plots/confusion-....png`` for every record of ``results`` (default: those of
+    ``run_dir/results.json``) that has a confusion matrix; class names from
+    ``results["classes"][dataset]`` when present (and of the right length), else "0".."K-1".
+    Returns the written paths in record order."""
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
+    if results is None:
+        results = json.loads((run_dir / "results.json").read_text())
     out_dir = run_dir / "plots"
     written: list[Path] = []
     for rec in results.get("evals", []):
