@@ -93,6 +93,9 @@ CELLS: dict[str, Cell] = {
     # issue #21: ISD at MoCo's recipe lr (SGD 0.3, half an epoch of warm-up); a 2-epoch probe on
     # the held-out monitor gave 77.6% against 76.9% at the shipped 0.05
     "isd-lr0.3": Cell("isd.yaml", ["train.lr=0.3", "train.warmup_epochs=0.5"]),
+    # the epochs that fill 15 minutes of a quiet core (MoCo ~90 s, ISD ~68 s an epoch)
+    "moco-15min": Cell("moco.yaml", ["train.epochs=10"]),
+    "isd-15min": Cell("isd.yaml", ["train.lr=0.3", "train.warmup_epochs=0.5", "train.epochs=13"]),
     "dino": Cell("dino.yaml"),
     "dino_twins": Cell("dino_twins.yaml"),
     "supervised": Cell("supervised.yaml"),
