@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from selfsup import pipeline
+from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.config import load_config
 from selfsup.data.sources import load_dataset
 from selfsup.errors import SelfsupError
@@ -253,11 +254,7 @@ def _baselines(out: Path) -> dict[str, float]:
 
 
 def _plot_test(curves: dict, baselines: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, points in curves.items():
         ax.plot(
@@ -273,14 +270,15 @@ def _plot_test(curves: dict, baselines: dict[str, float], path: Path) -> None:
         )
     ax.set_xscale("log")
     ax.set_xticks(MARKS, [str(m) for m in MARKS])
-    ax.set_xlabel("training time, minutes of one core (log scale)")
-    ax.set_ylabel("kNN-20 top-1 on the full test split (%)")
-    ax.set_title("Fashion-MNIST: time to accuracy (60,000-image bank)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(
+        fig,
+        ax,
+        path,
+        "training time, minutes of one core (log scale)",
+        "kNN-20 top-1 on the full test split (%)",
+        "Fashion-MNIST: time to accuracy (60,000-image bank)",
+        legend_size=7,
+    )
 
 
 def _pct(rec: dict | None) -> str:
@@ -298,11 +296,7 @@ def _backbone_params(run_dir: Path) -> int:
 
 
 def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colours = plt.get_cmap("tab20").colors  # 12+ runs: the default cycle repeats after 10
     for i, (name, points) in enumerate(curves.items()):
@@ -314,14 +308,26 @@ def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
                 color=colours[(2 * i) % 20 + (2 * i) // 20],
                 linewidth=2.4 if name == "vicreg" else 1.3,
             )
-    ax.set_xlabel("training time on this machine (minutes)")
-    ax.set_ylabel("kNN-20 top-1, held-out training images (%)")
-    ax.set_title("Fashion-MNIST: online kNN monitor per epoch")
+    _finish(
+        fig,
+        ax,
+        path,
+        "training time on this machine (minutes)",
+        "kNN-20 top-1, held-out training images (%)",
+        "Fashion-MNIST: online kNN monitor per epoch",
+        legend_size=8,
+    )
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
+    """Label, grid and legend the axes, then write the figure atomically."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:
