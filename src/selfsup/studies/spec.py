@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from selfsup.errors import ConfigError
 from selfsup.names import check_name
+from selfsup.yaml_file import read_yaml_mapping
 
 SCALES = ("quick", "full")
 COMMANDS = ("pretrain", "supervised", "joint", "faces")
@@ -26,8 +25,16 @@ OWN = "own"  # the evaluation made of the records the run's own command wrote (i
 FIGURE_KINDS = ("accuracy_vs_compute", "curves", "tsne")
 
 TOP_KEYS = (
-    "study", "description", "params", "runs", "evals", "scales", "references", "figures", "paired",
-)  # fmt: skip
+    "study",
+    "description",
+    "params",
+    "runs",
+    "evals",
+    "scales",
+    "references",
+    "figures",
+    "paired",
+)
 RUN_KEYS = ("name", "command", "config", "args", "overrides", "scales", "evals")
 EVAL_KEYS = ("protocols", "datasets", "overrides", "scales")
 SCALE_KEYS = ("train", "eval")
@@ -100,6 +107,21 @@ def _keys(where: str, data: Any, valid: tuple[str, ...], required: tuple[str, ..
     return data
 
 
+def _mapping(where: str, value: Any) -> dict:
+    """``value`` (None: empty) when it is a mapping, else a ConfigError naming ``where``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of names to settings, got {value!r:.60}")
+    return value
+
+
+def _string(where: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r:.60}")
+    return value
+
+
 def _strings(where: str, value: Any) -> list[str]:
     if value is None:
         return []
@@ -117,9 +139,11 @@ def _run(i: int, data: Any, root: Path) -> Run:
     d = _keys(f"runs[{i}]", data, RUN_KEYS, ("name",))
     where = f"runs[{i}] ({d['name']})"
     command = d.get("command", "pretrain")
-    if command not in COMMANDS:
+    if not isinstance(command, str) or command not in COMMANDS:
         raise ConfigError(f"{where}.command={command!r}; valid: {', '.join(COMMANDS)}")
     config = d.get("config")
+    if config is not None:
+        config = _string(f"{where}.config", config)
     if config is None and command != "faces":
         raise ConfigError(f"{where}: missing key 'config' (a YAML file of configs/)")
     if config is not None and not (root / config).is_file():
@@ -153,6 +177,39 @@ def _evaluation(name: str, data: Any) -> Evaluation:
     return ev
 
 
+def _list(where: str, value: Any) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list, got {value!r:.60}")
+    return value
+
+
+def _references(value: Any, runs: list[str], evals: list[str]) -> list[dict[str, Any]]:
+    references = [
+        _keys(f"references[{i}]", r, REFERENCE_KEYS, ("run", "eval", "top1", "source"))
+        for i, r in enumerate(_list("references", value))
+    ]
+    for i, ref in enumerate(references):
+        check_choice(f"references[{i}].run", ref["run"], runs)
+        check_choice(f"references[{i}].eval", ref["eval"], evals)
+    return references
+
+
+def _figures(value: Any, runs: list[str]) -> list[dict[str, Any]]:
+    figures = [
+        _keys(f"figures[{i}]", f, FIGURE_KEYS, ("kind",))
+        for i, f in enumerate(_list("figures", value))
+    ]
+    for i, fig in enumerate(figures):
+        check_choice(f"figures[{i}].kind", fig["kind"], list(FIGURE_KINDS))
+        shown = fig.get("runs") or ([fig["run"]] if "run" in fig else [])
+        for run in _strings(f"figures[{i}].runs", shown if isinstance(shown, list) else [shown]):
+            # RUN, or RUN/GLOB: a folder inside the run (a trained evaluation's curves)
+            check_choice(f"figures[{i}].runs", run.split("/", 1)[0], runs)
+    return figures
+
+
 def check_choice(where: str, value: Any, valid: list[str]) -> None:
     if value not in valid:
         raise ConfigError(f"{where}={value!r}; valid: {', '.join(map(str, valid))}")
@@ -161,15 +218,10 @@ def check_choice(where: str, value: Any, valid: list[str]) -> None:
 def load_study(path: str | Path, root: str | Path = ".") -> Study:
     """Parse and validate a study file; config paths are relative to ``root`` (the repo)."""
     path, root = Path(path), Path(root)
-    if not path.is_file():
-        raise ConfigError(f"study file {str(path)!r} does not exist (see studies/)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"study file {str(path)!r} is not valid YAML: {err}") from None
+    data = read_yaml_mapping(path, "study file", "studies/")
     d = _keys(str(path), data, TOP_KEYS, ("study", "runs", "scales"))
     params = {}
-    for name, spec in (d.get("params") or {}).items():
+    for name, spec in _mapping("params", d.get("params")).items():
         params[str(name)] = _keys(f"params.{name}", spec or {}, PARAM_KEYS)
     if not isinstance(d["runs"], list) or not d["runs"]:
         raise ConfigError("runs must be a non-empty list of runs")
@@ -177,7 +229,7 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"runs: names must be unique, got {', '.join(names)}")
-    evals = {str(n): _evaluation(str(n), e) for n, e in (d.get("evals") or {}).items()}
+    evals = {str(n): _evaluation(str(n), e) for n, e in _mapping("evals", d.get("evals")).items()}
     if OWN in evals:
         raise ConfigError(f"evals: {OWN!r} is built in (the run's own records); rename it")
     for run in runs:
@@ -188,19 +240,19 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
     scales = {
         s: {k: _strings(f"scales.{s}.{k}", v.get(k)) for k in SCALE_KEYS} for s, v in scales.items()
     }
-    references = [_keys(f"references[{i}]", r, REFERENCE_KEYS, ("run", "eval", "top1", "source"))
-                  for i, r in enumerate(d.get("references") or [])]  # fmt: skip
-    for i, ref in enumerate(references):
-        check_choice(f"references[{i}].run", ref["run"], names)
-        check_choice(f"references[{i}].eval", ref["eval"], [OWN, *evals])
-    figures = [_keys(f"figures[{i}]", f, FIGURE_KEYS, ("kind",))
-               for i, f in enumerate(d.get("figures") or [])]  # fmt: skip
-    for i, fig in enumerate(figures):
-        check_choice(f"figures[{i}].kind", fig["kind"], list(FIGURE_KINDS))
-        for run in fig.get("runs") or ([fig["run"]] if "run" in fig else []):
-            # RUN, or RUN/GLOB: a folder inside the run (a trained evaluation's curves)
-            check_choice(f"figures[{i}].runs", str(run).split("/", 1)[0], names)
+    references = _references(d.get("references"), names, [OWN, *evals])
+    figures = _figures(d.get("figures"), names)
     if not isinstance(d.get("paired", False), bool):
         raise ConfigError(f"paired={d['paired']!r} must be true or false")
-    return Study(str(d["study"]), path, str(d.get("description") or ""), params, runs, evals,
-                 scales, references, figures, d.get("paired", False))  # fmt: skip
+    return Study(
+        str(d["study"]),
+        path,
+        str(d.get("description") or ""),
+        params,
+        runs,
+        evals,
+        scales,
+        references,
+        figures,
+        d.get("paired", False),
+    )
