@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -108,6 +108,7 @@ def idx_files(draw: st.DrawFn) -> tuple[bytes, int]:
 
 @FUZZ
 @given(idx_files(), st.sampled_from(["raw", "gzipped", "named .gz"]))
+@example((struct.pack(">4I", 0x803, 0, 3037971479, 3037004369), 0x803), "raw")  # numpy's error
 def test_fuzzed_idx_files(file: tuple[bytes, int], packing: str) -> None:
     data, magic = file
     with folder() as tmp:
@@ -359,6 +360,10 @@ STUDY_KEYS = sorted(
 
 @FUZZ
 @given(yaml_documents(STUDY_KEYS))
+@example(b"\x80")  # the inputs that broke the reader (tracebacks before issue #22's fixes)
+@example(b"0000-00-00")
+@example(b"study: s\nruns: [{name: a, config: 7}]\nscales: {quick: {}, full: {}}\n")
+@example(b"study: s\nparams: [a]\nruns: [{name: a, command: faces}]\nscales: {}\n")
 def test_fuzzed_study_files(data: bytes) -> None:
     with folder() as tmp:
         (tmp / "configs").mkdir()
@@ -388,6 +393,12 @@ def configs_of_known_keys(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(yaml_documents(CONFIG_KEYS) | configs_of_known_keys())
+@example(b"- a\n- b\n")  # the inputs that broke the reader (tracebacks before issue #22's fixes)
+@example(b"\xff")
+@example(b"seed: 2001-02-30\n")
+@example(b"1: x\n")
+@example(b"method: {name: [vicreg]}\n")
+@example(b"data: {image_size: 100000}\n")
 def test_fuzzed_config_files(data: bytes) -> None:
     with folder() as tmp:
         (tmp / "config.yaml").write_bytes(data)

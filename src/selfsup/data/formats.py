@@ -64,7 +64,10 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         raise DataError(
             f"{path} is {what} ({len(data)} bytes, expected {expected} for shape {dims}); {_FIX}"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+    try:  # (0, 3e9, 3e9) holds no value, yet numpy cannot index that shape
+        return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+    except ValueError as e:
+        raise DataError(f"{path} has dimensions {dims} numpy cannot hold ({e}); {_FIX}") from e
 
 
 # What the real CIFAR "python version" pickles hold besides dicts, lists, bytes and ints:
