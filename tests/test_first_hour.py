@@ -67,6 +67,14 @@ def test_no_help_imports_torch_or_the_other_heavy_modules() -> None:
     assert done.stdout.splitlines()[-1] == "HEAVY []"
 
 
+def test_faces_help_names_the_default_it_cannot_import(capsys) -> None:
+    from selfsup.data.lfw import DEFAULT_MIN_IMAGES
+
+    with pytest.raises(SystemExit):
+        main(["faces", "--help"])
+    assert f"DEFAULT_MIN_IMAGES, {DEFAULT_MIN_IMAGES})" in " ".join(capsys.readouterr().out.split())
+
+
 def test_version_prints_the_package_version(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])

@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     from selfsup.distributed import init_from_env, is_distributed
     from selfsup.pipeline import pretrain
     from selfsup.run.lock import rank_zero_lock
+    from selfsup.run.start import check_run_flags
 
+    check_run_flags(args.resume, args.overwrite)  # (before --config: which one is meant?)
     init_from_env()  # under torchrun: join the process group (DDP)
     cfg = _resume_config(args) if args.resume else _new_config(args)
     if args.out is None and is_distributed():

@@ -42,10 +42,7 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False) -> bool:
     """Refuse, before any data is read, what must not happen in ``run_dir``; returns whether
     the run files there are to be replaced (``overwrite``, or a start that never
     checkpointed) once the new run's data has loaded."""
-    if resume and overwrite:
-        raise SelfsupError(
-            "--resume continues the run in --out and --overwrite replaces it; pass one of them"
-        )
+    check_run_flags(resume, overwrite)
     if resume:
         _check_resumable(run_dir)
         return False
@@ -72,6 +69,13 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False) -> bool:
         "that checkpoint with its own config.yaml, --overwrite replaces it with this run, "
         f"{_CHOICES}"
     )
+
+
+def check_run_flags(resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise SelfsupError(
+            "--resume continues the run in --out and --overwrite replaces it; pass one of them"
+        )
 
 
 def _check_resumable(run_dir: Path) -> None:
