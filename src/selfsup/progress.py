@@ -39,10 +39,10 @@ def progress(
     """A labelled bar for ``total`` units: tqdm on a terminal or in a notebook, else
     :class:`LineProgress`; nothing is shown when not ``enabled``."""
     if not enabled or sys.stderr.isatty() or "ipykernel" in sys.modules:
+        off = not enabled
         return tqdm(
-            total=total, desc=desc, unit=unit, initial=initial, disable=not enabled,
-            dynamic_ncols=True,
-        )  # fmt: skip
+            total=total, desc=desc, unit=unit, initial=initial, disable=off, dynamic_ncols=True
+        )
     return LineProgress(total, desc, unit=unit, initial=initial)
 
 

@@ -102,13 +102,12 @@ def _retrieve(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise SelfsupError(f"-k must be at least 1, got {args.k}")
-    res = retrieve(
-        load_encoder(args.run_dir), args.query, k=args.k, dissimilar=args.dissimilar,
-        dataset=args.dataset, split=args.split, out=args.out,
-    )  # fmt: skip
+    where = {"dataset": args.dataset, "split": args.split, "out": args.out}
+    encoder = load_encoder(args.run_dir)
+    res = retrieve(encoder, args.query, k=args.k, dissimilar=args.dissimilar, **where)
     which = "least" if args.dissimilar else "most"
-    print(f"the {len(res.hits)} {which} similar images of {res.meta['dataset']} "
-          f"{res.meta['split']} to {args.query}:")  # fmt: skip
+    split = f"{res.meta['dataset']} {res.meta['split']}"
+    print(f"the {len(res.hits)} {which} similar images of {split} to {args.query}:")
     print("\n".join(hit_lines(res)))
     print(f"drawn: {res.plot}")
     return 0
