@@ -132,7 +132,7 @@ def test_fashion_mnist_missing_says_where_it_looked(
     for place in (no_system_fashion_mnist, tmp_path / "fashion-mnist", tmp_path / "FashionMNIST"):
         assert str(place) in message
     assert "train-labels-idx1-ubyte" in message
-    assert "--download" in message and "apt-get install dataset-fashion-mnist" in message
+    assert "data.download=true" in message and "apt-get install dataset-fashion-mnist" in message
 
 
 def test_fashion_mnist_download_goes_through_torchvision(
@@ -264,7 +264,7 @@ def test_cifar_missing_batch_is_named(tmp_path: Path) -> None:
     (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
     with pytest.raises(DataError, match="data_batch_4") as err:
         load_dataset("cifar10", root=tmp_path)
-    assert "--download" in str(err.value)
+    assert "data.download=true" in str(err.value)
     assert len(load_dataset("cifar10", "test", root=tmp_path)) == 4  # test split unaffected
 
 
@@ -279,7 +279,7 @@ def test_cifar_missing_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_dataset("cifar100", root=tmp_path)
     assert str(tmp_path / "cifar-100-python") in str(err.value)
-    assert "--download" in str(err.value)
+    assert "data.download=true" in str(err.value)
 
 
 # --- STL-10 -------------------------------------------------------------------------------
@@ -353,7 +353,9 @@ def test_stl10_missing_says_where_and_how(tmp_path: Path) -> None:
     assert len(load_dataset("stl10", "train", root=tmp_path)) == 4
     with pytest.raises(DataError, match=r"unlabeled_X\.bin") as err:
         load_dataset("stl10", "train+unlabeled", root=tmp_path)
-    assert str(tmp_path / "stl10_binary") in str(err.value) and "--download" in str(err.value)
+    assert str(tmp_path / "stl10_binary") in str(err.value) and "data.download=true" in str(
+        err.value
+    )
 
 
 # --- image folders ------------------------------------------------------------------------
