@@ -20,7 +20,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selfsup.config import METHOD_CONFIGS, Config, config_from_dict, load_config, save_config
+from selfsup.config import (
+    MAX_SIDE,
+    METHOD_CONFIGS,
+    Config,
+    config_from_dict,
+    load_config,
+    save_config,
+)
 from selfsup.data.views import ViewSpec, make_views
 from selfsup.errors import ConfigError
 
@@ -67,6 +74,7 @@ NUMERIC_KEYS = _numeric_keys()
 pos = lambda v: v > 0  # noqa: E731
 nonneg = lambda v: v >= 0  # noqa: E731
 ge1 = lambda v: v >= 1  # noqa: E731
+side = lambda v: 1 <= v <= MAX_SIDE  # noqa: E731  (images at most MAX_SIDE pixels a side)
 unit = lambda v: 0 <= v <= 1  # noqa: E731
 frac = lambda v: 0 < v <= 1  # noqa: E731
 ORACLE: dict[str, typing.Callable[[float], bool]] = {
@@ -79,14 +87,15 @@ ORACLE: dict[str, typing.Callable[[float], bool]] = {
     "train.momentum": lambda v: 0 <= v < 1,
     "train.lars_eta": pos,
     "train.bias_lr_scale": nonneg,
-    "train.warmup_epochs": lambda v: 0 <= v <= 100,  # train.epochs is 100
+    "train.warmup_epochs": nonneg,  # capped at half the run when it trains (issue #21)
+    "train.warmup_min_steps": nonneg,
     "train.final_lr_ratio": unit,
     "train.grad_clip": pos,
     "train.log_every": ge1,
     "train.checkpoint_every": nonneg,
     "data.limit": ge1,
-    "data.image_size": ge1,
-    "views.size": ge1,
+    "data.image_size": side,
+    "views.size": side,
     "eval.knn.temperature": pos,
     "eval.val_fraction": lambda v: 0 < v < 1,
     "eval.train_limit": ge1,
@@ -129,7 +138,7 @@ ORACLE: dict[str, typing.Callable[[float], bool]] = {
     "method.hidden_dim": ge1,
     "method.bottleneck_dim": ge1,
     "method.local_crops": nonneg,
-    "method.local_size": ge1,
+    "method.local_size": side,
     "method.freeze_last_layer": nonneg,
     "method.warmup_teacher_temp_epochs": nonneg,
 }
