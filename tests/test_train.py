@@ -193,3 +193,72 @@ def test_a_cuda_training_step_never_synchronises_with_the_host(tmp_path) -> None
         train_run(method, data.images, cfg, tmp_path)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_monitor_at_time_marks_runs_mid_epoch_and_is_not_training_time(tmp_path) -> None:
+    """eval.monitor_minutes: the monitor runs once the training time passes each mark, in the
+    middle of an epoch, with its own time left out of train_seconds; marks a resumed run has
+    passed are not run again."""
+    import time
+
+    cfg, data = setup(["train.epochs=2", "train.log_every=1"])
+    seen: list[tuple[float, bool]] = []
+
+    def monitor(backbone, epoch, *, mid_epoch=False):
+        seen.append((epoch, mid_epoch))
+        time.sleep(0.3)  # a slow monitor: its time must not count as training
+        return {"monitor_probe": float(len(seen))}
+
+    t0 = time.perf_counter()
+    train_run(
+        make_method(cfg, data.channels),
+        data.images,
+        cfg,
+        tmp_path,
+        monitor=monitor,
+        monitor_every=1,
+        monitor_seconds=[1e-9, 2e-9, 3600.0],
+    )
+    wall = time.perf_counter() - t0
+    mid = [r for r in records(tmp_path) if "epoch_fraction" in r]
+    # both tiny marks are passed after the first step: one record, mid-epoch 0, not "epoch"
+    assert len(mid) == 1 and "epoch" not in mid[0]
+    assert mid[0]["step"] == 1 and mid[0]["epoch_fraction"] == 0.25
+    assert seen[0] == (0.25, True) and [s for s in seen[1:]] == [(1, False), (2, False)]
+    ends = [r for r in records(tmp_path) if "epoch" in r and "monitor_probe" in r]
+    assert [r["epoch"] for r in ends] == [1, 2]
+    # three monitor calls slept 0.9 s in all: none of it is training time
+    assert ends[-1]["train_seconds"] < wall - 0.85
+    assert mid[0]["train_seconds"] <= ends[0]["train_seconds"]
+
+    # a resumed run skips the marks its checkpoint already passed
+    seen.clear()
+    cfg3 = load_config(None, [*TINY, "train.epochs=3", "train.log_every=1"])
+    cfg3 = resolve(cfg3, data)
+    train_run(
+        make_method(cfg3, data.channels),
+        data.images,
+        cfg3,
+        tmp_path,
+        resume=True,
+        monitor=monitor,
+        monitor_every=1,
+        monitor_seconds=[1e-9],
+    )
+    assert seen == [(3, False)]
+
+
+def test_monitor_minutes_from_the_config_logs_a_mid_epoch_knn(tmp_path) -> None:
+    """The user's way in: eval.monitor_minutes alone (monitor_every=0) logs the kNN monitor
+    mid-epoch, and the per-epoch curves are not disturbed by it."""
+    from selfsup.analysis.curves import epoch_series
+    from selfsup.pipeline import pretrain
+
+    overrides = ["eval.protocols=[]", "eval.monitor_every=0", "eval.monitor_minutes=[1e-9]"]
+    overrides += ["eval.monitor_limit=64", "train.log_every=1"]
+    cfg = load_config(None, [*TINY, *overrides])
+    pretrain(cfg, tmp_path / "run")
+    recs = records(tmp_path / "run")
+    mid = [r for r in recs if "monitor_knn_top1" in r]
+    assert len(mid) == 1 and 0 < mid[0]["epoch_fraction"] < 1
+    assert epoch_series(recs, "monitor_knn_top1") == ([], [])

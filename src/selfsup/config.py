@@ -324,6 +324,9 @@ class EvalConfig:
     compare_random: bool = True  # also evaluate a randomly initialised backbone
     compare_pixels: bool = True  # also kNN / linear on the flattened normalised pixels
     monitor_every: int = 0  # online kNN every N epochs during pretraining (0: off)
+    # also run the kNN monitor once the training time passes each of these minutes, mid-epoch
+    # if need be (a curve before the first epoch of a big split ends); [] : off
+    monitor_minutes: list[float] = field(default_factory=list)
     monitor_limit: int = 2000  # images used by the online kNN monitor
     # training images held out (seeded, class-stratified, never the test split) for per-epoch
     # train / validation curves: supervised, joint and fine-tuning runs log train_loss,
@@ -640,6 +643,7 @@ RANGES: dict[str, tuple[Range, str]] = {
     "eval.test_limit": (AT_LEAST_1, "test images to report on; null uses them all"),
     "eval.monitor_every": (NON_NEGATIVE, "epochs between online kNN checks; 0 turns it off"),
     "eval.monitor_limit": (Range(2), "images of the online kNN (a fifth queries the rest)"),
+    "eval.monitor_minutes": (POSITIVE, "minutes of training after which the kNN monitor runs"),
     "eval.val_images": (
         NON_NEGATIVE,
         "training images held out for per-epoch validation curves; 0 turns them off",

@@ -209,11 +209,13 @@ def epoch_hook(
     val: ImageArray | None = None,
 ) -> tuple[Any, int]:
     """(hook, every): what the loop runs on the backbone after every ``every``-th epoch: the
-    online kNN monitor every ``eval.monitor_every`` epochs, the embedding saver at
+    online kNN monitor every ``eval.monitor_every`` epochs (and, called with
+    ``mid_epoch=True``, alone at the ``eval.monitor_minutes`` marks), the embedding saver at
     ``viz.embed_epochs``, ``method``'s correlation saver at ``viz.corr_epochs`` and, with
     held-out images ``val``, ``method``'s per-epoch held-out curves
     (:mod:`selfsup.train.heldout`); (None, 0) when none is on."""
-    knn = knn_monitor(cfg, data, device, labels) if cfg.eval.monitor_every else None
+    wanted = cfg.eval.monitor_every or cfg.eval.monitor_minutes
+    knn = knn_monitor(cfg, data, device, labels) if wanted else None
     saver = embedding_saver(cfg, data, device, run_dir) if cfg.viz.embed_epochs else None
     curves = None
     if val is not None and method is not None:
@@ -224,9 +226,12 @@ def epoch_hook(
     if knn is None and saver is None and curves is None and corr is None:
         return None, 0
 
-    def hook(backbone: nn.Module, epoch: int) -> dict[str, Any]:
+    def hook(backbone: nn.Module, epoch: float, *, mid_epoch: bool = False) -> dict[str, Any]:
+        if mid_epoch:  # eval.monitor_minutes: the kNN monitor alone
+            return knn(backbone, epoch) if knn is not None else {}
         scores = {}
-        if knn is not None and epoch % cfg.eval.monitor_every == 0:
+        every = cfg.eval.monitor_every
+        if knn is not None and every and epoch % every == 0:
             scores = knn(backbone, epoch)
         for save in (saver, corr):
             if save is not None:
@@ -236,7 +241,7 @@ def epoch_hook(
         return scores
 
     every_epoch = saver is not None or curves is not None or corr is not None
-    return hook, 1 if every_epoch else cfg.eval.monitor_every
+    return hook, 1 if every_epoch else cfg.eval.monitor_every  # 0: mid-epoch marks only
 
 
 def pretrain(
@@ -286,7 +291,8 @@ def _train(
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)
     monitor, every = epoch_hook(cfg, data, device, labels, run_dir, method=method, val=val)
-    hooks = {"monitor": monitor, "monitor_every": every}
+    seconds = [60 * m for m in cfg.eval.monitor_minutes]
+    hooks = {"monitor": monitor, "monitor_every": every, "monitor_seconds": seconds}
     train_run(method, data.images, cfg, run_dir, resume=resume, labels=labels, **hooks)
     return cfg, method, data, labels
 

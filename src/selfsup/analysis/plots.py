@@ -181,7 +181,8 @@ def save_curves_png(run_dir: str | Path) -> Path | None:
                 label="held-out (val_ssl_loss)")  # fmt: skip
         ax.legend(fontsize=7)
     for ax, key in zip(flat[len(parts) + 1 :], monitors, strict=False):
-        ax.plot([r["epoch"] for r in epochs], [r[key] for r in epochs], marker="o", ms=3)
+        at = [r.get("epoch", r.get("epoch_fraction")) for r in epochs]  # mid-epoch marks too
+        ax.plot(at, [r[key] for r in epochs], marker="o", ms=3)
         ax.set_title(key.removeprefix("monitor_"), fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
     for ax in flat[panels:]:

@@ -199,7 +199,7 @@ def collapse_section(run_dir: Path) -> str:
     keys = list(dict.fromkeys(k for r in epochs for k in r if k.startswith("monitor_")))
     rows = []
     for r in epochs:
-        cells = [str(r.get("epoch", "?"))]
+        cells = [str(r.get("epoch", r.get("epoch_fraction", "?")))]
         for key in keys:
             value = r.get(key)
             if isinstance(value, bool):

@@ -17,7 +17,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +47,7 @@ from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.optim import build_optimizer
 from selfsup.train.reader import Batches, free_device_memory
 
-Monitor = Callable[[nn.Module, int], dict[str, float]]
+Monitor = Callable[..., dict[str, float]]  # (backbone, epoch, *, mid_epoch=False) -> scores
 
 
 class TrainingDiverged(SelfsupError):
@@ -217,6 +217,7 @@ def fit(
     resume: bool = False,
     monitor: Monitor | None = None,
     monitor_every: int = 0,
+    monitor_seconds: Sequence[float] = (),
     labels: torch.Tensor | None = None,
     label: str = "train",
 ) -> Method:
@@ -229,7 +230,11 @@ def fit(
 
     With ``labels`` (N,) int64 (-1 = unlabeled) the method is called as ``method(views,
     labels_of_the_batch)``: supervised fine-tuning and joint SSL + supervised training run
-    through this same loop. ``label`` names what is trained on the progress bar."""
+    through this same loop. ``label`` names what is trained on the progress bar.
+
+    ``monitor`` runs on the backbone after every ``monitor_every``-th epoch and, as
+    ``monitor(backbone, epoch_fraction, mid_epoch=True)``, once the training time passes each
+    of ``monitor_seconds`` (mid-epoch if need be); its time is never counted as training."""
     tc = train
     device = resolve_device(tc.device)
     bf16 = use_bf16(tc.precision, device)
@@ -274,6 +279,7 @@ def fit(
         log.truncate_after(step)
         remove_temporaries(ckpt_path.parent, ckpt_path.name)
     _check_starting_weights(method, ckpt_path if resume else identity)
+    marks = _TimeMarks(monitor_seconds, train_seconds, monitor if main else None)
 
     def save(epoch: int, epoch_step: int, view_gen: torch.Generator | None) -> None:
         """``epoch`` is the one to continue from, ``epoch_step`` the batches of it done; never
@@ -381,6 +387,18 @@ def fit(
                             f"{done} of {len(batches)}); checkpoint written to {ckpt_path}. "
                             f"Continue with: selfsup pretrain --out {run_dir} --resume"
                         )
+                if marks.due(train_seconds + time.perf_counter() - epoch_start):
+                    pending = _flush(pending, epoch, log, bar, ckpt_path)
+                    t = time.perf_counter()
+                    at = {"epoch_fraction": round(epoch + done / len(batches), 4), "step": step}
+                    log.write(
+                        [
+                            marks.run(
+                                method, {**at, "train_seconds": train_seconds + t - epoch_start}
+                            )
+                        ]
+                    )
+                    epoch_start += time.perf_counter() - t  # the monitor's time is not training
             _flush(pending, epoch, log, bar, ckpt_path)
             train_seconds += time.perf_counter() - epoch_start  # training time, monitor excluded
             if monitor is not None and monitor_every and (epoch + 1) % monitor_every == 0 and main:
@@ -399,6 +417,30 @@ def fit(
                 )
     bar.close()
     return method
+
+
+class _TimeMarks:
+    """The monitor at training-time marks (``eval.monitor_minutes``): which marks are still
+    ahead (a resumed run skips those it passed) and one mid-epoch record when one is due."""
+
+    def __init__(self, seconds: Sequence[float], done: float, monitor: Monitor | None) -> None:
+        self.monitor = monitor
+        self.ahead = sorted(s for s in seconds if s > done) if monitor is not None else []
+
+    def due(self, elapsed: float) -> bool:
+        return bool(self.ahead) and elapsed >= self.ahead[0]
+
+    def run(self, method: Method, at: dict[str, Any]) -> dict[str, Any]:
+        """``at`` (epoch_fraction, step, train_seconds) with the monitor's scores."""
+        assert self.monitor is not None
+        while self.ahead and self.ahead[0] <= at["train_seconds"]:
+            self.ahead.pop(0)
+        method.eval()
+        try:
+            scores = self.monitor(method.backbone, at["epoch_fraction"], mid_epoch=True)
+        finally:
+            method.train()
+        return {**at, **scores}
 
 
 def _log_skipped(
