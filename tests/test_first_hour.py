@@ -232,3 +232,37 @@ def test_line_progress_prints_every_tenth_and_every_half_minute(capsys) -> None:
     assert lines[-1].startswith("pretrain vicreg: 1000/1000 steps (100%)")
     # each 10 updates take 100 s here: a line at each 30 s besides each tenth of the way
     assert len(lines) > 100 and len(lines) == len(set(lines))
+
+
+# --- 25.5: --resume on a finished run leaves it as it was ---------------------------------
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_finished_run_changes_no_file(tmp_path, capsys) -> None:
+    """Before: a 100% bar, every evaluation redone, env.json's command replaced by the resume's
+    and the last epoch's monitor record dropped from metrics.jsonl."""
+    out = tmp_path / "run"
+    assert start(out, *QUICK, "eval.monitor_every=1") == 0
+    before = _files(out)
+    capsys.readouterr()
+    assert main(["pretrain", "--out", str(out), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "already complete" in said and "train.epochs" in said
+    assert _files(out) == before
+
+
+def test_resuming_to_train_longer_keeps_the_first_command_and_the_monitor(tmp_path) -> None:
+    """The real command twice (env.json records the process's own command line)."""
+    out = tmp_path / "run"
+    first = [str(SELFSUP), "pretrain", "--config", "defaults", "--out", str(out), *TINY, *QUICK]
+    subprocess.run([*first, "eval.monitor_every=1"], check=True, capture_output=True)
+    again = [str(SELFSUP), "pretrain", "--out", str(out), "--resume", "train.epochs=2"]
+    subprocess.run(again, check=True, capture_output=True)
+    env = json.loads((out / "env.json").read_text())
+    assert env["command"][1:4] == ["pretrain", "--config", "defaults"]
+    assert [r["command"][1:] for r in env["resumes"]] == [again[1:]]
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs if "monitor_knn_top1" in r] == [1, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,9 @@ def pretrain(
         saved = run_dir / "config.yaml"
         saved_dict = yaml.safe_load(saved.read_text())
         check_compatible({"config": saved_dict}, config_to_dict(cfg), saved)
+        done = finished_results(run_dir, saved_dict, config_to_dict(cfg))
+        if done is not None:
+            return done
     main = rank() == 0
     with removed_if_failed(run_dir, enabled=main and not resume):
         cfg, method, data, labels = _train(cfg, run_dir, resume=resume, replace=replace)
@@ -271,6 +275,27 @@ def pretrain(
     return evaluate_run(
         run_dir, cfg=cfg, method=method, compute=run_compute(cfg, method, data, labels, run_dir)
     )
+
+
+def finished_results(run_dir: Path, saved: dict, asked: dict) -> dict[str, Any] | None:
+    """``results.json`` of a run that is complete as asked: trained to its last epoch,
+    evaluated, and resumed with nothing changed. Resuming it again would only redo the
+    evaluation and rewrite its files, so the run is left as it is (None: there is work)."""
+    results = read_results(run_dir)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if results is None or saved != asked or not ckpt_path.is_file():
+        return None
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt["epoch"] < asked["train"]["epochs"] or ckpt.get("epoch_step", 0):
+        return None
+    if rank() == 0:
+        print(
+            f"selfsup: {run_dir} is already complete ({ckpt['epoch']} epochs, evaluated); "
+            "nothing to resume, its files are unchanged. To train longer, resume with a larger "
+            f"train.epochs; to evaluate again: selfsup eval {run_dir}",
+            flush=True,
+        )
+    return results
 
 
 def _train(
@@ -286,7 +311,7 @@ def _train(
     if rank() == 0:
         if replace:
             remove_run_files(run_dir)
-        _write_start(cfg, run_dir, data, labels)
+        _write_start(cfg, run_dir, data, labels, resume=resume)
     barrier()
     device = resolve_device(cfg.train.device)
     method = make_method(cfg, data.channels)
@@ -297,15 +322,24 @@ def _train(
     return cfg, method, data, labels
 
 
-def _write_start(cfg: Config, run_dir: Path, data: ImageArray, labels: torch.Tensor | None) -> None:
+def _write_start(
+    cfg: Config, run_dir: Path, data: ImageArray, labels: torch.Tensor | None, *, resume: bool
+) -> None:
     """The files a run writes once its data has loaded: config.yaml, the fingerprints of the
-    images whose labels it sees (supervised / joint; pseudo-label teachers: no pool), env.json."""
+    images whose labels it sees (supervised / joint; pseudo-label teachers: no pool), env.json.
+    A resume keeps env.json's first command and environment and appends its own to
+    ``resumes`` (the provenance of every process that trained the run)."""
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     if labels is not None:
         seen = data.subset((labels >= 0).nonzero().squeeze(1)).fingerprints()
         write_atomic(run_dir / LABELLED_IMAGES, lambda f: np.save(f, seen))
-    write_json_atomic(run_dir / "env.json", environment())
+    env_path = run_dir / "env.json"
+    env = environment()
+    if resume and env_path.is_file():
+        first = json.loads(env_path.read_text())
+        env = {**first, "resumes": [*first.get("resumes", []), env]}
+    write_json_atomic(env_path, env)
 
 
 def run_compute(
