@@ -262,3 +262,57 @@ def test_monitor_minutes_from_the_config_logs_a_mid_epoch_knn(tmp_path) -> None:
     mid = [r for r in recs if "monitor_knn_top1" in r]
     assert len(mid) == 1 and 0 < mid[0]["epoch_fraction"] < 1
     assert epoch_series(recs, "monitor_knn_top1") == ([], [])
+
+
+def test_features_that_are_not_finite_stop_the_run_with_advice_not_a_linalg_traceback() -> None:
+    """Issue #25.3: exported weights with a short warm-up reached a loss of 3.4e19 and the
+    collapse monitor died in torch.linalg.svd with a raw LinAlgError."""
+    from selfsup.pipeline import knn_monitor
+
+    cfg, data = setup(["eval.monitor_limit=64"])
+    monitor = knn_monitor(cfg, data, torch.device("cpu"))
+
+    class Exploded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3)) * 0 + float("inf")
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 3: .*NaN / inf.*train.lr"):
+        monitor(Exploded(), 3)
+
+
+def test_an_error_inside_the_loop_closes_the_progress_bar_first(tmp_path, monkeypatch) -> None:
+    """Issue #25.3: an error was printed glued to the end of the bar's line."""
+    from selfsup.errors import DataError
+
+    events: list[str] = []
+
+    class Bar:
+        def update(self, n=1):
+            events.append("update")
+
+        def set_postfix(self, refresh=True, **values):
+            pass
+
+        def write(self, text):
+            events.append("write")
+
+        def close(self):
+            events.append("close")
+
+    monkeypatch.setattr(loop, "progress", lambda *a, **k: Bar())
+    real = loop.make_views
+
+    def failing(*args, **kwargs):
+        if events.count("update") == 2:
+            raise DataError("a corrupt batch")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "make_views", failing)
+    cfg, data = setup()
+    with pytest.raises(DataError):
+        train_run(make_method(cfg, data.channels), data.images, cfg, tmp_path)
+    assert events[-1] == "close"

@@ -51,7 +51,7 @@ from selfsup.rundir import (
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.compute import compute_record
 from selfsup.train.heldout import carve_validation_split, heldout_monitor
-from selfsup.train.loop import check_compatible, fit, resolve_device
+from selfsup.train.loop import ADVICE, TrainingDiverged, check_compatible, fit, resolve_device
 
 PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
 
@@ -132,6 +132,12 @@ def knn_monitor(
             precision=cfg.train.precision,
         )  # fmt: skip
         fb = extract_features(backbone, bank.images, **kw)
+        if not bool(torch.isfinite(fb).all()):
+            raise TrainingDiverged(
+                f"epoch {epoch}: the backbone's features are NaN / inf (the loss may still "
+                f"have been finite, e.g. ~1e19): training diverged, and this epoch's end was not "
+                f"checkpointed. {ADVICE}"
+            )
         stats = collapse_stats(fb)
         warning = collapse_warning(stats, fb.shape[1])
         if warning:

@@ -322,6 +322,7 @@ def fit(
     bar = progress(total, label, initial=step, enabled=main and tc.progress)
     method.train()
     with _StopSignals() as stop, ExitStack() as readers:
+        readers.callback(bar.close)  # also on an error: its message starts on a line of its own
         for epoch in range(start_epoch, tc.epochs):
             # one generator state on every rank: each draws the global batch's view parameters
             # and keeps its own rows (make_views' shard), so N processes train as one would
