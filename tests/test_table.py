@@ -442,3 +442,33 @@ def test_baseline_verdict_prints_the_paired_test_and_flags_a_lead_it_cannot_tell
     assert float(line.split("McNemar p=")[1].split(")")[0]) < 1e-6
     close = baseline_verdict([rec("pretrained", near), rec("pixels", base)])[0]
     assert "+0.3" in close and "but not significantly (p >= 0.05)" in close
+
+
+def test_an_ema_teachers_row_keeps_the_baselines_and_their_paired_test() -> None:
+    """Issue #25.8: DINO's teacher rows lost their random-init and pixel cells (a baseline has
+    no teacher, so its records never matched the teacher's row) and their verdict."""
+    import torch
+
+    from selfsup.evaluate.metrics import pack_correct
+    from selfsup.evaluate.table import baseline_verdict, init_table
+
+    n = 400
+    gen = torch.Generator().manual_seed(1)
+    pixels = torch.rand(n, generator=gen) < 0.7
+    teacher = pixels | (torch.rand(n, generator=gen) < 0.5)
+
+    def rec(init: str, right: torch.Tensor, backbone: str | None = None) -> dict:
+        r = {"protocol": "knn", "dataset": "fm", "init": init, "k": 20, "seed": 0,
+             "top1": float(right.float().mean()), "f1_macro": 0.5, "n_test": n,
+             "test_id": "t", "correct": pack_correct(right)}  # fmt: skip
+        return {**r, "backbone": backbone} if backbone else r
+
+    records = [rec("pretrained", teacher, "teacher"), rec("pretrained", pixels, "student")]
+    records += [rec("random", pixels & (torch.rand(n, generator=gen) < 0.5)), rec("pixels", pixels)]
+    rows = [line for line in init_table(records).splitlines() if "[teacher]" in line]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert all(c != "-" for c in cells)
+    lines = [v for v in baseline_verdict(records) if "[teacher]" in v]
+    assert len(lines) == 1 and "raw pixels" in lines[0] and "random init" in lines[0]
+    assert "McNemar p=" in lines[0]

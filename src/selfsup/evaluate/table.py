@@ -252,10 +252,37 @@ def init_rows(
     and of the HTML report."""
     aggs = aggregate(records)
     inits = sorted(dict.fromkeys(a["init"] for a in aggs), key=lambda i: _rank(i, INIT_ORDER))
-    rows: dict[str, dict[str, dict[str, Any]]] = {}
-    for label, a in zip(_row_labels(aggs), aggs, strict=True):
-        rows.setdefault(label, {})[a["init"]] = a
+    rows, _ = _rows_with_baselines(records, aggs)
     return inits, rows
+
+
+_TEACHER = IDENTITY.index("ema_teacher")
+_INIT = IDENTITY.index("init")
+
+
+def _rows_with_baselines(
+    records: list[dict[str, Any]], aggs: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, tuple[Any, ...]]]:
+    """The aggregates by row label and init, and each row's measurement key (its pretrained
+    one). A baseline (random init, raw pixels) has no teacher: an EMA teacher's row shows the
+    baselines of the same measurement's student row, so both are compared with them."""
+    keys_of = list(dict.fromkeys(measurement_key(r) for r in records))  # aggregate's order
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    keys: dict[str, tuple[Any, ...]] = {}
+    by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for label, a, key in zip(_row_labels(aggs), aggs, keys_of, strict=True):
+        rows.setdefault(label, {})[a["init"]] = a
+        by_key[key] = a
+        if a["init"] == "pretrained" or label not in keys:
+            keys[label] = key
+    for label, key in keys.items():
+        if not key[_TEACHER]:
+            continue
+        for init in BASELINE_NAMES:
+            base = (*key[:_INIT], init, *key[_INIT + 1 : _TEACHER], None, *key[_TEACHER + 1 :])
+            if init not in rows[label] and base in by_key:
+                rows[label][init] = by_key[base]
+    return rows, keys
 
 
 def init_table(records: list[dict[str, Any]]) -> str:
@@ -287,6 +314,8 @@ def _paired_p(records: list[dict[str, Any]], key: tuple[Any, ...], a: str, b: st
     at = IDENTITY.index("init")
     for init in (a, b):
         want = (*key[:at], init, *key[at + 1 :])
+        if init in BASELINE_NAMES:  # a baseline is the same for a teacher and its student
+            want = (*want[:_TEACHER], None, *want[_TEACHER + 1 :])
         recs = [r for r in records if measurement_key(r) == want]
         if len(recs) != 1 or not recs[0].get("correct"):
             return None
@@ -312,13 +341,7 @@ def baseline_verdict(records: list[dict[str, Any]], alpha: float = 0.05) -> list
     and raw pixels, in points, with the exact McNemar p of the paired difference where both
     were scored on the same test images, and a plain warning where it does not beat a baseline
     (behind, level, or ahead by less than the test can tell at ``alpha``)."""
-    rows: dict[str, dict[str, dict[str, Any]]] = {}
-    keys: dict[str, tuple[Any, ...]] = {}
-    aggs = aggregate(records)
-    agg_keys = list(dict.fromkeys(measurement_key(r) for r in records))  # aggregate's order
-    for label, a, key in zip(_row_labels(aggs), aggs, agg_keys, strict=True):
-        rows.setdefault(label, {})[a["init"]] = a
-        keys[label] = key
+    rows, keys = _rows_with_baselines(records, aggregate(records))
     lines = []
     for label, by_init in rows.items():
         mine = by_init.get("pretrained")
