@@ -162,6 +162,10 @@ def test_supervised_and_joint_runs_then_one_table(tmp_path, capsys) -> None:
     assert sup_res["method"] == "supervised" and joint_res["method"] == "vicreg+joint"
     (head,) = [r for r in sup_res["evals"] if r["protocol"] == "supervised"]
     assert head["init"] == "trained" and head["fraction"] == 0.5 and head["n_test"] == 128
+    # issue #25.8: the supervised backbone is not called "pretrained" on the console
+    printed = capsys.readouterr().out.split("run directory:")
+    assert "trained (supervised) top-1" in printed[0] and "pretrained top-1" not in printed[0]
+    assert "pretrained top-1" in printed[1]  # the joint run's SSL backbone is pretrained
     assert sum(map(sum, head["confusion"])) == 128
     assert [r["protocol"] for r in joint_res["evals"]].count("joint") == 1
     steps = [json.loads(line) for line in (joint / "metrics.jsonl").read_text().splitlines()]

@@ -28,6 +28,7 @@ from selfsup.evaluate.table import (
     baseline_verdict,
     format_cell,
     init_rows,
+    main_name,
 )
 
 REPORT_NAME = "report.html"
@@ -125,9 +126,10 @@ def results_section(results: dict[str, Any] | None) -> str:
     for protocol in sorted(protocols, key=lambda p: known.get(p, len(known))):
         inits, rows = init_rows([r for r in records if r["protocol"] == protocol])
         baselines = [i for i in BASELINE_NAMES if i in inits]
-        header = ["evaluation", "seeds", *(f"{INIT_NAMES.get(i, i)} top-1" for i in inits)]
+        names = {**INIT_NAMES, "pretrained": main_name(results.get("method"))}
+        header = ["evaluation", "seeds", *(f"{names.get(i, i)} top-1" for i in inits)]
         if "pretrained" in inits and baselines:
-            header.append("pretrained − best baseline")
+            header.append(f"{names['pretrained']} − best baseline")
         body = []
         for label, by_init in rows.items():
             n = max(a["n"] for a in by_init.values())
@@ -145,7 +147,7 @@ def results_section(results: dict[str, Any] | None) -> str:
             body.append(cells)
         title = PROTOCOL_TITLES.get(protocol, protocol)
         parts.append(f"<h3>{esc(title)}</h3>" + table(header, body, raw=True))
-    verdict = baseline_verdict(records)
+    verdict = baseline_verdict(records, main=main_name(results.get("method")))
     if verdict:
         items = "".join(f"<li>{esc(line)}</li>" for line in verdict)
         parts.append(f"<p>Against the baselines (top-1, points):</p><ul>{items}</ul>")

@@ -93,16 +93,17 @@ def run_eval(args: argparse.Namespace) -> int:
             datasets=split(args.dataset),
             overrides=overrides,
         )
-    print_results(results["evals"])
+    print_results(results)
     return 0
 
 
-def print_results(records: list[dict]) -> None:
+def print_results(results: dict) -> None:
     """A run's results table and, where it has them, its verdicts against the baselines."""
-    from selfsup.evaluate.table import baseline_verdict, init_table
+    from selfsup.evaluate.table import baseline_verdict, init_table, main_name
 
-    print(init_table(records))
-    lines = baseline_verdict(records)
+    records, main = results["evals"], main_name(results.get("method"))
+    print(init_table(records, main))
+    lines = baseline_verdict(records, main=main)
     if lines:
         print("\nagainst the baselines (top-1, points):")
         print("\n".join(f"  {line}" for line in lines))

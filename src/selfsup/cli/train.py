@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from selfsup.cli.evaluate import print_results
 
     print()
-    print_results(results["evals"])
+    print_results(results)
     print(f"\nrun directory: {out}")
     return 0
 

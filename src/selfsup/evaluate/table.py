@@ -285,11 +285,20 @@ def _rows_with_baselines(
     return rows, keys
 
 
-def init_table(records: list[dict[str, Any]]) -> str:
+def main_name(method: str | None) -> str:
+    """What a run's own backbone is called beside its baselines: a supervised run's was
+    trained with the labels, not pretrained (its records keep init "pretrained", the run's
+    own backbone, so that tables across runs line it up with the SSL runs')."""
+    return "trained (supervised)" if method == "supervised" else "pretrained"
+
+
+def init_table(records: list[dict[str, Any]], main: str = "pretrained") -> str:
     """Rows: measurement x dataset; columns: top-1 / macro-F1 (percent) for each init
-    (pretrained, random, ...), as mean ± std over seeds when the records repeat over seeds."""
+    (pretrained, random, ...), as mean ± std over seeds when the records repeat over seeds;
+    ``main`` names the run's own backbone (:func:`main_name`)."""
     inits, rows = init_rows(records)
-    lines = [["evaluation"] + [f"{i} top-1 / F1" for i in inits]]
+    names = {"pretrained": main}
+    lines = [["evaluation"] + [f"{names.get(i, i)} top-1 / F1" for i in inits]]
     for label, by_init in rows.items():
         cells = [label]
         for i in inits:
@@ -336,7 +345,9 @@ def _mcnemar(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return mcnemar(unpack_correct(a["correct"], n), unpack_correct(b["correct"], n))
 
 
-def baseline_verdict(records: list[dict[str, Any]], alpha: float = 0.05) -> list[str]:
+def baseline_verdict(
+    records: list[dict[str, Any]], alpha: float = 0.05, main: str = "pretrained"
+) -> list[str]:
     """One line per measurement that has baselines: the pretrained top-1 against random init
     and raw pixels, in points, with the exact McNemar p of the paired difference where both
     were scored on the same test images, and a plain warning where it does not beat a baseline
@@ -348,7 +359,7 @@ def baseline_verdict(records: list[dict[str, Any]], alpha: float = 0.05) -> list
         bases = [(i, by_init[i]) for i in BASELINE_NAMES if i in by_init]
         if mine is None or not bases or mine["top1"] is None:
             continue
-        parts = [f"{label}: pretrained {100 * mine['top1']:.1f}%"]
+        parts = [f"{label}: {main} {100 * mine['top1']:.1f}%"]
         behind, unclear = [], []
         for init, base in bases:
             diff = 100 * (mine["top1"] - base["top1"])
