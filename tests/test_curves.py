@@ -207,3 +207,23 @@ def test_resume_with_another_val_images_is_refused(tmp_path) -> None:
     check_compatible(saved, {"method": {"name": "vicreg"}, "eval": {"val_images": 32}}, tmp_path)
     with pytest.raises(CheckpointError, match=r"eval\.val_images=32"):
         check_compatible(saved, {"method": {"name": "vicreg"}, "eval": {"val_images": 0}}, tmp_path)
+
+
+def test_a_diverging_classifier_is_flagged_on_the_console(tmp_path, monkeypatch, capsys) -> None:
+    """Issue #25.8: a joint run logged val_loss 5.7e8 and nothing said so."""
+    from selfsup.train import heldout
+
+    assert heldout.loss_warning(2.0, 10) is None  # ln 10 = 2.3: a plain loss
+    assert "5.7e+08" in heldout.loss_warning(5.7e8, 10)
+    assert heldout.loss_warning(float("nan"), 10) is not None
+    real = heldout.classification_curves
+
+    def exploded(*args):
+        return {**real(*args), "val_loss": 5.7e8}
+
+    monkeypatch.setattr(heldout, "classification_curves", exploded)
+    tiny = [o for o in TINY if not o.startswith("method.")]
+    cfg = load_config(None, [*tiny, *FAST, "eval.val_images=32"], method={"name": "supervised"})
+    pipeline.pretrain(cfg, tmp_path / "run")
+    said = capsys.readouterr()
+    assert "held-out loss is 5.7e+08" in said.out + said.err and "train.lr" in said.out + said.err

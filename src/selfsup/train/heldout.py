@@ -16,6 +16,7 @@ class-stratified; the test split is never read) and trains on the rest. After ev
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,23 @@ def classification_curves(scores: Scores, train: ImageArray, val: ImageArray) ->
     return out
 
 
+LOSS_ALARM = 10.0  # a held-out cross-entropy this many times chance's ln(K) is flagged
+
+
+def loss_warning(val_loss: float, num_classes: int) -> str | None:
+    """A warning when the held-out cross-entropy is NaN / inf or above ``LOSS_ALARM`` x
+    ln(num_classes) (the loss of a uniform guess): the classifier is diverging on images it
+    does not train on (a joint run once logged val_loss 5.7e8 without a word)."""
+    chance = math.log(max(num_classes, 2))
+    if math.isfinite(val_loss) and val_loss <= LOSS_ALARM * chance:
+        return None
+    return (
+        f"the held-out loss is {val_loss:.3g}, {LOSS_ALARM:g}x above a uniform guess's "
+        f"{chance:.2f} or more: the classifier is diverging. Lower train.lr or set "
+        "train.grad_clip (e.g. 1.0)"
+    )
+
+
 @torch.no_grad()
 def heldout_ssl_loss(
     method: Method,
@@ -146,7 +164,14 @@ def heldout_monitor(
             return run_logits(method, cfg, data.images, batch_size=cfg.eval.batch_size,
                               device=device)  # fmt: skip
 
-        scores["classifier"] = lambda: classification_curves(logits, train_s, val_s)
+        def classifier() -> dict[str, float]:
+            curves = classification_curves(logits, train_s, val_s)
+            warning = loss_warning(curves["val_loss"], len(train.classes))
+            if warning:
+                tqdm.write(f"selfsup: {warning}")
+            return curves
+
+        scores["classifier"] = classifier
     if not isinstance(method, Classifier):
         if len(val) < 2:
             raise ConfigError(
