@@ -13,6 +13,7 @@ fitting, shared equally by the predictors one protocol call fits), "score_second
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -137,6 +138,8 @@ def evaluate_backbone(
                 work_dir=work / f"{name.replace(':', '-').replace('/', '_')}-{init}",
             )
             for protocol in protocols:
+                what = f"eval {protocol} ({init}) on {name}"
+                _say(f"{what}: fitting on {len(train):,} training images ...")
                 t0 = time.perf_counter()
                 predictors = PROTOCOLS.get(protocol)(backbone, ctx)  # fit: train split only
                 fit_seconds = (time.perf_counter() - t0) / max(1, len(predictors))
@@ -163,4 +166,20 @@ def evaluate_backbone(
                             "score_seconds": round(score_seconds, 3),
                         }
                     )
+                    took = fit_seconds + score_seconds
+                    _say(
+                        f"{what}: top-1 {100 * metrics['top1']:.1f}% on {len(test):,} test images"
+                        f" ({_measured(fitted.info)}{took:.0f} s)"
+                    )
     return records
+
+
+def _say(text: str) -> None:
+    """A line on stderr between the phases of an evaluation (the table goes to stdout)."""
+    print(f"selfsup: {text}", file=sys.stderr, flush=True)
+
+
+def _measured(info: dict) -> str:
+    """What a fitted predictor chose, for its phase line: "k=20, " or "l2=0.001, "."""
+    shown = [f"{k}={info[k]:g}" for k in ("k", "l2", "lr") if isinstance(info.get(k), (int, float))]
+    return "".join(f"{s}, " for s in shown)

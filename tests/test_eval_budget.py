@@ -1,0 +1,91 @@
+"""Issue #25.1: evaluation follows a small run's data.limit, says what it is doing, and
+computes the raw-pixel baselines once (a cache keyed by everything they depend on)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from selfsup import pipeline
+from selfsup.cli import main
+from selfsup.config import load_config
+from selfsup.data.sources import load_dataset
+from tiny import TINY
+
+QUICK = ["eval.protocols=[knn]", "eval.knn.k=[5]", "eval.compare_random=false"]
+QUICK += ["eval.train_limit=null", "eval.test_limit=64", "train.epochs=1"]
+
+
+def test_a_small_run_evaluates_on_as_many_training_images_as_it_trained_on(capsys) -> None:
+    data = load_dataset("synthetic", "train", image_size=16)
+    cfg = pipeline.resolve(load_config(None, [*TINY, "eval.train_limit=null"]), data)
+    assert cfg.data.limit == 128 and cfg.eval.train_limit == 128
+    assert "evaluation uses at most 128 training images" in capsys.readouterr().err
+    mine = pipeline.resolve(load_config(None, [*TINY, "eval.train_limit=1000"]), data)
+    assert mine.eval.train_limit == 1000  # an explicit choice is kept
+    whole = pipeline.resolve(load_config(None, [*TINY, "data.limit=null"]), data)
+    assert whole.eval.train_limit == 256  # TINY's own
+
+
+def test_the_evaluation_says_each_phase_and_its_result(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", "defaults", "--out", str(out), *TINY, *QUICK]) == 0
+    err = capsys.readouterr().err
+    assert "eval knn (pretrained) on synthetic: fitting on 128 training images" in err
+    assert "eval knn (pixels) on synthetic: top-1" in err and "64 test images (k=5" in err
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "baselines"
+
+
+def pixel_records(run) -> list[dict]:
+    """The pixel records of a run, without their timings (which a recomputation changes)."""
+    recs = json.loads((run / "results.json").read_text())["evals"]
+    timing = ("fit_seconds", "score_seconds")
+    return [{k: v for k, v in r.items() if k not in timing} for r in recs if r["init"] == "pixels"]
+
+
+def test_pixel_baselines_are_computed_once_and_reused(tmp_path, cache, monkeypatch, capsys):
+    calls = []
+    real = pipeline.evaluate_backbone
+
+    def counting(backbone, cfg, *, init, **kw):
+        calls.append(init)
+        return real(backbone, cfg, init=init, **kw)
+
+    monkeypatch.setattr(pipeline, "evaluate_backbone", counting)
+    args = ["pretrain", "--config", "defaults", *TINY, *QUICK]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert calls.count("pixels") == 1 and len(list(cache.glob("*.json"))) == 1
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "b"), "method.projector=16-16"]) == 0
+    assert calls.count("pixels") == 1  # another run, the same images and settings: reused
+    assert "raw-pixel baselines reused" in capsys.readouterr().err
+    first, again = pixel_records(tmp_path / "a"), pixel_records(tmp_path / "b")
+    assert first == again and first[0]["top1"] is not None
+    # another setting of the pixels' protocol, or other test images: computed anew
+    assert main([*args, "--out", str(tmp_path / "c"), "eval.knn.k=[7]"]) == 0
+    assert main([*args, "--out", str(tmp_path / "d"), "eval.test_limit=32"]) == 0
+    assert calls.count("pixels") == 3 and len(list(cache.glob("*.json"))) == 3
+
+
+def test_a_damaged_cache_entry_is_recomputed_not_trusted(tmp_path, cache) -> None:
+    args = ["pretrain", "--config", "defaults", *TINY, *QUICK]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    (entry,) = cache.glob("*.json")
+    entry.write_text('{"not": "a list"')
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert pixel_records(tmp_path / "b") == pixel_records(tmp_path / "a")
+    assert isinstance(json.loads(entry.read_text()), list)  # rewritten whole
+
+
+def test_the_cache_can_be_turned_off(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SELFSUP_CACHE", "off")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    args = ["pretrain", "--config", "defaults", *TINY, *QUICK]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert not (tmp_path / "home").exists()
