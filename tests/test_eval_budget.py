@@ -89,3 +89,15 @@ def test_the_cache_can_be_turned_off(tmp_path, monkeypatch) -> None:
     args = ["pretrain", "--config", "defaults", *TINY, *QUICK]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert not (tmp_path / "home").exists()
+
+
+def test_a_fine_tune_sweep_says_its_size_before_it_starts(tmp_path, capsys) -> None:
+    """A 256-image run's finetune 10% trained for minutes without saying that eval.min_steps
+    had raised 26 labelled images to hundreds of epochs, for each lr of the sweep."""
+    out = tmp_path / "run"
+    args = [*TINY, "train.epochs=1", "eval.compare_random=false", "eval.compare_pixels=false"]
+    args += ["eval.protocols=[finetune]", "eval.finetune.fractions=[0.25]"]
+    args += ["eval.finetune.epochs=1", "eval.min_steps=6", "eval.finetune.lrs=[0.05,0.1]"]
+    assert main(["pretrain", "--config", "defaults", "--out", str(out), *args]) == 0
+    err = capsys.readouterr().err
+    assert "raised from 1 by eval.min_steps=6" in err and "for each of 2 lr(s)" in err

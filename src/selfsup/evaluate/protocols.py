@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,6 +132,17 @@ def train_choosing_lr(
     and, when there was a choice, ``val_top1`` and ``lr_sweep`` ([[lr, val top-1], ...])."""
     best: tuple[float, float, Classifier, int] | None = None
     sweep = []
+    per_epoch = len(data) // min(ctx.cfg.finetune.batch_size, len(data))
+    planned = epochs_for(per_epoch, epochs, ctx.cfg.min_steps)
+    raised = (
+        f", raised from {epochs} by eval.min_steps={ctx.cfg.min_steps}" if planned > epochs else ""
+    )
+    print(
+        f"selfsup: {name} ({ctx.work_dir.name}): {len(data):,} labelled images, {planned} epochs "
+        f"of {per_epoch} steps{raised}, for each of {len(lrs)} lr(s) {list(lrs)}",
+        file=sys.stderr,
+        flush=True,
+    )
     for lr in lrs:
         model, n_epochs = train_classifier(
             ctx, backbone, data, name=f"{name}-lr{lr:g}", frozen=frozen, epochs=epochs,
