@@ -72,6 +72,14 @@ def test_report_holds_every_section_table_and_figure(run_dir: Path, capsys) -> N
         assert f"<th>{name}</th>" in text
     for value in top1.values():
         assert f"{100 * value:.1f}%" in text
+    # issue #25.10: each figure with its interval and n, and the run's budget and cost
+    (mine,) = [r for r in results["evals"] if r["init"] == "pretrained"]
+    lo, hi = mine["top1_ci95"]
+    assert f"95% CI {100 * lo:.1f}-{100 * hi:.1f}" in text
+    assert f"<td>{mine['n_test']:,}</td>" in text
+    compute = results["compute"]
+    assert f"{compute['steps']:,} steps" in text and "images/s" in text
+    assert f"{compute['params']['total']:,} in all" in text and "MFLOPs" in text
     # retrieval: precision@k of the three features and ANNOY's recall, from retrieval.json
     saved = json.loads((run_dir / "plots" / "retrieval.json").read_text())
     assert saved["k"] == 4 and set(saved["precision"]) == {"pretrained", "random init",
@@ -189,7 +197,7 @@ def test_results_tables_show_seed_spread_and_the_margin_over_the_best_baseline()
     assert [m for m in re.findall(r"<h3>([^<]+)</h3>", text)] == [
         "kNN", "Fine-tuning", "Semi-supervised (pseudo-labels)"
     ]  # fmt: skip
-    assert "<td>finetune 1% on ds&lt;1&gt;</td><td>2</td><td>61.0 ± 1.4% " in text
+    assert "<td>finetune 1% on ds&lt;1&gt;</td><td>2</td><td>-</td><td>61.0 ± 1.4% " in text
     assert "<td>42.0 ± 2.8% " in text  # the random-init twin of the same fine-tuning
     assert '<span class="better">+19.0</span>' in text  # 61.0 - 42.0
     assert '<span class="worse">-5.0</span>' in text  # kNN: raw pixels are ahead

@@ -472,3 +472,20 @@ def test_an_ema_teachers_row_keeps_the_baselines_and_their_paired_test() -> None
     lines = [v for v in baseline_verdict(records) if "[teacher]" in v]
     assert len(lines) == 1 and "raw pixels" in lines[0] and "random init" in lines[0]
     assert "McNemar p=" in lines[0]
+
+
+def test_a_k_larger_than_the_bank_is_named_as_asked_not_silently_replaced() -> None:
+    """Issue #25.8: kNN k=200 became k=178 on a small bank without a word in the table."""
+    from selfsup.evaluate.table import init_table
+
+    rec = {
+        "protocol": "knn",
+        "dataset": "fm",
+        "init": "pretrained",
+        "k": 178,
+        "k_requested": [200],
+        "top1": 0.5,
+        "f1_macro": 0.5,
+        "seed": 0,
+    }
+    assert "knn k=178 (asked 200: the whole bank) on fm" in init_table([rec])

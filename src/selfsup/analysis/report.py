@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from selfsup.atomic import write_text_atomic
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import (
@@ -127,13 +129,15 @@ def results_section(results: dict[str, Any] | None) -> str:
         inits, rows = init_rows([r for r in records if r["protocol"] == protocol])
         baselines = [i for i in BASELINE_NAMES if i in inits]
         names = {**INIT_NAMES, "pretrained": main_name(results.get("method"))}
-        header = ["evaluation", "seeds", *(f"{names.get(i, i)} top-1" for i in inits)]
+        header = ["evaluation", "seeds", "test images"]
+        header += [f"{names.get(i, i)} top-1" for i in inits]
         if "pretrained" in inits and baselines:
             header.append(f"{names['pretrained']} − best baseline")
         body = []
         for label, by_init in rows.items():
             n = max(a["n"] for a in by_init.values())
-            cells = [esc(label), str(n)]
+            n_test = {a.get("n_test") for a in by_init.values()} - {None}
+            cells = [esc(label), str(n), ", ".join(f"{t:,}" for t in sorted(n_test)) or "-"]
             for i in inits:
                 a = by_init.get(i)
                 if a is None or a["top1"] is None:
@@ -141,7 +145,9 @@ def results_section(results: dict[str, Any] | None) -> str:
                     continue
                 top1 = format_cell(a["top1"], a["top1_std"], a["n"])
                 f1 = format_cell(a["f1_macro"], a["f1_macro_std"], a["n"])
-                cells.append(f"{esc(top1)}% <small>(F1 {esc(f1)})</small>")
+                ci = a.get("top1_ci95")
+                ci_text = f"95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f}, " if ci else ""
+                cells.append(f"{esc(top1)}% <small>({ci_text}F1 {esc(f1)})</small>")
             if len(header) > len(cells):
                 cells.append(_margin(by_init, baselines))
             body.append(cells)
@@ -271,8 +277,44 @@ def run_summary(run_dir: Path, results: dict[str, Any] | None) -> str:
         ("torch", env.get("torch")),
         ("device", env.get("device")),
     ]
+    facts += budget_facts(run_dir, (results or {}).get("compute"))
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts if v)
     return f'<table class="facts"><tbody>{rows}</tbody></table>'
+
+
+def budget_facts(run_dir: Path, compute: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The run's budget and cost, from config.yaml and results.json's ``compute``: epochs,
+    steps, images, wall time, images/s, parameters, FLOPs."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    train, data = cfg.get("train") or {}, cfg.get("data") or {}
+    c = compute or {}
+    out = []
+    if train.get("epochs") is not None:
+        budget = f"{train['epochs']} epochs, batch {train.get('batch_size')}"
+        if c.get("steps") is not None:
+            budget += f", {c['steps']:,} steps, {c.get('images_seen', 0):,} images seen"
+        if data.get("limit") is not None:
+            budget += f" (data.limit={data['limit']:,})"
+        out.append(("training budget", budget))
+    if c.get("train_wall_s") is not None:
+        rate = f", {c['images_per_s']:,.0f} images/s" if c.get("images_per_s") else ""
+        out.append(("training time", f"{_duration(c['train_wall_s'])}{rate}"))
+    params = c.get("params") or {}
+    if params.get("total") is not None:
+        what = f"{params['total']:,} in all, {params.get('backbone', 0):,} in the backbone"
+        out.append(("parameters", what))
+    if c.get("flops_per_image") is not None:
+        flops = f"{c['flops_per_image'] / 1e6:,.1f} MFLOPs a forward pass of one image"
+        if c.get("train_flops") is not None:
+            flops += f"; {c['train_flops'] / 1e12:,.3g} TFLOPs of training"
+        out.append(("compute", flops))
+    return out
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
 
 
 def build_report(run_dir: str | Path) -> str:

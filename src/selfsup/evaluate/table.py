@@ -133,6 +133,14 @@ def aggregate(
             row["steps"] = steps.pop()
         row["n"] = len(recs)
         row["seeds"] = sorted((r["seed"] for r in recs if r.get("seed") is not None), key=str)
+        n_test = {r.get("n_test") for r in recs}
+        if len(n_test) == 1 and None not in n_test:  # how many test images each score counts
+            row["n_test"] = n_test.pop()
+        asked = {tuple(r["k_requested"]) for r in recs if r.get("k_requested")}
+        if asked:  # a k larger than the bank: every bank image voted
+            row["k_requested"] = sorted({k for ks in asked for k in ks})
+        if len(recs) == 1 and recs[0].get("top1_ci95"):  # one seed: the 95% Wilson interval
+            row["top1_ci95"] = recs[0]["top1_ci95"]
         for m in metrics:
             vals = [float(r[m]) for r in recs if r.get(m) is not None]
             row[m], row[f"{m}_std"] = _mean_std(vals)
@@ -150,6 +158,9 @@ def _measure(rec: dict[str, Any], steps: bool = True) -> str:
     label = str(rec["protocol"])
     if rec.get("k") is not None:
         label += f" k={rec['k']}"
+        if rec.get("k_requested"):  # e.g. k=200 asked of a 178-image bank: all of them voted
+            asked = ", ".join(str(k) for k in rec["k_requested"])
+            label += f" (asked {asked}: the whole bank)"
     if rec.get("fraction") is not None and rec.get("ratio") is None:
         label += f" {_percent(rec['fraction'])}"
     if rec.get("ratio") is not None:
