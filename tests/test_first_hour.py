@@ -266,3 +266,25 @@ def test_resuming_to_train_longer_keeps_the_first_command_and_the_monitor(tmp_pa
     assert [r["command"][1:] for r in env["resumes"]] == [again[1:]]
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs if "monitor_knn_top1" in r] == [1, 2]
+
+
+# --- 25.10: viz on an SSL run that saved nothing special ---------------------------------
+
+
+def test_tsne_of_a_finished_run_without_saved_embeddings_embeds_it_now(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert start(out, *QUICK) == 0
+    capsys.readouterr()
+    assert main(["viz", "tsne", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "embedded the final checkpoint (epoch 1)" in said and "viz.embed_epochs" in said
+    assert (out / "embeddings" / "epoch-0001.npy").is_file() and (out / "plots/tsne.png").is_file()
+
+
+def test_curves_of_an_ssl_run_say_which_curves_exist_and_how_to_log_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert start(out, *QUICK) == 0
+    capsys.readouterr()
+    assert main(["viz", "curves", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "compare_curves" not in err and "eval.val_images" in err and "curves.png" in err

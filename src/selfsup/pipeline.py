@@ -218,6 +218,21 @@ def embedding_saver(cfg: Config, data: ImageArray, device: torch.device, run_dir
     return save
 
 
+def embed_final(run_dir: str | Path) -> int:
+    """Save the embeddings ``selfsup viz tsne`` draws for a finished run that saved none while
+    training: the evaluated backbone (DINO: the teacher) of its last checkpoint on the same
+    ``viz.embed_limit`` training images an ``viz.embed_epochs`` run would use. Returns the
+    checkpoint's epoch."""
+    run_dir = Path(run_dir)
+    cfg, method = load_run(run_dir)
+    epoch = int(load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"])
+    cfg.viz.embed_epochs = [epoch]  # (the loaded config is this call's own)
+    device = resolve_device(cfg.train.device)
+    save = embedding_saver(cfg, load_pretrain_data(cfg), device, run_dir)
+    save(eval_backbone(method, cfg.eval.backbone)[1].to(device).eval(), epoch)
+    return epoch
+
+
 def epoch_hook(
     cfg: Config,
     data: ImageArray,

@@ -66,8 +66,21 @@ def _add_curves(viz_sub: Any) -> None:
 
 
 def tsne(args: argparse.Namespace) -> int:
-    from selfsup.analysis.embeddings import tsne_panels
+    """t-SNE of the embeddings saved during training (``viz.embed_epochs``); a finished run
+    that saved none is embedded now, with its final checkpoint (one panel)."""
+    from selfsup.analysis.embeddings import saved_epochs, tsne_panels
 
+    if not saved_epochs(args.run_dir):
+        from selfsup.pipeline import embed_final
+        from selfsup.run.lock import run_lock
+
+        with run_lock(args.run_dir):
+            epoch = embed_final(args.run_dir)
+        print(
+            f"no embeddings were saved during training (viz.embed_epochs): embedded the final "
+            f"checkpoint (epoch {epoch}) now; train with viz.embed_epochs=[1,5,10] for a panel "
+            "per epoch"
+        )
     print(f"t-SNE panels: {tsne_panels(args.run_dir)}")
     return 0
 
@@ -113,6 +126,14 @@ def curves(args: argparse.Namespace) -> int:
     else:
         keys = sorted(
             {k for d in args.run_dirs for k in curve_keys(read_metrics(d))}, key=CURVE_KEYS.index
+        )
+    if not keys:
+        raise SelfsupError(
+            "no per-epoch curve in "
+            + ", ".join(str(d) for d in args.run_dirs)
+            + ": an SSL run logs its held-out loss (val_ssl_loss) with eval.val_images=N, "
+            "supervised / joint runs and trained evaluations their train / val loss and top-1; "
+            "every run's per-step loss is drawn in RUN_DIR/plots/curves.png"
         )
     labels = split(args.labels) if args.labels else None
     out = args.out or args.run_dirs[0] / "plots" / "compare_curves.png"
