@@ -299,7 +299,9 @@ def test_records_that_differ_only_in_lr_are_kept_apart() -> None:
     assert merge_records([slow], [fast]) == [slow, fast]  # neither replaces the other
     assert merge_records([slow], [rec(0.05, 0.71)]) == [rec(0.05, 0.71)]  # a re-run replaces
     table = init_table([slow, fast])
-    assert table.count("[settings") == 2  # two rows, told apart
+    # two rows, told apart by what differs (issue #25.10: not an opaque "[settings 4e797b59]")
+    assert "[finetune.lrs=[0.05]]" in table and "[finetune.lrs=[0.4]]" in table
+    assert "[settings" not in table
     # a setting another protocol uses does not split a kNN measurement
     a = eval_settings("knn", EvalConfig(finetune=FinetuneEval(lrs=[0.05])))
     assert a == eval_settings("knn", EvalConfig(finetune=FinetuneEval(lrs=[0.4])))

@@ -131,6 +131,8 @@ def aggregate(
         steps = {r.get("steps") for r in recs}
         if len(steps) == 1 and None not in steps:  # the training budget, shown with the label
             row["steps"] = steps.pop()
+        if recs[0].get("settings") is not None:  # one settings_id: the same settings
+            row["settings"] = recs[0]["settings"]
         row["n"] = len(recs)
         row["seeds"] = sorted((r["seed"] for r in recs if r.get("seed") is not None), key=str)
         n_test = {r.get("n_test") for r in recs}
@@ -212,10 +214,13 @@ def _row_labels(aggs: list[dict[str, Any]]) -> list[str]:
         ids.setdefault(label, set()).add(a.get("settings_id"))
         if a.get("steps") is not None:
             steps.setdefault(label, set()).add(a["steps"])
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for label, a in zip(base, aggs, strict=True):
+        groups.setdefault(label, []).append(a)
     out = []
     for label, a in zip(base, aggs, strict=True):
         if len(ids[label]) > 1:
-            label = f"{label} [settings {a.get('settings_id')}]"
+            label = f"{label} {settings_tag(a, groups[label])}"
         elif label in steps:  # the budget of the row's trained evaluations (a range where the
             lo, hi = min(steps[label]), max(steps[label])  # data size differs by init)
             label += f" ({lo} steps)" if lo == hi else f" ({lo}-{hi} steps)"
@@ -430,8 +435,27 @@ def comparison_columns(
     clashes = {v for v in labels.values() if list(labels.values()).count(v) > 1}
     for k in keys:
         if labels[k] in clashes and examples[k].get("settings_id"):
-            labels[k] += f" [settings {examples[k]['settings_id']}]"
+            group = [examples[o] for o in keys if labels[o] == labels[k]]
+            labels[k] += f" {settings_tag(examples[k], group)}"
     return keys, labels
+
+
+def settings_tag(rec: dict[str, Any], group: Sequence[dict[str, Any]]) -> str:
+    """What sets ``rec`` apart from the other measurements of ``group`` that share its label:
+    the evaluation settings whose values differ, e.g. "[finetune.lrs=[0.1]]" (older records
+    without their settings: "[settings <id>]")."""
+    mine = rec.get("settings")
+    if not isinstance(mine, dict) or not all(isinstance(g.get("settings"), dict) for g in group):
+        return f"[settings {rec.get('settings_id')}]"
+    keys = sorted({k for g in group for k in g["settings"]})
+    differ = [
+        k
+        for k in keys
+        if len({json.dumps(g["settings"].get(k), sort_keys=True) for g in group}) > 1
+    ]
+    if not differ:
+        return f"[settings {rec.get('settings_id')}]"
+    return "[" + ", ".join(f"{k}={json.dumps(mine.get(k))}" for k in differ) + "]"
 
 
 # results.json["compute"] (written by pretraining, selfsup.train.compute) as table columns:
