@@ -119,7 +119,10 @@ class DINOConfig(MethodConfig):
 @dataclass
 class DINOTwinsConfig(DINOConfig):
     """DINO plus a Barlow Twins term on a separate projector of the student backbone features,
-    averaged over every pair of distinct student crops."""
+    averaged over every pair of distinct student crops. selfsup's own variant: no paper
+    defines it; the nearest published source (Podsiadly & Lay, "DinoTwins", arXiv:2508.17509)
+    is not followed. The separate 2048-2048-2048 projector, Barlow Twins over all crop pairs
+    (local-local included) and the weight set at step 0 to half the DINO term are our choices."""
 
     name: str = "dino_twins"
     bt_projector: str = "2048-2048-2048"

@@ -33,8 +33,10 @@ def dino_loss(
     ``softmax((t - center) / teacher_temp)`` (detached), student log-probabilities
     ``log_softmax(s / student_temp)``. For every teacher crop ``iq`` and student crop ``v`` with
     ``v != iq`` (a crop is never its own target) the batch mean of ``sum_k -p_t log p_s`` is
-    added, and the sum is divided by the number of such pairs. Defaults are the official
-    ``student_temp=0.1`` and ``--teacher_temp 0.04`` (after its warm-up). Float32 compute.
+    added, and the sum is divided by the number of such pairs. Defaults are main_dino.py's
+    argparse defaults, ``student_temp=0.1`` and ``--teacher_temp 0.04``; ``DINOConfig`` (what a
+    run uses) warms 0.04 up to 0.07 over 30 epochs instead, the DINO README's recipe for longer
+    ViT runs (configs/fashion-mnist/dino.yaml sets 0.04). Float32 compute.
 
     Parts: ``cross_entropy`` (the loss) and ``teacher_entropy`` (mean entropy of the teacher
     distributions; near 0 means one-hot collapse, near log K uniform collapse).
