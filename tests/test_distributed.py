@@ -215,3 +215,18 @@ def test_a_divergence_on_one_rank_is_seen_by_every_rank(ranks: list[dict]) -> No
     assert [r["any"] for r in ranks] == [(True, False)] * WORLD
     for r in ranks:
         torch.testing.assert_close(r["mean"], torch.tensor([1.5]))
+
+
+def test_a_cpu_run_under_torchrun_on_a_gpu_host_uses_gloo(monkeypatch) -> None:
+    """Issue #26.6: train.device=cpu on a GPU host picked NCCL and failed on CPU tensors."""
+    import torch.distributed as dist
+
+    from selfsup import distributed
+
+    chosen, gpus = [], []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", gpus.append)
+    monkeypatch.setattr(dist, "init_process_group", chosen.append)
+    assert distributed.init_from_env("cpu") and chosen == ["gloo"] and gpus == []
+    assert distributed.init_from_env("auto") and chosen[-1] == "nccl" and gpus == [0]

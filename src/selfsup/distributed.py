@@ -23,12 +23,14 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def init_from_env() -> bool:
+def init_from_env(device: str = "auto") -> bool:
     """Join the process group torchrun describes; False (and nothing done) in a plain single
-    process or when already joined. Each process uses GPU ``LOCAL_RANK`` where CUDA exists."""
+    process or when already joined. Each process uses GPU ``LOCAL_RANK`` where CUDA exists and
+    ``device`` (``train.device``) is not "cpu": NCCL then, gloo otherwise (a CPU run on a GPU
+    host under torchrun once picked NCCL and failed on its CPU tensors)."""
     if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    if torch.cuda.is_available():
+    if device != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
         backend = "nccl"
     else:

@@ -348,6 +348,8 @@ def _train(
         _write_start(cfg, run_dir, data, labels, resume=resume)
     barrier()
     device = resolve_device(cfg.train.device)
+    if device.type == "cuda":  # fixed input shapes: let cuDNN pick its fastest kernels, as
+        torch.backends.cudnn.benchmark = True  # official VICReg, Barlow Twins and DINO do
     method = make_method(cfg, data.channels)
     monitor, every = epoch_hook(cfg, data, device, labels, run_dir, method=method, val=val)
     seconds = [60 * m for m in cfg.eval.monitor_minutes]

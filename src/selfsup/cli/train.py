@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from selfsup.run.start import check_run_flags
 
     check_run_flags(args.resume, args.overwrite)  # (before --config: which one is meant?)
-    init_from_env()  # under torchrun: join the process group (DDP)
     cfg = _resume_config(args) if args.resume else _new_config(args)
+    init_from_env(cfg.train.device)  # under torchrun: join the process group (DDP)
     if args.out is None and is_distributed():
         raise SelfsupError("under torchrun give --out RUN_DIR: every process must use the same")
     out = args.out or _default_out(cfg)

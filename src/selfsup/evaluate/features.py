@@ -61,10 +61,15 @@ def extract_features(
     spec = eval_view(size, mean, std)
     gen = torch.Generator(device=device).manual_seed(0)
     autocast = autocast_for(device, use_bf16(precision, device))
+    channels_last = device.type == "cuda"  # as the training step (bf16 convolutions on CUDA)
+    if channels_last:
+        backbone.to(memory_format=torch.channels_last)
     out = []
     for start in range(0, len(images), batch_size):
         batch = match_channels(images[start : start + batch_size].to(device), channels)
         (x,) = make_views(batch, [spec], gen)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             out.append(backbone(x).float())
     backbone.train(was_training)
