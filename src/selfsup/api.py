@@ -1,0 +1,149 @@
+"""selfsup from Python, without the CLI: load a run, embed images, score a protocol.
+
+    from selfsup.api import Run, load_images
+
+    run = Run("runs/vicreg-fm")                    # a pretraining run directory
+    test = load_images("fashion-mnist", "test")    # uint8 images + labels
+    feats = run.embed(test.images[:1000])          # (1000, D) features, float32
+    knn = run.score("knn", k=[20])                 # records, as in results.json
+
+Nothing here writes into the run directory: :meth:`Run.score` returns its records (the CLI's
+``selfsup eval`` is what merges them into ``results.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from selfsup.config import Config, apply_overrides, config_from_dict, config_to_dict
+from selfsup.data.array import ImageArray
+from selfsup.data.sources import load_dataset
+from selfsup.errors import SelfsupError
+from selfsup.evaluate.features import extract_features
+from selfsup.evaluate.harness import evaluate_backbone
+from selfsup.methods import Method
+from selfsup.pipeline import eval_backbone
+from selfsup.rundir import load_run
+from selfsup.train.loop import resolve_device
+
+__all__ = ["Run", "load_images"]
+
+
+def load_images(dataset: str, split: str = "train", **kw: Any) -> ImageArray:
+    """A dataset split as an :class:`~selfsup.data.array.ImageArray` (``.images`` uint8
+    (N, C, H, W), ``.labels``, ``.classes``); ``kw`` as
+    :func:`selfsup.data.sources.load_dataset` (``root``, ``download``, ``image_size``)."""
+    return load_dataset(dataset, split, **kw)
+
+
+class Run:
+    """A finished (or checkpointed) run: its resolved config, trained method and backbone."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.dir = Path(run_dir)
+        self.config: Config
+        self.method: Method
+        self.config, self.method = load_run(self.dir)
+        self.method.eval()
+        self.device = resolve_device(self.config.train.device)
+        # what the run evaluates (DINO, DINO-Twins: the EMA teacher; others: the student)
+        self.which, self.backbone = eval_backbone(self.method, self.config.eval.backbone)
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (
+            f"Run({str(self.dir)!r}: {cfg.method.name} on {cfg.data.dataset}, "
+            f"{cfg.backbone.name}, {self.which})"
+        )
+
+    @property
+    def results(self) -> dict[str, Any] | None:
+        """``results.json``, or None before the run was evaluated."""
+        path = self.dir / "results.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def embed(self, images: torch.Tensor | ImageArray, *, batch_size: int = 512) -> torch.Tensor:
+        """Features (N, D) float32 of uint8 images (N, C, H, W), seen as the run's evaluation
+        sees them (resized to its view size, normalised with its statistics, eval mode)."""
+        if isinstance(images, ImageArray):
+            images = images.images
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+            raise SelfsupError("Run.embed takes uint8 images (N, C, H, W) or an ImageArray")
+        cfg = self.config
+        return extract_features(
+            self.backbone,
+            images,
+            size=cfg.views.size,
+            mean=cfg.data.mean,
+            std=cfg.data.std,
+            batch_size=batch_size,
+            device=self.device,
+            precision=cfg.train.precision,
+        )
+
+    def score(
+        self,
+        protocol: str = "knn",
+        *,
+        dataset: str | None = None,
+        baselines: Sequence[str] = (),
+        **settings: Any,
+    ) -> list[dict[str, Any]]:
+        """Records of ``protocol`` ("knn", "linear", "finetune", ...) on ``dataset`` (the run's
+        own by default), fitted on its training split and scored on its test split, as the CLI
+        computes them; ``settings`` are that protocol's ``eval.<protocol>.*`` keys (``k=[20]``)
+        or ``eval.*`` keys (``train_limit=5000``). ``baselines``: also "random" (a randomly
+        initialised twin) and / or "pixels" (knn, linear)."""
+        cfg = self.config
+        overrides = [f"eval.{k}={_yaml(v)}" for k, v in settings.items() if not _nested(k)]
+        overrides += [f"eval.{protocol}.{k}={_yaml(v)}" for k, v in settings.items() if _nested(k)]
+        eval_cfg = (
+            config_from_dict(apply_overrides(config_to_dict(cfg), overrides)).eval
+            if overrides
+            else cfg.eval
+        )
+        common = dict(
+            datasets=[dataset or cfg.data.dataset],
+            protocols=[protocol],
+            size=cfg.views.size,
+            root=cfg.data.root,
+            download=cfg.data.download,
+            image_size=cfg.data.image_size,
+            seed=cfg.seed,
+            device=self.device,
+            run_cfg=cfg,
+        )
+        records = evaluate_backbone(self.backbone, eval_cfg, init="pretrained", **common)
+        for base in baselines:
+            records += evaluate_backbone(_baseline(base, cfg), eval_cfg, init=base, **common)
+        return records
+
+
+def _nested(key: str) -> bool:
+    """A protocol's own setting (``k``, ``l2``, ``lrs``...) rather than an ``eval.*`` key."""
+    from selfsup.config import EvalConfig
+
+    return key not in EvalConfig.__dataclass_fields__
+
+
+def _yaml(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _baseline(name: str, cfg: Config) -> nn.Module:
+    from selfsup.backbones import build_backbone
+    from selfsup.backbones.pixels import Pixels
+
+    channels = len(cfg.data.mean or [])
+    if name == "pixels":
+        return Pixels(channels, cfg.views.size)
+    if name == "random":
+        torch.manual_seed(cfg.seed)
+        return build_backbone(cfg.backbone, in_channels=channels, image_size=cfg.views.size)
+    raise SelfsupError(f"unknown baseline {name!r}; valid: random, pixels")
