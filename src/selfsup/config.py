@@ -249,6 +249,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps mid-epoch (0: at epoch ends only)
     skip_nonfinite: int = 0  # skip up to N steps whose loss is NaN / inf (logged); 0: stop at once
     progress: bool = True  # show a progress bar
+    # also write TensorBoard event files (RUN_DIR/tensorboard; needs the tensorboard package)
+    tensorboard: bool = False
 
 
 @dataclass

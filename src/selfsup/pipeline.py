@@ -50,6 +50,7 @@ from selfsup.rundir import (
     merge_records,
     read_results,
 )
+from selfsup.tensorboard import add_embedding
 from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.compute import compute_record
 from selfsup.train.heldout import carve_validation_split, heldout_monitor
@@ -214,6 +215,12 @@ def embedding_saver(cfg: Config, data: ImageArray, device: torch.device, run_dir
         if epoch in cfg.viz.embed_epochs:
             feats = extract_features(backbone, sample.images, **kw).numpy()
             write_atomic(out / f"epoch-{epoch:04d}.npy", lambda f: np.save(f, feats))
+            if cfg.train.tensorboard:  # TensorBoard's projector shows them too
+                names = [
+                    sample.classes[i] if 0 <= i < len(sample.classes) else "unlabeled"
+                    for i in sample.labels.tolist()
+                ]
+                add_embedding(run_dir, feats, names, epoch)
 
     return save
 

@@ -117,15 +117,23 @@ class BatchStream:
 
 
 class MetricsLog:
-    """Append-only JSON-lines metrics, one record per line."""
+    """Append-only JSON-lines metrics, one record per line (and, with ``tensorboard``, the
+    same records as TensorBoard scalars beside them: :mod:`selfsup.tensorboard`)."""
 
-    def __init__(self, path: Path, enabled: bool = True) -> None:
+    def __init__(self, path: Path, enabled: bool = True, tensorboard: bool = False) -> None:
         self.path, self.enabled = path, enabled
+        self.tb = None
+        if enabled and tensorboard:
+            from selfsup.tensorboard import TensorBoardLog  # optional dependency
+
+            self.tb = TensorBoardLog(path.parent)
 
     def write(self, records: list[dict[str, Any]]) -> None:
         if self.enabled and records:
             with self.path.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
+            if self.tb is not None:
+                self.tb.write(records)
 
     def truncate_after(self, step: int) -> None:
         """Drop the records a checkpoint after ``step`` steps does not cover (left by an
@@ -268,7 +276,7 @@ def fit(
     ]
     optimizer = build_optimizer(groups, tc, base_lr)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
+    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main, tensorboard=tc.tensorboard)
 
     start_epoch, step, train_seconds, skipped = 0, 0, 0.0, 0
     skip, view_state = 0, None  # a mid-epoch checkpoint: batches of its epoch already done
