@@ -101,3 +101,29 @@ def test_a_fine_tune_sweep_says_its_size_before_it_starts(tmp_path, capsys) -> N
     assert main(["pretrain", "--config", "defaults", "--out", str(out), *args]) == 0
     err = capsys.readouterr().err
     assert "raised from 1 by eval.min_steps=6" in err and "for each of 2 lr(s)" in err
+
+
+def test_a_backbone_is_evaluated_with_the_statistics_it_was_trained_with(tmp_path, monkeypatch):
+    """Issue #24.2: evaluation normalised every backbone with the evaluation dataset's own
+    statistics; a run's backbone (and its random twin) now sees its training inputs' mean and
+    std, raw pixels the dataset's, and each record says which."""
+    from selfsup.evaluate import harness
+
+    seen = {}
+    real = harness.EvalContext
+
+    def spy(**kw):
+        seen.setdefault(kw["work_dir"].name, (kw["mean"], kw["std"]))
+        return real(**kw)
+
+    monkeypatch.setattr(harness, "EvalContext", spy)
+    out = tmp_path / "run"
+    odd = ["data.mean=[0.9,0.8,0.7]", "data.std=[0.5,0.4,0.3]", "eval.compare_random=true"]
+    assert main(["pretrain", "--config", "defaults", "--out", str(out), *TINY, *QUICK, *odd]) == 0
+    assert seen["synthetic-pretrained"] == ([0.9, 0.8, 0.7], [0.5, 0.4, 0.3])
+    assert seen["synthetic-random"] == ([0.9, 0.8, 0.7], [0.5, 0.4, 0.3])
+    assert seen["synthetic-pixels"][0] != [0.9, 0.8, 0.7]
+    recs = json.loads((out / "results.json").read_text())["evals"]
+    by_init = {r["init"]: r["normalisation"] for r in recs}
+    assert by_init["pretrained"] == by_init["random"] == "the backbone's own"
+    assert by_init["pixels"] == "measured on synthetic train"

@@ -131,3 +131,19 @@ def test_small_resnet_is_selfsup_only() -> None:
     for library in ("torchvision", "timm"):
         with pytest.raises(CheckpointError, match="selfsup's own network"):
             to_library(library, cfg, state, in_channels=3, image_size=16)
+
+
+def test_weights_say_which_normalisation_they_were_trained_with(imagenet_stem_run, tmp_path):
+    """Issue #24.2: evaluation uses the backbone's own input statistics: a selfsup run's or
+    export's are recorded with it; an external checkpoint is taken as ImageNet-trained."""
+    from selfsup.backbones.weights import IMAGENET_MEAN, weights_normalisation
+
+    run = imagenet_stem_run
+    saved = json.loads(json.dumps(load_run(run)[0].data.mean))
+    mean, _, source = weights_normalisation(run)
+    assert mean == saved and "run's own" in source
+    assert main(["export", str(run), "--out", str(tmp_path / "b.safetensors")]) == 0
+    mean, _, source = weights_normalisation(tmp_path / "b.safetensors")
+    assert mean == saved and "recorded in b.safetensors" in source
+    torch.save({"state_dict": {}}, tmp_path / "official.pth")
+    assert weights_normalisation(tmp_path / "official.pth")[0] == IMAGENET_MEAN

@@ -137,6 +137,11 @@ def test_faces_workflow_end_to_end(tmp_path, capsys) -> None:
     assert "loaded backbone.weights=" in captured.err
     res = json.loads((out / "results.json").read_text())
     assert res["n_people"] == 3 and res["n_train"] + res["n_test"] == 15
+    # issue #24.2: an official (ImageNet-trained) checkpoint sees ImageNet's statistics, not
+    # LFW's, and the record says which
+    norm = res["normalisation"]
+    assert norm["mean"] == [0.485, 0.456, 0.406] and norm["std"] == [0.229, 0.224, 0.225]
+    assert "ImageNet" in norm["source"]
     for init in ("pretrained", "finetuned"):
         for value in res["identification"][init].values():
             assert 0.0 <= value <= 1.0

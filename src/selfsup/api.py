@@ -119,9 +119,13 @@ class Run:
             device=self.device,
             run_cfg=cfg,
         )
-        records = evaluate_backbone(self.backbone, eval_cfg, init="pretrained", **common)
+        own = (cfg.data.mean, cfg.data.std)  # the inputs the backbone was trained on
+        records = evaluate_backbone(self.backbone, eval_cfg, init="pretrained", norm=own, **common)
         for base in baselines:
-            records += evaluate_backbone(_baseline(base, cfg), eval_cfg, init=base, **common)
+            norm = None if base == "pixels" else own
+            records += evaluate_backbone(
+                _baseline(base, cfg), eval_cfg, init=base, norm=norm, **common
+            )
         return records
 
 

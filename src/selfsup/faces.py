@@ -34,7 +34,7 @@ from torch import nn
 from selfsup.analysis.retrieval import draw_grid, exact_neighbours, precision_at_k
 from selfsup.atomic import write_json_atomic
 from selfsup.backbones import build_backbone
-from selfsup.backbones.weights import load_backbone_weights
+from selfsup.backbones.weights import load_backbone_weights, weights_normalisation
 from selfsup.config import Config, load_config, save_config
 from selfsup.data.array import ImageArray, channel_stats
 from selfsup.data.lfw import (
@@ -94,9 +94,13 @@ def run_faces(
     backbone = build_backbone(cfg.backbone, in_channels=3, image_size=size)
     if cfg.backbone.weights:
         load_backbone_weights(backbone, cfg.backbone.weights)
-    mean, std = channel_stats(train.images)  # the evaluations' rule: measured on train
+    mean, std, norm = *channel_stats(train.images), "measured on the LFW training images"
     if cfg.data.mean and cfg.data.std:
-        mean, std = cfg.data.mean, cfg.data.std
+        mean, std, norm = cfg.data.mean, cfg.data.std, "data.mean / data.std"
+    elif cfg.backbone.weights:  # the inputs the weights were trained on (ImageNet: official)
+        own = weights_normalisation(cfg.backbone.weights)
+        if own is not None and len(own[0]) == 3:
+            mean, std, norm = own
     ctx = EvalContext(
         dataset=train.name, train=train, num_classes=len(lfw.images.classes), size=size,
         mean=list(mean), std=list(std), channels=3, device=device, seed=cfg.seed,
@@ -109,6 +113,7 @@ def run_faces(
         "weights": cfg.backbone.weights,
         "backbone": cfg.backbone.name,
         "min_images": min_images,
+        "normalisation": {"mean": list(mean), "std": list(std), "source": norm},
         "n_people": len(lfw.images.classes),
         "n_train": len(train),
         "n_test": len(test),

@@ -499,7 +499,8 @@ def evaluate_run(
         )  # fmt: skip
         keep = torch.from_numpy(np.isin(train.fingerprints(), seen)).nonzero().squeeze(1)
         common["splits"][cfg.data.dataset] = (train.subset(keep), test)
-    records = evaluate_backbone(backbone, cfg.eval, init="pretrained", **common)
+    own = (cfg.data.mean, cfg.data.std)  # what the backbone was trained with (issue #24.2)
+    records = evaluate_backbone(backbone, cfg.eval, init="pretrained", norm=own, **common)
     for rec in records:
         rec["backbone"] = which
     if isinstance(getattr(method, "head", None), nn.Linear):
@@ -510,7 +511,7 @@ def evaluate_run(
         random_backbone = build_backbone(
             cfg.backbone, in_channels=len(cfg.data.mean), image_size=cfg.views.size
         )
-        records += evaluate_backbone(random_backbone, cfg.eval, init="random", **common)
+        records += evaluate_backbone(random_backbone, cfg.eval, init="random", norm=own, **common)
     pixel_protocols = [p for p in protocols if p in PIXEL_PROTOCOLS]
     if cfg.eval.compare_pixels and pixel_protocols:
         pixels = Pixels(len(cfg.data.mean), cfg.views.size)

@@ -82,6 +82,39 @@ def read_state(path: Path) -> Any:
     return obj
 
 
+IMAGENET_MEAN = [0.485, 0.456, 0.406]  # torchvision's and the official SSL repos' Normalize
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def weights_normalisation(path: str | Path) -> tuple[list[float], list[float], str] | None:
+    """(mean, std, where they come from) of the inputs the weights at ``path`` were trained
+    on: a selfsup run directory or checkpoint says it in its config, a selfsup export in its
+    metadata; any other file (the official VICReg, Barlow Twins, DINO, torchvision
+    checkpoints, all ImageNet-trained) is taken to want ImageNet's statistics. None: a
+    safetensors file from elsewhere that records none (then the data's own are used)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            mean, std = json.loads(meta["mean"]), json.loads(meta["std"])
+        except (KeyError, ValueError, OSError, TypeError):
+            return None
+        return (list(mean), list(std), f"recorded in {path.name}") if mean and std else None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not ours to judge here: load_backbone_weights reports a bad file
+        obj = None
+    data = obj.get("config", {}).get("data", {}) if isinstance(obj, dict) else {}
+    if isinstance(data, dict) and data.get("mean") and data.get("std"):
+        return list(data["mean"]), list(data["std"]), f"the run's own ({path.name})"
+    return IMAGENET_MEAN, IMAGENET_STD, "ImageNet's (an external checkpoint, ImageNet-trained)"
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path, *, quiet: bool = False) -> None:
     """Load ``path`` into ``backbone`` strictly, or say which keys do not match and what to do.
     The keys left out (heads) and how the file was read are printed on stderr unless ``quiet``."""

@@ -104,9 +104,13 @@ def evaluate_backbone(
     splits: dict[str, tuple[ImageArray, ImageArray]] | None = None,
     run_cfg: Config | None = None,
     work_dir: Path | None = None,
+    norm: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> list[dict]:
     """Run ``protocols`` on each dataset and seed for one backbone: fit on the training split,
-    then score the test split once per fitted predictor. ``splits`` caches loaded data."""
+    then score the test split once per fitted predictor. ``splits`` caches loaded data.
+    ``norm``: the (mean, std) the backbone was trained with, used on every dataset (a run's
+    own, as its training saw its inputs); None (raw pixels, a backbone of unknown origin):
+    measured on each dataset's training split. Records say which (``normalisation``)."""
     check_protocols(protocols)
     splits = {} if splits is None else splits
     seeds = cfg.seeds or [seed]
@@ -121,7 +125,11 @@ def evaluate_backbone(
         check_same_classes(name, train, test)
         test_id = test.content_id()
         channels = input_channels(backbone)
-        mean, std = channel_stats(match_channels(train.images, channels))
+        if norm is not None and len(norm[0]) == channels:
+            (mean, std), normalisation = (list(norm[0]), list(norm[1])), "the backbone's own"
+        else:
+            mean, std = channel_stats(match_channels(train.images, channels))
+            normalisation = f"measured on {name} train"
         for s in seeds:
             ctx = EvalContext(
                 dataset=name,
@@ -162,6 +170,7 @@ def evaluate_backbone(
                             "n_test": len(test),
                             "test_id": test_id,
                             "seed": s,
+                            "normalisation": normalisation,
                             "fit_seconds": round(fit_seconds, 3),
                             "score_seconds": round(score_seconds, 3),
                         }
