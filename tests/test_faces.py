@@ -18,9 +18,10 @@ from selfsup.evaluate.verification import best_threshold, verification_accuracy
 PEOPLE = {"Ann_Lee": 6, "Bob_Stone": 5, "Cid_Moreau": 4, "Dee_Park": 2, "Eve_Ito": 1}
 
 
-def make_lfw(root, people=PEOPLE, side: int = 40):
+def make_lfw(root, people=PEOPLE, side: int = 40, unseen: bool = False):
     """root/lfw-py/lfw_funneled/<Name>/<Name>_000i.jpg: each person a colour and a stripe
-    orientation, plus noise; and a pairs.txt of 10 folds of one matched + one mismatched pair."""
+    orientation, plus noise; and a pairs.txt of 10 folds of one matched + one mismatched pair
+    (``unseen``: and a matched + mismatched pair of the people with 1-2 images)."""
     base = root / "lfw-py"
     rng = np.random.default_rng(0)
     for p, (name, n) in enumerate(people.items()):
@@ -37,10 +38,14 @@ def make_lfw(root, people=PEOPLE, side: int = 40):
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
                 folder / f"{name}_{i:04d}.jpg"
             )
-    lines = ["10\t1"]
-    for fold in range(10):
+    lines = [f"10\t{2 if unseen else 1}"]
+    for fold in range(10):  # each fold: its matched pairs, then its mismatched pairs
         lines.append(f"Ann_Lee\t{1 + fold % 5}\t{2 + fold % 5}")
+        if unseen:
+            lines.append("Dee_Park\t1\t2")
         lines.append(f"Eve_Ito\t1\tBob_Stone\t{1 + fold % 5}")
+        if unseen:
+            lines.append("Dee_Park\t2\tEve_Ito\t1")
     (base / "pairs.txt").write_text("\n".join(lines) + "\n")
     return base
 
@@ -119,7 +124,7 @@ def test_faces_workflow_end_to_end(tmp_path, capsys) -> None:
     from selfsup.backbones import build_backbone
     from selfsup.config import load_config
 
-    make_lfw(tmp_path / "data")
+    make_lfw(tmp_path / "data", unseen=True)
     tiny = ["backbone.name=small_resnet", "backbone.depths=[1,1]", "backbone.widths=[8,16]"]
     torch.manual_seed(0)
     src = build_backbone(load_config(None, tiny).backbone, in_channels=3, image_size=16)
@@ -147,11 +152,23 @@ def test_faces_workflow_end_to_end(tmp_path, capsys) -> None:
             assert 0.0 <= value <= 1.0
         ver = res["verification"][init]
         assert 0.0 <= ver["mean"] <= 1.0 and len(ver["folds"]) == 10
+        # issue #24.1: the headline excludes the 20 pairs showing Ann or Bob (fine-tuned on)
+        assert ver["pairs_seen_in_finetuning"] == 20 and ver["n_pairs"] == 40
+        unseen = ver["unseen_people"]
+        assert unseen["n_pairs"] == 20 and len(unseen["folds"]) == 10
         assert (out / "plots" / f"faces-{init}.png").stat().st_size > 0
     assert set(res["identification"]["pretrained"]) == {"knn1_top1", "knn3_top1"}
     assert 0.0 <= res["identification"]["classifier_top1"] <= 1.0
     assert (out / "config.yaml").is_file()
-    assert "verification (finetuned)" in captured.out
+    assert "verification (finetuned), people not fine-tuned on:" in captured.out
+    from selfsup.studies.runner import face_records
+
+    protocols = {r["protocol"] for r in face_records(res)}
+    assert {"verification", "finetuned verification", "finetuned verification all pairs"} <= (
+        protocols
+    )
+    unseen_rec = [r for r in face_records(res) if r["protocol"] == "finetuned verification"]
+    assert unseen_rec[0]["top1"] == res["verification"]["finetuned"]["unseen_people"]["mean"]
 
 
 def test_faces_without_weights_or_pairs_is_a_random_init_baseline(tmp_path, capsys) -> None:

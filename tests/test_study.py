@@ -296,13 +296,19 @@ def test_teacher_row_keeps_its_random_init_twin(tmp_path) -> None:
 
 def test_face_results_become_table_records() -> None:
     """``selfsup faces`` writes identification / verification, not harness records."""
+    verification = {
+        "pretrained": {"mean": 0.7, "unseen_people": {"mean": 0.68}},
+        "finetuned": {"mean": 0.95, "unseen_people": {"mean": 0.8}},
+    }
     results = {"identification": {"pretrained": {"knn20_top1": 0.5, "knn1_top1": 0.4},
                                   "finetuned": {"knn1_top1": 0.9}, "classifier_top1": 0.8},
-               "verification": {"pretrained": {"mean": 0.7},
-                                "finetuned": {"mean": 0.95}}}  # fmt: skip
+               "verification": verification}  # fmt: skip
     got = [(r["protocol"], r.get("k"), r["top1"]) for r in runner.face_records(results)]
-    assert got == [("knn", 1, 0.4), ("knn", 20, 0.5), ("verification", None, 0.7),
-                   ("finetuned knn", 1, 0.9), ("finetuned verification", None, 0.95)]  # fmt: skip
+    # issue #24.1: "verification" is on people the fine-tuning never saw; all pairs apart
+    assert got == [("knn", 1, 0.4), ("knn", 20, 0.5), ("verification", None, 0.68),
+                   ("verification all pairs", None, 0.7), ("finetuned knn", 1, 0.9),
+                   ("finetuned verification", None, 0.8),
+                   ("finetuned verification all pairs", None, 0.95)]  # fmt: skip
     assert runner.face_records({}) == []
 
 

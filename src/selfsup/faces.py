@@ -209,8 +209,13 @@ def _verify(ctx: EvalContext, net: nn.Module, pairs: PairSet, people: list[str])
     folds = torch.tensor([p.fold for p in pairs.pairs])
     result = verification_accuracy(scores, same, folds)
     seen = set(people)
-    result["pairs_seen_in_finetuning"] = sum(
-        p.first[0] in seen or p.second[0] in seen for p in pairs.pairs
+    unseen = torch.tensor([p.first[0] not in seen and p.second[0] not in seen for p in pairs.pairs])
+    result["pairs_seen_in_finetuning"] = int((~unseen).sum())
+    # LFW's protocol keeps the people a model trained on out of its test pairs: the pairs of
+    # people the fine-tuning never saw, the threshold still chosen on the other nine folds
+    both = bool(same[unseen].any()) and bool((~same[unseen]).any())
+    result["unseen_people"] = (
+        verification_accuracy(scores[unseen], same[unseen], folds[unseen]) if both else None
     )
     return result
 

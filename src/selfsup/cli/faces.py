@@ -77,9 +77,19 @@ def _print_results(res: dict[str, Any], out: Path) -> None:
     top1 = res["identification"]["classifier_top1"]
     print(f"identification (fine-tuned classifier): {100 * top1:.1f}%")
     for init, ver in (res["verification"] or {}).items():
+        unseen = ver.get("unseen_people")
+        if unseen:
+            print(
+                f"verification ({init}), people not fine-tuned on: {100 * unseen['mean']:.2f} ± "
+                f"{100 * unseen['std']:.2f}% over {len(unseen['folds'])} folds, "
+                f"{unseen['n_pairs']} pairs"
+            )
+        else:
+            print(f"verification ({init}): no pairs of people outside the fine-tuning set")
         print(
-            f"verification ({init}): {100 * ver['mean']:.2f} ± {100 * ver['std']:.2f}% "
-            f"over {len(ver['folds'])} folds"
+            f"verification ({init}), all pairs ({ver['pairs_seen_in_finetuning']} show a "
+            f"fine-tuned person): {100 * ver['mean']:.2f} ± {100 * ver['std']:.2f}% over "
+            f"{len(ver['folds'])} folds"
         )
     for init, grid in res["grids"].items():
         print(f"grid ({init}): {grid['path']}")
