@@ -97,11 +97,16 @@ def test_every_labelled_image_is_kept_and_the_pool_has_ratio_times_as_many(
     pooled: SimpleNamespace,
 ) -> None:
     recs = pooled.records
-    assert [r["ratio"] for r in recs] == RATIOS
+    # issue #24.3: the pool (50 images) cannot give 1:10 of 20 labelled images: the arm is
+    # named by the ratio it got, the asked one kept
+    assert [r["ratio"] for r in recs] == [*RATIOS[:-1], 2.5]
+    assert recs[-1]["ratio_requested"] == 10.0
+    assert all("ratio_requested" not in r for r in recs[:-1])
     for r in recs:
+        asked = r.get("ratio_requested", r["ratio"])
         assert r["pool"] == "unlabeled" and r["pool_split"] == "unlabeled"
         assert r["n_labelled"] == N_TRAIN  # one lr: nothing held out, every image kept
-        assert r["n_unlabeled"] == min(N_UNLABELED, round(r["ratio"] * N_TRAIN))
+        assert r["n_unlabeled"] == min(N_UNLABELED, round(asked * N_TRAIN))
         assert r["fraction"] is None and r["pseudo_label_acc"] is None  # the pool has no labels
         assert 0 <= r["top1"] <= 1 and 0 <= r["f1_macro"] <= 1
     assert [r["n_unlabeled"] for r in recs] == [0, 10, 40, 50]
@@ -205,3 +210,20 @@ def test_new_settings_change_ids_only_when_set(stl: SimpleNamespace) -> None:
     assert len(ids) == 4  # null and pretrained are one teacher
     unlabeled = eval_settings("pseudo-label", config(stl.root).eval)
     assert unlabeled["pseudo.pool_split"] == "unlabeled" and "pseudo.fraction" not in unlabeled
+
+
+def test_every_student_takes_the_steps_of_the_largest_one(pooled: SimpleNamespace) -> None:
+    """Issue #24.3: with fixed epochs the 1:10 student took 5x and more the steps of 1:0, so
+    its gain mixed data with compute; eval.pseudo.steps=equal gives every arm the budget of the
+    largest student set (finetune.epochs=1 of it; smaller sets more epochs)."""
+    recs = pooled.records
+
+    def per_epoch(n: int) -> int:
+        return max(1, n // min(16, n))  # eval.finetune.batch_size=16
+
+    sizes = [r["n_labelled"] + r["n_pseudo"] for r in recs]
+    budget = per_epoch(max(sizes))
+    assert budget > 1, "the largest student set must span several steps, or nothing is tested"
+    for r, n in zip(recs, sizes, strict=True):
+        assert budget <= r["steps"] < budget + per_epoch(n)
+    assert recs[0]["epochs"] == budget  # 20 labelled images: one step an epoch

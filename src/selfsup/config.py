@@ -312,6 +312,10 @@ class PseudoEval:
     # the labelled images; scratch: the same architecture from a random init fine-tuned the
     # same way; anything else: a supervised / joint run directory
     teacher: str | None = "pretrained"
+    # equal: every ratio's student takes the optimizer steps of the largest one (the others
+    # more epochs), so a ratio's gain is its data, not its compute; epochs: finetune.epochs
+    # over each student's own set (steps grow with the ratio: the behaviour before)
+    steps: str = "equal"
 
 
 @dataclass
@@ -545,6 +549,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("data", "on_bad_image"): ("skip", "fail"),
     ("eval", "backbone"): ("auto", "student", "teacher"),
     ("eval.pseudo", "pool"): ("fraction", "unlabeled"),
+    ("eval.pseudo", "steps"): ("equal", "epochs"),
 }
 
 

@@ -18,12 +18,16 @@ supervised / joint run directory (it should have been trained without the pool's
 the premise). Those with confidence >= ``eval.pseudo.threshold`` join the labelled set
 (``n_pseudo`` of the record: the images kept), and a student (the backbone fine-tuned with a
 fresh head) is trained on both. One student per ratio of ``eval.pseudo.ratios`` (1:0, 1:0.4,
-1:1, 1:2, 1:10 by default); ratio 0 is the labelled-only baseline. Each student's lr is chosen
-on held-out training images; the test split only scores the students.
+1:1, 1:2, 1:10 by default); ratio 0 is the labelled-only baseline. Every student takes the
+same number of optimizer steps (``eval.pseudo.steps=equal``); a ratio the pool cannot supply
+is named by the ratio it got. Each student's lr is chosen on held-out training images; the
+test split only scores the students.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,50 +179,98 @@ def load_pool_split(ctx: EvalContext) -> ImageArray:
 
 @PROTOCOLS.register("pseudo-label")
 def pseudo_label_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
+    """One student per ratio of ``eval.pseudo.ratios``; with ``eval.pseudo.steps=equal`` each
+    takes the optimizer steps of the largest student set (see :func:`student_epochs`). A ratio
+    the pool cannot supply is named by the ratio it got (``ratio``), the asked one kept as
+    ``ratio_requested``, and said on stderr."""
     c = ctx.cfg
     labelled, val, pool = split_pool(ctx)
     teacher_name, teacher = pseudo_label_teacher(backbone, ctx, labelled, val, pool)
+    arms = [
+        _student_set(ctx, ratio, labelled, pool, teacher, teacher_name) for ratio in c.pseudo.ratios
+    ]
+    epochs = student_epochs(ctx, [len(data) for _, data in arms])
     fitted = []
-    for ratio in c.pseudo.ratios:
-        unlabeled = pool.subset(slice(0, min(len(pool), round(ratio * len(labelled)))))
-        info = {
-            "ratio": ratio,
-            "pool": c.pseudo.pool,
-            "fraction": c.pseudo.fraction if c.pseudo.pool == "fraction" else None,
-            "threshold": c.pseudo.threshold,
-            "n_labelled": len(labelled),
-            "n_unlabeled": len(unlabeled),
-            "n_pseudo": 0,  # the pool images kept (teacher confidence >= threshold)
-            "kept_share": None,
-            "pseudo_label_acc": None,
-            "teacher": teacher_name,
-        }
-        if c.pseudo.pool == "unlabeled":
-            info["pool_split"] = c.pseudo.pool_split
-        student_data = labelled
-        if len(unlabeled):
-            probs = teacher(unlabeled)
-            keep, pseudo = select_confident(probs, c.pseudo.threshold)
-            info["n_pseudo"] = int(keep.sum())
-            info["kept_share"] = info["n_pseudo"] / len(unlabeled)
-            if keep.any():
-                if unlabeled.has_labels:  # the pool's hidden labels: only to score the teacher
-                    truth = unlabeled.labels[keep]
-                    info["pseudo_label_acc"] = float((pseudo[keep] == truth).float().mean())
-                student_data = _join(
-                    labelled, unlabeled.subset(keep.nonzero().squeeze(1)), pseudo[keep]
-                )
+    for (info, student_data), n_epochs in zip(arms, epochs, strict=True):
         model, trained = train_choosing_lr(
             ctx,
             backbone,
             student_data,
             val,
-            name=f"pseudo-label-{ratio:g}-s{ctx.seed}",
+            name=f"pseudo-label-{info['ratio']:g}-s{ctx.seed}",
             frozen=False,
-            epochs=c.finetune.epochs,
+            epochs=n_epochs,
             lrs=c.finetune.lrs,
             weight_decay=c.finetune.weight_decay,
         )
         info.update(trained)
         fitted.append(Fitted(info, ctx.classifier_scores(model)))
     return fitted
+
+
+def student_epochs(ctx: EvalContext, sizes: list[int]) -> list[int]:
+    """Each student's epochs. ``equal``: the largest set's ``finetune.epochs`` x its steps
+    per epoch is every student's step budget (a smaller set repeats more epochs: the 1:10 arm
+    took 5x and more the steps of 1:0, so its gain mixed data with compute); ``epochs``:
+    ``finetune.epochs`` for all."""
+    c = ctx.cfg
+    if c.pseudo.steps == "epochs":
+        return [c.finetune.epochs] * len(sizes)
+
+    def per_epoch(n: int) -> int:
+        return max(1, n // min(c.finetune.batch_size, n))
+
+    budget = c.finetune.epochs * per_epoch(max(sizes))
+    return [math.ceil(budget / per_epoch(n)) for n in sizes]
+
+
+def _student_set(
+    ctx: EvalContext,
+    ratio: float,
+    labelled: ImageArray,
+    pool: ImageArray,
+    teacher: Teacher,
+    teacher_name: str,
+) -> tuple[dict, ImageArray]:
+    """(record fields, the student's training set) of one ratio: the labelled images plus
+    the pool's first ``ratio x n_labelled`` images the teacher labels with confidence >=
+    ``eval.pseudo.threshold``."""
+    c = ctx.cfg
+    asked = round(ratio * len(labelled))
+    unlabeled = pool.subset(slice(0, min(len(pool), asked)))
+    info: dict = {
+        "ratio": ratio,
+        "pool": c.pseudo.pool,
+        "fraction": c.pseudo.fraction if c.pseudo.pool == "fraction" else None,
+        "threshold": c.pseudo.threshold,
+        "n_labelled": len(labelled),
+        "n_unlabeled": len(unlabeled),
+        "n_pseudo": 0,  # the pool images kept (teacher confidence >= threshold)
+        "kept_share": None,
+        "pseudo_label_acc": None,
+        "teacher": teacher_name,
+    }
+    if len(unlabeled) < asked:  # e.g. fraction 0.1: a 48k pool gives 1:8, not 1:10
+        got = round(len(unlabeled) / len(labelled), 2)
+        print(
+            f"selfsup: pseudo-label 1:{ratio:g} asks {asked:,} pool images, the pool has "
+            f"{len(unlabeled):,}: the arm is 1:{got:g} and named so",
+            file=sys.stderr,
+        )
+        info.update(ratio=got, ratio_requested=ratio)
+    if c.pseudo.pool == "unlabeled":
+        info["pool_split"] = c.pseudo.pool_split
+    student_data = labelled
+    if len(unlabeled):
+        probs = teacher(unlabeled)
+        keep, pseudo = select_confident(probs, c.pseudo.threshold)
+        info["n_pseudo"] = int(keep.sum())
+        info["kept_share"] = info["n_pseudo"] / len(unlabeled)
+        if keep.any():
+            if unlabeled.has_labels:  # the pool's hidden labels: only to score the teacher
+                truth = unlabeled.labels[keep]
+                info["pseudo_label_acc"] = float((pseudo[keep] == truth).float().mean())
+            student_data = _join(
+                labelled, unlabeled.subset(keep.nonzero().squeeze(1)), pseudo[keep]
+            )
+    return info, student_data

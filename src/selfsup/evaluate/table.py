@@ -45,6 +45,7 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
         "pseudo.fraction",
         "pseudo.threshold",
         "pseudo.teacher",
+        "pseudo.steps",
         "linear.l2",
         "linear.max_iter",
     ),
@@ -53,7 +54,11 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
 
 # settings added after records existed: left out at these values (the behaviour before them),
 # so earlier records keep their settings ids
-LATER_SETTINGS: dict[str, tuple[Any, ...]] = {"classes": (None,), "pseudo.pool": ("fraction",)}
+LATER_SETTINGS: dict[str, tuple[Any, ...]] = {
+    "classes": (None,),
+    "pseudo.pool": ("fraction",),
+    "pseudo.steps": ("epochs",),
+}
 # values that mean what an earlier value meant, recorded as that one (same settings id)
 SAME_AS_BEFORE: dict[str, dict[Any, Any]] = {"pseudo.teacher": {"pretrained": None}}
 
