@@ -627,3 +627,46 @@ def test_published_presets_are_valid_configs_and_unknown_names_are_refused() -> 
     assert semi.finetune.lrs == [0.03] and semi.finetune.head_lr_scale * 0.03 == pytest.approx(0.08)
     with pytest.raises(ConfigError, match="valid: vicreg-linear"):
         preset_overrides("dino-linear")
+
+
+def test_a_fraction_trained_runs_finetune_uses_the_whole_split_like_every_run(
+    tmp_path: Path,
+) -> None:
+    """Issue #24.4: the labelled-fraction restriction (right for its kNN bank / probe) also
+    shrank the split of finetune, so "finetune 10%" of a 10%-label run trained on 1% of the
+    images, other ones than the SSL runs' "finetune 10%"."""
+    cfg = method_config(
+        "supervised",
+        "method.label_fraction=0.5",
+        "train.epochs=1",
+        "train.optimizer=sgd",
+        "train.lr=0.1",
+        "data.limit=null",
+        "eval.train_limit=128",
+        "eval.protocols=[knn,finetune]",
+        "eval.knn.k=[5]",
+        "eval.finetune.fractions=[0.25]",
+        "eval.finetune.epochs=1",
+        "eval.finetune.lrs=[0.05]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+    )
+    results = pretrain(cfg, tmp_path / "run")
+    train, _ = synthetic_splits(cfg)
+    knn = next(r for r in results["evals"] if r["protocol"] == "knn")
+    finetune = next(r for r in results["evals"] if r["protocol"] == "finetune")
+    assert knn["n_train"] < len(train)  # the bank: the images whose labels it trained on
+    assert finetune["n_train"] == len(train)  # the fractions of the whole split, as any run's
+
+
+def test_records_say_how_many_labelled_images_chose_each_hyper_parameter() -> None:
+    """Issue #24.5/7: the probe's penalty and a trained evaluation's lr were chosen on
+    held-out labelled images whose number no record gave (for the 1% arm: 10x the training
+    labels)."""
+    from selfsup.evaluate.linear import select_and_fit_linear
+
+    feats, labels = torch.randn(200, 8), torch.arange(200) % 4
+    _, choice = select_and_fit_linear(feats, labels, 4, l2s=[1.0, 0.01], val_fraction=0.1)
+    assert choice["n_val"] == 20
+    _, single = select_and_fit_linear(feats, labels, 4, l2s=[1.0])
+    assert single["n_val"] == 0 and single["val_top1"] is None

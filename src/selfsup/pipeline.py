@@ -57,6 +57,9 @@ from selfsup.train.heldout import carve_validation_split, heldout_monitor
 from selfsup.train.loop import ADVICE, TrainingDiverged, check_compatible, fit, resolve_device
 
 PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
+# protocols on frozen features of the training split: a run trained on a label fraction gets
+# them on the images whose labels it saw (its bank), the others on the whole split
+FROZEN_PROTOCOLS = ("knn", "linear", "linear-aug")
 
 
 def check_names(cfg: Config) -> None:
@@ -490,17 +493,38 @@ def evaluate_run(
         work_dir=run_dir / "evals",
     )
     which, backbone = eval_backbone(method, cfg.eval.backbone)
+    bank: dict[str, tuple[ImageArray, ImageArray]] = {}  # the frozen protocols' splits
     if label_fraction(cfg) is not None and (run_dir / LABELLED_IMAGES).is_file():
-        # a run trained on a labelled fraction: its kNN bank / probe get the same labels
+        # a run trained on a labelled fraction: its kNN bank / probe get the same labels;
+        # finetune and pseudo-label keep the whole split, whose fractions and images are
+        # every run's (issue #24.4: "finetune 10%" of a 10%-label run trained on 1%)
         seen = np.load(run_dir / LABELLED_IMAGES, allow_pickle=False)
         train, test = load_eval_splits(
-            cfg.data.dataset, cfg.eval, root=cfg.data.root, download=cfg.data.download,
+            cfg.data.dataset,
+            cfg.eval,
+            root=cfg.data.root,
+            download=cfg.data.download,
             image_size=cfg.data.image_size,
-        )  # fmt: skip
+        )
+        common["splits"][cfg.data.dataset] = (train, test)
         keep = torch.from_numpy(np.isin(train.fingerprints(), seen)).nonzero().squeeze(1)
-        common["splits"][cfg.data.dataset] = (train.subset(keep), test)
+        bank[cfg.data.dataset] = (train.subset(keep), test)
+
+    def run(net: nn.Module, init: str, norm: Any, protos: Sequence[str]) -> list[dict]:
+        frozen = [p for p in protos if p in FROZEN_PROTOCOLS] if bank else []
+        rest = [p for p in protos if p not in frozen]
+        out = []
+        if frozen:
+            splits = {**common["splits"], **bank}
+            kw = {**common, "protocols": frozen, "splits": splits}
+            out += evaluate_backbone(net, cfg.eval, init=init, norm=norm, **kw)
+        if rest:
+            kw = {**common, "protocols": rest}
+            out += evaluate_backbone(net, cfg.eval, init=init, norm=norm, **kw)
+        return out
+
     own = (cfg.data.mean, cfg.data.std)  # what the backbone was trained with (issue #24.2)
-    records = evaluate_backbone(backbone, cfg.eval, init="pretrained", norm=own, **common)
+    records = run(backbone, "pretrained", own, protocols)
     for rec in records:
         rec["backbone"] = which
     if isinstance(getattr(method, "head", None), nn.Linear):
@@ -511,7 +535,7 @@ def evaluate_run(
         random_backbone = build_backbone(
             cfg.backbone, in_channels=len(cfg.data.mean), image_size=cfg.views.size
         )
-        records += evaluate_backbone(random_backbone, cfg.eval, init="random", norm=own, **common)
+        records += run(random_backbone, "random", own, protocols)
     pixel_protocols = [p for p in protocols if p in PIXEL_PROTOCOLS]
     if cfg.eval.compare_pixels and pixel_protocols:
         pixels = Pixels(len(cfg.data.mean), cfg.views.size)
@@ -526,13 +550,8 @@ def evaluate_run(
                 )
         inputs = dict(seed=cfg.seed, size=cfg.views.size, channels=len(cfg.data.mean))
         inputs.update(image_size=cfg.data.image_size, precision=cfg.train.precision)
-        key = baseline_key(cfg.eval, common["splits"], pixel_protocols, **inputs)
-        records += cached_records(
-            key,
-            lambda: evaluate_backbone(
-                pixels, cfg.eval, init="pixels", **{**common, "protocols": pixel_protocols}
-            ),
-        )
+        key = baseline_key(cfg.eval, {**common["splits"], **bank}, pixel_protocols, **inputs)
+        records += cached_records(key, lambda: run(pixels, "pixels", None, pixel_protocols))
     old = read_results(run_dir) or {}
     classes = {name: train.classes for name, (train, _) in common["splits"].items()}
     results = {

@@ -108,11 +108,13 @@ def select_and_fit_linear(
     (training) features, then refit on all of them. The sweep runs from the strongest penalty
     down, each fit warm-started from the previous one; a tie keeps the stronger penalty.
     Returns the probe and the choice: ``l2``, its ``val_top1`` and ``val_sweep`` (validation
-    top-1 per penalty); both None when there was nothing to choose."""
+    top-1 per penalty), all None when there was nothing to choose, and ``n_val``, how many
+    labelled images chose it (0: none)."""
     order = sorted(set(l2s), reverse=True)
-    best_l2, best_acc, sweep = order[0], None, None
+    best_l2, best_acc, sweep, n_val = order[0], None, None, 0
     if len(order) > 1:
         train_idx, val_idx = carve_validation(len(features), val_fraction, seed)
+        n_val = len(val_idx)
         previous, sweep = None, {}
         for l2 in order:
             probe = fit_linear(
@@ -125,7 +127,7 @@ def select_and_fit_linear(
             if best_acc is None or acc > best_acc:
                 best_l2, best_acc = l2, acc
     probe = fit_linear(features, labels, num_classes, l2=best_l2, max_iter=max_iter)
-    return probe, {"l2": best_l2, "val_top1": best_acc, "val_sweep": sweep}
+    return probe, {"l2": best_l2, "val_top1": best_acc, "val_sweep": sweep, "n_val": n_val}
 
 
 def carve_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

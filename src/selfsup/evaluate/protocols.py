@@ -160,8 +160,8 @@ def train_choosing_lr(
     acc, lr, model, n_epochs = best
     batch = min(ctx.cfg.finetune.batch_size, len(data))
     info: dict[str, Any] = {"lr": lr, "epochs": n_epochs, "steps": n_epochs * (len(data) // batch)}
-    if sweep:
-        info.update(val_top1=acc, lr_sweep=sweep)
+    if sweep:  # n_val: the labelled images that chose the lr (1% labels: 10x the training ones)
+        info.update(val_top1=acc, lr_sweep=sweep, n_val=len(val))
     return model, info
 
 
@@ -197,7 +197,7 @@ def linear_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
     """L2-regularised logistic regression on precomputed frozen features (no augmentation);
     the penalty is chosen on a validation split carved from the training split."""
     probe, choice = ctx.fit_probe(backbone, ctx.train)
-    info = {"l2": choice["l2"], "val_top1": choice["val_top1"]}
+    info = {"l2": choice["l2"], "val_top1": choice["val_top1"], "n_val": choice["n_val"]}
     return [Fitted(info, lambda test: probe.predict(ctx.features(backbone, test)))]
 
 
