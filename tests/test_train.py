@@ -119,6 +119,26 @@ def test_batch_stream_is_seeded_sharded_and_drops_last() -> None:
         assert sorted(torch.cat([a, b]).tolist()) == sorted(full.tolist())
 
 
+def test_the_shuffle_is_drawn_on_the_cpu_whatever_device_holds_the_images(monkeypatch) -> None:
+    """Issue #26.2: each rank decides alone whether the images fit on its GPU; the shuffle was
+    drawn by a generator on that device, and a CUDA generator gives another permutation than
+    a CPU one from the same seed, so ranks that decided differently took overlapping shards.
+    The permutation now always comes from a CPU generator (then moves to the device)."""
+    drawn = []
+    real = torch.randperm
+
+    def spy(n, *, generator=None, **kw):
+        drawn.append((generator.device.type, kw.get("device")))
+        return real(n, generator=generator)
+
+    monkeypatch.setattr(torch, "randperm", spy)
+    cpu = [b.tolist() for b in BatchStream(12, 4, seed=5, device="cpu").epoch(0)]
+    meta = BatchStream(12, 4, seed=5, device="meta")  # stands in for a GPU: no values kept
+    assert [b.shape for b in meta.epoch(0)] == [torch.Size([4])] * 3
+    assert drawn == [("cpu", None), ("cpu", None)]
+    assert sorted(i for batch in cpu for i in batch) == list(range(12))
+
+
 class _RunsCode:
     """A pickle that would run code when loaded (what a crafted last.pt could hold)."""
 

@@ -108,10 +108,12 @@ class BatchStream:
         return self.n // self.batch_size
 
     def epoch(self, epoch: int) -> Iterator[torch.Tensor]:
-        """The epoch's index batches, shuffled on ``self.device`` (where the images live: no
-        host-to-device copy of the indices per step)."""
-        g = torch.Generator(self.device).manual_seed(self.seed * 100_003 + epoch)
-        perm = torch.randperm(self.n, generator=g, device=self.device)
+        """The epoch's index batches, drawn by a CPU generator on every rank (a CUDA
+        generator draws another permutation from the same seed: ranks that placed the images
+        differently would have taken overlapping shards) and moved once to ``self.device``,
+        where the images live (no host-to-device copy of the indices per step)."""
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(self.n, generator=g).to(self.device)
         for s in range(self.steps_per_epoch):
             yield perm[s * self.batch_size : (s + 1) * self.batch_size][self.rank :: self.world]
 
