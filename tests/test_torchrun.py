@@ -87,3 +87,76 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path) -> None
     assert moved  # not bit-identical (the sums run in another order), but equal within rounding
     files = {p.relative_to(two) for p in two.rglob("*")}
     assert files == {p.relative_to(one) for p in one.rglob("*")}
+
+
+def _worker_pids(parent: int) -> dict[int, int]:
+    """{RANK: pid} of torchrun's worker processes under ``parent``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != parent:
+            continue
+        ranks = [v.split(b"=", 1)[1] for v in env if v.startswith(b"RANK=")]
+        if ranks:
+            found[int(ranks[0])] = int(entry.name)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_checkpointed_step(tmp_path) -> None:
+    """Issue #26.1: SIGTERM to rank 1 alone printed "stopped at step 74, checkpoint written"
+    while last.pt held step 64, and torchrun then killed rank 0. Now the ranks decide
+    together (at the next metrics flush): both stop at one step and the checkpoint holds it."""
+    import signal
+
+    out = tmp_path / "run"
+    common = [*TINY, "train.device=cpu", "train.epochs=200", "eval.protocols=[knn]"]
+    common += ["eval.knn.k=[5]", "eval.compare_random=false", "eval.compare_pixels=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "selfsup", "pretrain", "--config", "defaults", "--out", str(out),
+           *common]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _signal_rank_one(proc, out)
+    finally:  # a hang (the old behaviour) must not leave the workers running
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _signal_rank_one(proc: subprocess.Popen, out: Path) -> None:
+    import signal
+    import time
+
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        if sum('"loss"' in x for x in lines) >= 10:
+            break
+        time.sleep(0.2)
+    workers = _worker_pids(proc.pid)
+    assert set(workers) == {0, 1}, workers
+    os.kill(workers[1], signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    said = [line for line in stderr.splitlines() if "stopped by" in line]
+    assert len(said) == 2, stderr[-3000:]  # both ranks, not rank 1 alone
+    steps = {int(line.split(" at step ")[1].split()[0]) for line in said}
+    assert len(steps) == 1, said
+    (step,) = steps
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == step
+    assert any("SIGTERM" in line for line in said)
+    assert any("a signal to another rank" in line for line in said)

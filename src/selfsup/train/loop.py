@@ -32,6 +32,7 @@ from selfsup.config import TrainConfig, check_choice
 from selfsup.data.views import make_views
 from selfsup.distributed import (
     any_rank,
+    barrier,
     is_distributed,
     local_rank,
     rank,
@@ -210,6 +211,16 @@ class _StopSignals:
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
+
+    def agreed(self) -> bool:
+        """Whether to stop now: this process got a signal or, under torchrun, any rank did
+        (a collective every rank must reach at the same step)."""
+        return any_rank(self.received is not None)
+
+    @property
+    def name(self) -> str:
+        """The signal this process got, or the other rank's, as the stop message says."""
+        return self.received or "a signal to another rank"
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:  # a second signal: stop at once
@@ -390,17 +401,23 @@ def fit(
                     pending.images += len(batch) * world_size()
                 step += 1
                 bar.update(1)
-                if len(pending.steps) >= tc.log_every:
+                flushed = len(pending.steps) >= tc.log_every
+                if flushed:
                     pending = _flush(pending, epoch, log, bar, ckpt_path)
                 done = i + 1
                 periodic = tc.checkpoint_every and step % tc.checkpoint_every == 0
-                if (stop.received or periodic) and done < len(batches):
+                # under torchrun every rank stops at the same step (decided at a flush, which
+                # syncs anyway): a signal to one rank stopped it alone, its message claiming a
+                # checkpoint that rank 0 never wrote
+                stopping = stop.agreed() if flushed or not is_distributed() else False
+                if (stopping or periodic) and done < len(batches):
                     pending = _flush(pending, epoch, log, bar, ckpt_path)
                     save(epoch, done, view_gen)
-                    if stop.received:
+                    if stopping:
+                        barrier()  # rank 0 has written the checkpoint the message names
                         bar.close()
                         raise TrainingStopped(
-                            f"stopped by {stop.received} at step {step} (epoch {epoch}, batch "
+                            f"stopped by {stop.name} at step {step} (epoch {epoch}, batch "
                             f"{done} of {len(batches)}); checkpoint written to {ckpt_path}. "
                             f"Continue with: selfsup pretrain --out {run_dir} --resume"
                         )
@@ -425,10 +442,11 @@ def fit(
                 log.write([{**at, **scores}])
                 method.train()
             save(epoch + 1, 0, None)
-            if stop.received and epoch + 1 < tc.epochs:
+            if stop.agreed() and epoch + 1 < tc.epochs:
+                barrier()
                 bar.close()
                 raise TrainingStopped(
-                    f"stopped by {stop.received} at the end of epoch {epoch + 1}; checkpoint "
+                    f"stopped by {stop.name} at the end of epoch {epoch + 1}; checkpoint "
                     f"written to {ckpt_path}. Continue with: selfsup pretrain --out {run_dir} "
                     "--resume"
                 )
