@@ -257,7 +257,12 @@ def time_to_accuracy(out: Path) -> str:
             cells.append(f"{100 * done[-1]:.1f}%" if done and given else "-")
         final = f"{100 * points[-1][1]:.1f}% ({points[-1][0] / 60:.0f})"
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {final} |")
-    _plot_test(curves, _baselines(out), out / "time_to_accuracy.png")
+    baselines = _baselines(out)
+    _plot_test(curves, baselines, out / "time_to_accuracy.png")
+    # the figure's data, to keep beside it (benchmarks/time_to_accuracy_methods.json)
+    data = {"curves": {n: [[round(t, 1), a] for t, a in c] for n, c in curves.items()}}
+    data["baselines"] = baselines
+    (out / "time_to_accuracy.json").write_text(json.dumps(data, indent=1) + "\n")
     return "\n".join(rows)
 
 
