@@ -491,3 +491,20 @@ def test_a_k_larger_than_the_bank_is_named_as_asked_not_silently_replaced() -> N
         "seed": 0,
     }
     assert "knn k=178 (asked 200: the whole bank) on fm" in init_table([rec])
+
+
+def test_the_verdict_points_to_the_measured_curves_only_where_they_were_measured() -> None:
+    """Issue #25.8: "(see ... Fashion-MNIST results)" was printed for an icon folder and for a
+    supervised run."""
+    from selfsup.evaluate.table import baseline_verdict
+
+    def recs(dataset: str) -> list[dict]:
+        return [{"protocol": "knn", "dataset": dataset, "init": init, "k": 20, "top1": top1,
+                 "f1_macro": top1, "seed": 0} for init, top1 in (("pretrained", 0.8),
+                                                                 ("pixels", 0.85))]  # fmt: skip
+
+    assert "RESULTS.md" in baseline_verdict(recs("fashion-mnist"))[0]
+    icons = baseline_verdict(recs("imagefolder:/data/icons"))[0]
+    assert "does NOT beat raw pixels" in icons and "RESULTS.md" not in icons
+    supervised = baseline_verdict(recs("fashion-mnist"), main="trained (supervised)")[0]
+    assert "does NOT beat" in supervised and "RESULTS.md" not in supervised
