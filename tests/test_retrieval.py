@@ -89,5 +89,7 @@ def test_embeddings_saved_over_epochs_become_one_tsne_panel_each(tmp_path, capsy
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     bare = tmp_path / "bare"
     assert main(["pretrain", "--config", "defaults", "--out", str(bare), *quick[:-2]]) == 0
-    assert main(["viz", "tsne", str(bare)]) == 2
-    assert "viz.embed_epochs" in capsys.readouterr().err
+    # a run that saved none is embedded now, with its final checkpoint (issue #25.10)
+    assert main(["viz", "tsne", str(bare)]) == 0
+    assert "viz.embed_epochs" in capsys.readouterr().out
+    assert [p.name for p in (bare / "embeddings").glob("epoch-*.npy")] == ["epoch-0003.npy"]
