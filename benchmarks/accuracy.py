@@ -32,15 +32,15 @@ import torch
 
 from selfsup import pipeline
 from selfsup.analysis.plots import pyplot, save_figure
+from selfsup.checkpoint import load_checkpoint
 from selfsup.config import load_config
 from selfsup.data.sources import load_dataset
 from selfsup.errors import SelfsupError
-from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics, wilson_interval
+from selfsup.features import extract_features
 from selfsup.pipeline import pretrain
 from selfsup.rundir import saved_config
-from selfsup.train.checkpoint import load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "fashion-mnist"
 EVAL = [

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from selfsup.data.array import channel_stats
-from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.harness import load_eval_splits
 from selfsup.evaluate.knn import knn_predict
+from selfsup.features import extract_features
 from selfsup.rundir import load_run
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from selfsup.data.sources import load_dataset
-from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics
+from selfsup.features import extract_features
 from selfsup.rundir import load_run
 
 

@@ -31,8 +31,8 @@ from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.config import config_to_dict, load_config
 from selfsup.data.array import ImageArray, seeded_subset
 from selfsup.data.sources import load_dataset
-from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.knn import knn_predict
+from selfsup.features import extract_features
 from selfsup.pipeline import resolve
 from selfsup.rundir import make_method
 from selfsup.train.loop import fit, resolve_device

@@ -268,9 +268,9 @@ def test_resume_with_another_architecture_is_refused(tmp_path, capsys, change) -
     err = capsys.readouterr().err
     assert change.split("=")[0] in err and "Traceback" not in err
     assert (out / "config.yaml").read_text() == saved  # the run is left as it was
+    from selfsup.checkpoint import load_checkpoint
     from selfsup.config import config_to_dict, load_config
     from selfsup.errors import CheckpointError
-    from selfsup.train.checkpoint import load_checkpoint
 
     ckpt_path = out / "checkpoints" / "last.pt"  # fit(resume=True) itself refuses it too
     with pytest.raises(CheckpointError, match=change.split("=")[0].replace(".", r"\.")):

@@ -19,11 +19,11 @@ import selfsup.pipeline as pipeline
 from selfsup.analysis.curves import epoch_series, read_metrics
 from selfsup.cli import main
 from selfsup.config import load_config
+from selfsup.data.sampling import stratified_holdout
 from selfsup.data.sources import load_dataset
 from selfsup.data.views import make_views
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
-from selfsup.evaluate.features import run_logits
-from selfsup.evaluate.sampling import stratified_holdout
+from selfsup.features import run_logits
 from selfsup.rundir import make_method
 from selfsup.train.heldout import heldout_ssl_loss
 from selfsup.train.loop import check_compatible

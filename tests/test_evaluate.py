@@ -143,7 +143,7 @@ def test_small_training_sets_get_at_least_min_steps() -> None:
 
 def test_pixels_baseline_features_are_the_normalised_image() -> None:
     from selfsup.backbones.pixels import Pixels
-    from selfsup.evaluate.features import extract_features, input_channels
+    from selfsup.features import extract_features, input_channels
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8, generator=g)

@@ -15,11 +15,11 @@ from PIL import Image
 from fakedata import write_image_folder
 from selfsup.analysis import feature_file
 from selfsup.analysis.retrieval import exact_neighbours
+from selfsup.checkpoint import load_checkpoint
 from selfsup.cli import main
 from selfsup.data.sources import load_dataset
-from selfsup.evaluate.features import extract_features
+from selfsup.features import extract_features
 from selfsup.rundir import load_run
-from selfsup.train.checkpoint import load_checkpoint
 from tiny import TINY
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from selfsup.checkpoint import load_checkpoint
 from selfsup.config import load_config
 from selfsup.data.array import seeded_subset
 from selfsup.data.sources import load_dataset
 from selfsup.methods import METHODS
 from selfsup.pipeline import resolve, train_run
 from selfsup.rundir import make_method
-from selfsup.train.checkpoint import load_checkpoint
 
 SMALL_HEADS = {
     "vicreg": ["method.projector=32-32"],

@@ -13,9 +13,9 @@ from timm.models.vision_transformer import VisionTransformer
 
 from selfsup.backbones import build_backbone
 from selfsup.backbones.weights import load_backbone_weights
+from selfsup.checkpoint import save_checkpoint
 from selfsup.config import load_config
 from selfsup.errors import CheckpointError
-from selfsup.train.checkpoint import save_checkpoint
 
 
 def _ours(*overrides: str, size: int = 32) -> torch.nn.Module:

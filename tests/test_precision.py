@@ -59,7 +59,7 @@ def test_checkpoint_with_more_gpu_states_than_gpus_resumes(monkeypatch) -> None:
 def test_feature_extraction_follows_the_runs_precision() -> None:
     """Evaluations extract features under the run's train.precision (the loop's decision),
     not a device rule of their own; the features come back float32 either way."""
-    from selfsup.evaluate.features import extract_features
+    from selfsup.features import extract_features
 
     seen = []
 

@@ -16,16 +16,16 @@ from torch import nn
 from selfsup.backbones import build_backbone
 from selfsup.config import Config, load_config
 from selfsup.data.array import ImageArray, channel_stats
+from selfsup.data.sampling import class_balanced_indices, complement
 from selfsup.errors import ConfigError, DataError
 from selfsup.evaluate import protocols, semisupervised
 from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
-from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.harness import evaluate_backbone, load_eval_splits
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.protocols import held_out
-from selfsup.evaluate.sampling import class_balanced_indices, complement
 from selfsup.evaluate.semisupervised import select_confident
 from selfsup.evaluate.table import init_table
+from selfsup.features import extract_features
 from selfsup.pipeline import pretrain
 from tiny import TINY
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from selfsup.atomic import write_json_atomic
+from selfsup.checkpoint import load_checkpoint
 from selfsup.errors import WriteError
 from selfsup.pipeline import train_run
 from selfsup.train import checkpoint, loop
-from selfsup.train.checkpoint import load_checkpoint
 from test_train import records, setup
 from tiny import TINY
 

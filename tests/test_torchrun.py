@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.checkpoint import load_checkpoint
 from tiny import TINY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from selfsup.checkpoint import load_checkpoint
 from selfsup.config import load_config
 from selfsup.data.array import seeded_subset
 from selfsup.data.sources import load_dataset
@@ -13,7 +14,6 @@ from selfsup.errors import CheckpointError
 from selfsup.pipeline import resolve, train_run
 from selfsup.rundir import make_method
 from selfsup.train import loop
-from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.loop import BatchStream, TrainingDiverged
 from tiny import TINY
 

@@ -25,8 +25,8 @@ from selfsup.config import Config, apply_overrides, config_from_dict, config_to_
 from selfsup.data.array import ImageArray
 from selfsup.data.sources import load_dataset
 from selfsup.errors import SelfsupError
-from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.harness import evaluate_backbone
+from selfsup.features import extract_features
 from selfsup.methods import Method
 from selfsup.pipeline import eval_backbone
 from selfsup.rundir import load_run

@@ -21,6 +21,7 @@ from selfsup.analysis.plots import save_run_plots
 from selfsup.atomic import write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
 from selfsup.backbones.pixels import Pixels
+from selfsup.checkpoint import load_checkpoint
 from selfsup.config import (
     Config,
     config_to_dict,
@@ -30,16 +31,16 @@ from selfsup.config import (
 )
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
 from selfsup.data.classes import select_classes
+from selfsup.data.sampling import class_balanced_indices
 from selfsup.data.sources import load_dataset
 from selfsup.distributed import barrier, rank, shutdown
 from selfsup.errors import ConfigError, DataError
 from selfsup.evaluate.baseline_cache import baseline_key, cached_records
-from selfsup.evaluate.features import extract_features, run_logits
 from selfsup.evaluate.harness import check_protocols, evaluate_backbone, load_eval_splits
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics
-from selfsup.evaluate.sampling import class_balanced_indices
 from selfsup.evaluate.table import settings_id
+from selfsup.features import extract_features, run_logits
 from selfsup.methods import METHODS, Method
 from selfsup.run.start import check_run_dir, remove_run_files, removed_if_failed
 from selfsup.rundir import (
@@ -51,7 +52,6 @@ from selfsup.rundir import (
     read_results,
 )
 from selfsup.tensorboard import add_embedding
-from selfsup.train.checkpoint import load_checkpoint
 from selfsup.train.compute import compute_record
 from selfsup.train.heldout import carve_validation_split, heldout_monitor
 from selfsup.train.loop import ADVICE, TrainingDiverged, check_compatible, fit, resolve_device

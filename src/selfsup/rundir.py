@@ -19,6 +19,7 @@ import torchvision
 import yaml
 
 import selfsup
+from selfsup.checkpoint import load_checkpoint
 from selfsup.config import (
     Config,
     apply_overrides,
@@ -27,9 +28,8 @@ from selfsup.config import (
     migrate_saved,
 )
 from selfsup.errors import ConfigError, SelfsupError
-from selfsup.evaluate.table import measurement_key
 from selfsup.methods import Method, build_method
-from selfsup.train.checkpoint import load_checkpoint
+from selfsup.records import record_key
 
 # fingerprints (ImageArray.fingerprints) of the images whose labels a supervised / joint run used
 LABELLED_IMAGES = "labelled_images.npy"
@@ -67,12 +67,6 @@ def environment() -> dict[str, Any]:
 def read_results(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "results.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def record_key(rec: dict[str, Any]) -> tuple:
-    """Records with the same key replace each other when a run is evaluated again: the same
-    measurement (:func:`selfsup.evaluate.table.measurement_key`, settings included) and seed."""
-    return (*measurement_key(rec), rec.get("seed"))
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:

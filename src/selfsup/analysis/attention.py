@@ -22,7 +22,7 @@ from selfsup.backbones.vit import VIT_SIZES, ViT
 from selfsup.data.array import seeded_subset
 from selfsup.data.views import eval_view, make_views
 from selfsup.errors import SelfsupError
-from selfsup.evaluate.features import match_channels
+from selfsup.features import match_channels
 
 
 def cls_attention(vit: ViT, x: torch.Tensor) -> torch.Tensor:

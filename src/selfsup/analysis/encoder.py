@@ -3,7 +3,7 @@ attention maps.
 
 The backbone is the one the run's evaluation uses (``eval.backbone``, auto: DINO's EMA
 teacher, every other method's student: :func:`selfsup.pipeline.eval_backbone`). Images are
-embedded by :func:`selfsup.evaluate.features.extract_features` (resize to the run's view size,
+embedded by :func:`selfsup.features.extract_features` (resize to the run's view size,
 normalise, eval mode). The normalisation is the run's own on its pretraining dataset and, as
 for a transfer evaluation, the one measured on the split (after channel matching) elsewhere.
 """
@@ -21,7 +21,7 @@ from torch import nn
 from selfsup.config import Config
 from selfsup.data.array import ImageArray, channel_stats
 from selfsup.data.sources import load_dataset
-from selfsup.evaluate.features import extract_features, input_channels, match_channels
+from selfsup.features import extract_features, input_channels, match_channels
 from selfsup.pipeline import eval_backbone
 from selfsup.rundir import load_run
 from selfsup.train.loop import resolve_device

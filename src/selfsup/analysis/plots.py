@@ -284,4 +284,7 @@ def save_run_plots(run_dir: str | Path, results: dict[str, Any] | None = None) -
         classes = _class_names(results, rec["dataset"], len(confusion))
         written.append(save_confusion_png(confusion, classes, path, title))
     curves = [save_curves_png(run_dir), save_train_val_png(run_dir)]
+    # trained evaluations (RUN_DIR/evals/.../<name>/metrics.jsonl) draw here too: evaluation
+    # itself draws nothing (it sits below the analysis layer)
+    curves += [save_train_val_png(m.parent) for m in sorted(run_dir.glob("evals/**/metrics.jsonl"))]
     return [*written, *(p for p in curves if p is not None)]

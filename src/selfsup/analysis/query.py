@@ -16,7 +16,7 @@ from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.data.array import ImageArray
 from selfsup.data.imagefolder import decode
 from selfsup.errors import DataError
-from selfsup.evaluate.features import match_channels
+from selfsup.features import match_channels
 
 
 @dataclass

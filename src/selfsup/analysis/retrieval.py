@@ -26,8 +26,8 @@ from selfsup.atomic import write_json_atomic
 from selfsup.backbones import build_backbone
 from selfsup.backbones.pixels import Pixels
 from selfsup.data.array import ImageArray, channel_stats, seeded_subset
-from selfsup.evaluate.features import extract_features, input_channels, match_channels
 from selfsup.evaluate.harness import load_eval_splits
+from selfsup.features import extract_features, input_channels, match_channels
 from selfsup.rundir import load_run
 
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from selfsup.atomic import write_atomic
 from selfsup.backbones.official import few, fit_error, to_backbone_state
+from selfsup.checkpoint import load_checkpoint
 from selfsup.errors import CheckpointError
-from selfsup.train.checkpoint import load_checkpoint
 
 EXPORT_FORMATS = ("safetensors", "torch")
 

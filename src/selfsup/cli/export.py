@@ -55,8 +55,8 @@ def _write_export(run_dir: Path, out: Path, fmt: str) -> tuple[int, str | None]:
     from selfsup.backbones import build_backbone
     from selfsup.backbones.export import architecture, to_library
     from selfsup.backbones.weights import backbone_state, export_backbone
+    from selfsup.checkpoint import load_checkpoint
     from selfsup.rundir import load_run_config
-    from selfsup.train.checkpoint import load_checkpoint
 
     cfg = load_run_config(run_dir)
     state = backbone_state(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"])

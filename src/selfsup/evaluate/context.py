@@ -16,11 +16,11 @@ from torch import nn
 
 from selfsup.config import Config, EvalConfig
 from selfsup.data.array import ImageArray
-from selfsup.evaluate.features import classifier_logits, extract_features, match_channels
 from selfsup.evaluate.linear import (
     LinearProbe,
     select_and_fit_linear,
 )
+from selfsup.features import classifier_logits, extract_features, match_channels
 from selfsup.methods.supervised import Classifier
 from selfsup.registry import Registry
 

@@ -30,9 +30,9 @@ from selfsup.errors import DataError
 from selfsup.evaluate import protocols as _protocols  # noqa: F401  (registers knn, linear, ...)
 from selfsup.evaluate import semisupervised as _semisupervised  # noqa: F401  (pseudo-label)
 from selfsup.evaluate.context import PROTOCOLS, EvalContext
-from selfsup.evaluate.features import input_channels, match_channels
 from selfsup.evaluate.metrics import classification_metrics
 from selfsup.evaluate.table import eval_settings, settings_id
+from selfsup.features import input_channels, match_channels
 
 EVAL_SUBSET_SEED = 0  # every run's evaluation subsets are the same images
 

@@ -15,17 +15,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.analysis.plots import save_train_val_png
 from selfsup.config import TrainConfig
 from selfsup.data.array import ImageArray
 from selfsup.data.recipes import crop_flip_view
+from selfsup.data.sampling import class_balanced_indices, complement
 from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.linear import (
     carve_validation,
     epochs_for,
 )
-from selfsup.evaluate.sampling import class_balanced_indices, complement
 from selfsup.methods.supervised import Classifier
 from selfsup.train.heldout import classification_curves, curve_samples
 from selfsup.train.loop import fit
@@ -50,7 +49,7 @@ def train_classifier(
     go to ``ctx.work_dir / name``. Returns the model and the epochs it trained (raised to take
     at least ``eval.min_steps`` steps). With held-out training images ``val`` and
     ``eval.val_images`` > 0, each epoch also logs train / val loss and top-1 on at most that many
-    of them (:mod:`selfsup.train.heldout`) and ``plots/train_val.png`` is drawn. ``label``
+    of them (:mod:`selfsup.train.heldout`; the run's plots draw them). ``label``
     names it on the progress bar (default: ``name`` and the evaluated dataset and init)."""
     view = crop_flip_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
     torch.manual_seed(ctx.seed)
@@ -95,8 +94,6 @@ def train_classifier(
         labels=data.labels, monitor=monitor, monitor_every=1 if monitor else 0,
         label=label or f"{name} ({ctx.work_dir.name})",
     )  # fmt: skip
-    if monitor is not None:
-        save_train_val_png(out)
     return model.eval(), epochs
 
 

@@ -37,12 +37,12 @@ from torch import nn
 
 from selfsup.backbones import build_backbone
 from selfsup.data.array import ImageArray
+from selfsup.data.sampling import class_balanced_indices, complement
 from selfsup.data.sources import load_dataset
 from selfsup.errors import ConfigError
 from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
-from selfsup.evaluate.features import run_logits
 from selfsup.evaluate.protocols import held_out, train_choosing_lr
-from selfsup.evaluate.sampling import class_balanced_indices, complement
+from selfsup.features import run_logits
 from selfsup.rundir import LABELLED_IMAGES, load_run
 
 

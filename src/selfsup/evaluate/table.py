@@ -17,10 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-IDENTITY = (
-    "protocol", "dataset", "init", "settings_id", "k", "fraction", "ratio", "threshold",
-    "ema_teacher",
-)  # fmt: skip
+from selfsup.records import IDENTITY, measurement_key
+
 # the eval settings that change each protocol's number (besides the record's own fields)
 COMMON_SETTINGS = ("train_limit", "test_limit", "classes")
 _TRAINED = ("val_fraction", "min_steps")
@@ -92,20 +90,6 @@ def settings_id(settings: dict[str, Any]) -> str:
 METRICS = ("top1", "top5", "balanced_acc", "f1_macro")
 PROTOCOL_ORDER = ("knn", "linear", "linear-aug", "finetune", "pseudo-label", "supervised", "joint")
 INIT_ORDER = ("pretrained", "trained", "random", "pixels")
-
-
-def measurement_key(rec: dict[str, Any]) -> tuple[Any, ...]:
-    """What identifies a measurement across seeds: (protocol, dataset, init, settings_id, k,
-    fraction, ratio, threshold, ema_teacher), absent fields as None. ``init`` defaults to
-    "pretrained" for older records; ``ema_teacher`` is True for a record of an EMA teacher's
-    backbone (``"backbone": "teacher"``), None for the student: a method's teacher and student
-    are two measurements."""
-    return tuple(
-        (rec.get("ema_teacher") or rec.get("backbone") == "teacher" or None)  # records, aggregates
-        if f == "ema_teacher"
-        else rec.get(f, "pretrained" if f == "init" else None)
-        for f in IDENTITY
-    )
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:

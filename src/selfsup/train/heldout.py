@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 
 from selfsup.config import Config
 from selfsup.data.array import ImageArray, labelled
+from selfsup.data.sampling import stratified_holdout
 from selfsup.data.views import make_views
 from selfsup.distributed import is_distributed
 from selfsup.errors import ConfigError
-from selfsup.evaluate.features import run_logits
-from selfsup.evaluate.sampling import stratified_holdout
+from selfsup.features import run_logits
 from selfsup.methods.base import Method
 from selfsup.methods.joint import Joint
 from selfsup.methods.supervised import Classifier
@@ -46,7 +46,7 @@ def carve_validation_split(
     data: ImageArray, n: int, seed: int
 ) -> tuple[ImageArray, ImageArray | None]:
     """(training images, held-out images): ``n`` images of ``data`` held out, class-stratified
-    (:func:`~selfsup.evaluate.sampling.stratified_holdout`), the same ones for a given seed;
+    (:func:`~selfsup.data.sampling.stratified_holdout`), the same ones for a given seed;
     ``(data, None)`` when ``n`` is 0."""
     if n == 0:
         return data, None

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from selfsup.atomic import remove_temporaries, write_text_atomic
+from selfsup.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.config import TrainConfig, check_choice
 from selfsup.data.views import make_views
 from selfsup.distributed import (
@@ -44,7 +45,6 @@ from selfsup.methods.base import Method
 from selfsup.parts.schedules import warmup_cosine, warmup_steps
 from selfsup.precision import autocast_for, use_bf16
 from selfsup.progress import Progress, progress
-from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.optim import build_optimizer
 from selfsup.train.reader import Batches, free_device_memory
 
