@@ -1,12 +1,12 @@
 """Throughput of the batched views vs torchvision's per-image v2 pipeline in a DataLoader.
 
-Both paths make the same two VICReg views (:func:`selfsup.data.vicreg_views`) of random uint8
+Both paths make the same two VICReg views (:func:`selfsup.data.recipes.byol_pair`) of random uint8
 RGB images and are counted in images per second (two views each), after a warm-up:
 
 - ``torchvision``: the per-image v2 pipeline of ``benchmarks/reference.py``
   (``torchvision_pipeline``, ``Views``) in ``DataLoader(batch_size, num_workers=os.cpu_count())``
   (a warm-up epoch with persistent workers, then a timed epoch);
-- ``batched``: ``make_views(images, vicreg_views(size, ...), gen)`` on whole batches on the
+- ``batched``: ``make_views(images, byol_pair(size, ...), gen)`` on whole batches on the
   chosen device (all CPU cores via ``torch.set_num_threads``; on CUDA timed with events), eager
   and with ``compile=True`` (compilation happens in the untimed warm-up; its wall time is shown);
   eager once more on 1 thread: a per-core figure, and one that a busy machine disturbs less
@@ -34,7 +34,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from reference import Views, hardware
-from selfsup.data.views import ViewSpec, make_views, vicreg_views
+from selfsup.data.recipes import byol_pair
+from selfsup.data.views import ViewSpec, make_views
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -91,7 +92,7 @@ def one_run(sizes: list[int], batch: int, batches: int, device: str) -> dict:
     gen = torch.Generator().manual_seed(0)
     out: dict = {}
     for size in sizes:
-        specs = vicreg_views(size, MEAN, STD)
+        specs = byol_pair(size, MEAN, STD)
         images = torch.randint(
             0, 256, (batches * batch, 3, size, size), dtype=torch.uint8, generator=gen
         )

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
         "selfsup.precision",
         "selfsup.checkpoint",
         "selfsup.records",
+        "selfsup.tensorboard",
     ),
     # building blocks
     ("selfsup.data", "selfsup.backbones", "selfsup.losses", "selfsup.parts", "selfsup.heads"),
@@ -42,7 +43,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("selfsup.evaluate",),
     ("selfsup.analysis",),
     ("selfsup.config",),  # the root config: one section from each layer below
-    ("selfsup.rundir", "selfsup.run", "selfsup.pipeline", "selfsup.faces", "selfsup.studies"),
+    (
+        "selfsup.rundir",
+        "selfsup.run",
+        "selfsup.pipeline",
+        "selfsup.api",
+        "selfsup.faces",
+        "selfsup.studies",
+    ),
     ("selfsup.cli", "selfsup.__main__"),
 ]
 

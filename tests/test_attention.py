@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from selfsup.analysis.attention import cls_attention
-from selfsup.analysis.encoder import load_encoder
 from selfsup.backbones.vit import VIT_SIZES, ViT
 from selfsup.cli import main
+from selfsup.rundir import load_encoder
 from tiny import TINY
 
 QUICK = [*TINY, "data.limit=64", "train.epochs=1", "eval.protocols=[knn]", "eval.knn.k=[5]",

@@ -20,9 +20,10 @@ import torch
 
 import selfsup.data.sources as sources
 from fakedata import write_cifar10, write_cifar100, write_fashion_mnist, write_stl10
-from selfsup.config import CHOICES, DataConfig
+from selfsup.config import DataConfig
 from selfsup.data.sources import load_dataset
 from selfsup.errors import ConfigError, DataError
+from selfsup.fields import choices_of
 
 SIZE = 16  # side of every good image, and the decode size: good images load pixel-exactly
 BOMB_LIMIT = 5000  # PIL.Image.MAX_IMAGE_PIXELS in these tests: warns above it, raises above 2x
@@ -203,7 +204,7 @@ def _report(tmp_path: Path) -> dict[str, object]:
 
 def test_config_key_and_choices() -> None:
     assert DataConfig().on_bad_image == "skip"
-    assert CHOICES[("data", "on_bad_image")] == ("skip", "fail")
+    assert choices_of(DataConfig, "on_bad_image") == ("skip", "fail")
 
 
 def test_every_good_mode_loads_and_every_bad_file_is_skipped_and_reported(

@@ -33,7 +33,8 @@ def test_online_monitor_logs_collapse_stats_with_and_without_labels() -> None:
     from selfsup.config import load_config
     from selfsup.data.array import seeded_subset
     from selfsup.data.sources import load_dataset
-    from selfsup.pipeline import knn_monitor, resolve
+    from selfsup.pipeline import resolve
+    from selfsup.run.callbacks import knn_monitor
     from selfsup.rundir import make_method
     from tiny import TINY
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from selfsup.config import Config, VICRegConfig, load_config, save_config
+from selfsup.config import Config, load_config, save_config
 from selfsup.errors import ConfigError
+from selfsup.methods.vicreg import VICRegConfig
 
 
 def test_defaults_are_vicreg_official() -> None:

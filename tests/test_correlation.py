@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.analysis.correlation import SHOWN, corr_kind, corr_matrix, corr_saver, embedder
+from selfsup.analysis.correlation import SHOWN, corr_kind, corr_matrix, embedder
 from selfsup.cli import main
 from selfsup.config import load_config
 from selfsup.data.views import eval_view
@@ -20,6 +20,7 @@ from selfsup.losses import barlow_twins_loss, vicreg_loss
 from selfsup.methods.base import Method
 from selfsup.methods.siamese import Siamese
 from selfsup.pipeline import load_pretrain_data
+from selfsup.run.callbacks import correlation_saver
 from selfsup.rundir import load_run
 from tiny import TINY
 
@@ -109,7 +110,7 @@ def test_corr_epochs_saved_during_training_and_drawn(tmp_path: Path, capsys) -> 
     assert not np.allclose(first["matrix"], last["matrix"])
     cfg, method = load_run(run)
     again = tmp_path / "again"
-    corr_saver(cfg, load_pretrain_data(cfg), method, torch.device("cpu"), again)(None, 2)
+    correlation_saver(cfg, load_pretrain_data(cfg), method, torch.device("cpu"), again)(None, 2)
     redo = json.loads((again / "correlation" / "epoch-0002.json").read_text())
     assert np.allclose(redo["matrix"], last["matrix"], atol=1e-5)
     capsys.readouterr()

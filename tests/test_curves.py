@@ -16,6 +16,7 @@ from PIL import Image
 import selfsup.analysis.plots as plots
 import selfsup.evaluate.protocols as protocols
 import selfsup.pipeline as pipeline
+import selfsup.run.callbacks as callbacks
 from selfsup.analysis.curves import epoch_series, read_metrics
 from selfsup.cli import main
 from selfsup.config import load_config
@@ -69,7 +70,7 @@ def test_supervised_run_logs_train_and_val_curves_on_held_out_training_images(
     tiny = [o for o in TINY if not o.startswith("method.")]
     cfg = load_config(None, [*tiny, *FAST, "eval.val_images=32"], method={"name": "supervised"})
     trained = spy(monkeypatch, pipeline, "train_run")
-    monitors = spy(monkeypatch, pipeline, "heldout_monitor")
+    monitors = spy(monkeypatch, callbacks, "heldout_curves")
     pipeline.pretrain(cfg, tmp_path / "run")
 
     (train_args, _, method), ((_, _, train, _, val, _), _, _) = trained[0], monitors[0]

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.config import METHOD_CONFIGS, MethodConfig, load_config
-from selfsup.data import recipes
+from selfsup.config import load_config
 from selfsup.errors import ConfigError
 from selfsup.heads import mlp
-from selfsup.methods import METHODS, MethodSpec, pair, register_method
+from selfsup.methods import METHOD_CONFIGS, METHODS, MethodConfig, MethodSpec, pair, register_method
 from selfsup.methods.siamese import Siamese
+from selfsup.methods.simclr import simclr_views
 from selfsup.pipeline import train_run
 from selfsup.rundir import make_method
 from tiny import TINY
@@ -39,7 +39,7 @@ def build_toy(cfg, backbone, specs):
     return Siamese(backbone, specs, mlp(backbone.num_features, cfg.method.projector), toy_loss)
 
 
-TOY = MethodSpec("toy", ToyConfig, (0.3, 1.0), pair(recipes.simclr_views), build_toy)
+TOY = MethodSpec("toy", ToyConfig, (0.3, 1.0), pair(simclr_views), build_toy)
 
 
 @pytest.fixture(autouse=True)
@@ -73,16 +73,10 @@ def test_a_method_registered_wrongly_fails_at_registration_with_a_message() -> N
         name: str = "other"
 
     with pytest.raises(TypeError, match="set name: str = 'bad'"):
-        register_method(
-            MethodSpec("bad", Misnamed, (0.3, 1.0), pair(recipes.simclr_views), build_toy)
-        )
+        register_method(MethodSpec("bad", Misnamed, (0.3, 1.0), pair(simclr_views), build_toy))
     with pytest.raises(TypeError, match="crop_scale"):
-        register_method(
-            MethodSpec("toy2", ToyConfig, (0.0, 1.0), pair(recipes.simclr_views), build_toy)
-        )
+        register_method(MethodSpec("toy2", ToyConfig, (0.0, 1.0), pair(simclr_views), build_toy))
     with pytest.raises(TypeError, match="registered twice"):
-        register_method(
-            MethodSpec("toy", ToyConfig, (0.3, 1.0), pair(recipes.simclr_views), build_toy)
-        )
+        register_method(MethodSpec("toy", ToyConfig, (0.3, 1.0), pair(simclr_views), build_toy))
     with pytest.raises(ConfigError, match=r"valid choices: .*toy"):
         load_config(None, ["method.name=nope"])

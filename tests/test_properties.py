@@ -20,16 +20,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selfsup.config import (
-    MAX_SIDE,
-    METHOD_CONFIGS,
-    Config,
-    config_from_dict,
-    load_config,
-    save_config,
-)
+from selfsup.config import Config, config_from_dict, load_config, save_config
 from selfsup.data.views import ViewSpec, make_views
 from selfsup.errors import ConfigError
+from selfsup.fields import MAX_SIDE
+from selfsup.methods import METHOD_CONFIGS
 
 FAST = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

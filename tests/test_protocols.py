@@ -588,7 +588,7 @@ def test_a_fraction_trained_run_is_evaluated_with_its_own_labels(tmp_path: Path)
 
 
 def test_a_joint_runs_monitor_sees_only_its_labelled_fraction() -> None:
-    from selfsup.pipeline import knn_monitor
+    from selfsup.run.callbacks import knn_monitor
 
     cfg = config("eval.monitor_limit=100", *RESOLVED)
     train, _ = synthetic_splits(cfg)
@@ -619,7 +619,7 @@ def test_a_fine_tuned_head_gets_its_own_lr_as_vicregs_evaluate_py() -> None:
 
 
 def test_published_presets_are_valid_configs_and_unknown_names_are_refused() -> None:
-    from selfsup.config import EVAL_PRESETS, preset_overrides
+    from selfsup.evaluate.presets import EVAL_PRESETS, preset_overrides
 
     for name, (source, _) in EVAL_PRESETS.items():
         assert "facebookresearch/vicreg" in source

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from selfsup import checkpoint
 from selfsup.atomic import write_json_atomic
 from selfsup.checkpoint import load_checkpoint
 from selfsup.errors import WriteError
 from selfsup.pipeline import train_run
-from selfsup.train import checkpoint, loop
+from selfsup.train import loop
 from test_train import records, setup
 from tiny import TINY
 
@@ -222,7 +223,8 @@ CHILD = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     from pathlib import Path
-    from selfsup.train import checkpoint, loop
+    from selfsup import checkpoint
+    from selfsup.train import loop
     mode, marker = sys.argv[1], Path(sys.argv[2])
     real_views, real_save = loop.make_views, checkpoint.torch.save
     def slow_views(*a, **k):  # time to be killed between steps

@@ -283,7 +283,7 @@ def test_baseline_verdict_says_when_pretraining_did_not_beat_pixels() -> None:
 
 
 def test_records_that_differ_only_in_lr_are_kept_apart() -> None:
-    from selfsup.config import EvalConfig, FinetuneEval
+    from selfsup.evaluate.config import EvalConfig, FinetuneEval
     from selfsup.evaluate.table import aggregate, eval_settings, init_table, settings_id
     from selfsup.rundir import merge_records
 

@@ -287,7 +287,7 @@ def test_monitor_minutes_from_the_config_logs_a_mid_epoch_knn(tmp_path) -> None:
 def test_features_that_are_not_finite_stop_the_run_with_advice_not_a_linalg_traceback() -> None:
     """Issue #25.3: exported weights with a short warm-up reached a loss of 3.4e19 and the
     collapse monitor died in torch.linalg.svd with a raw LinAlgError."""
-    from selfsup.pipeline import knn_monitor
+    from selfsup.run.callbacks import knn_monitor
 
     cfg, data = setup(["eval.monitor_limit=64"])
     monitor = knn_monitor(cfg, data, torch.device("cpu"))

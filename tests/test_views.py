@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import functional as TF
 
 import selfsup.data.view_ops as view_ops
 from selfsup.data.host_memory import keep_freed_memory
+from selfsup.data.recipes import byol_pair
 from selfsup.data.resample import resize_taps, resize_weights, separable
 from selfsup.data.view_ops import fit_kernel_size
 from selfsup.data.views import (
@@ -41,7 +42,6 @@ from selfsup.data.views import (
     sample_resized_crop_params,
     solarize,
     to_grayscale,
-    vicreg_views,
 )
 
 # float32 rounding of values <= 1 (ulp 6e-8 .. 1.2e-7); observed maxima in brackets
@@ -571,7 +571,7 @@ def uint8_images(n: int, channels: int, height: int, width: int, seed: int = 0) 
 def test_make_views_shapes_and_dtypes() -> None:
     images = uint8_images(6, 3, 20, 24)
     specs = [
-        *vicreg_views(16, MEAN, STD),
+        *byol_pair(16, MEAN, STD),
         ViewSpec(size=8, crop_scale=(0.05, 0.4), interpolation="bilinear"),
         eval_view(28, MEAN, STD),
     ]
@@ -586,7 +586,7 @@ def test_make_views_shapes_and_dtypes() -> None:
 
 def test_make_views_are_reproducible_per_seed() -> None:
     images = uint8_images(8, 3, 16, 16)
-    specs = vicreg_views(12, MEAN, STD)
+    specs = byol_pair(12, MEAN, STD)
     a, b, c = (make_views(images, specs, gen(s)) for s in (5, 5, 6))
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     assert all(not torch.equal(u, v) for u, v in zip(a, c, strict=True))
@@ -675,8 +675,8 @@ def test_bicubic_views_stay_in_the_pixel_range_as_uint8_crops_do(channels: int) 
     assert off.float().mean() < 0.05
 
 
-def test_vicreg_views_are_asymmetric_as_the_official_recipe() -> None:
-    first, second = vicreg_views(32, MEAN, STD)
+def test_the_byol_pair_is_asymmetric_as_the_official_recipe() -> None:
+    first, second = byol_pair(32, MEAN, STD)
     assert (first.blur_p, second.blur_p) == (1.0, 0.1)
     assert (first.solarize_p, second.solarize_p) == (0.0, 0.2)
     # everything else is shared: BYOL's augmentations
@@ -725,7 +725,7 @@ def test_compiled_views_equal_eager_views() -> None:
     """``make_views(compile=True)`` fuses the ops with torch.compile; the views must be the same
     (same random draws, values equal up to float rounding)."""
     images = torch.randint(0, 256, (6, 3, 12, 12), dtype=torch.uint8)
-    specs = vicreg_views(12, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    specs = byol_pair(12, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
     eager = make_views(images, specs, torch.Generator().manual_seed(3))
     fused = make_views(images, specs, torch.Generator().manual_seed(3), compile=True)
     for a, b in zip(eager, fused, strict=True):

@@ -28,9 +28,8 @@ from selfsup.errors import SelfsupError
 from selfsup.evaluate.harness import evaluate_backbone
 from selfsup.features import extract_features
 from selfsup.methods import Method
-from selfsup.pipeline import eval_backbone
-from selfsup.rundir import load_run
-from selfsup.train.loop import resolve_device
+from selfsup.precision import resolve_device
+from selfsup.rundir import eval_backbone, load_run
 
 __all__ = ["Run", "load_images"]
 

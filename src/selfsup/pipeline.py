@@ -15,8 +15,6 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from selfsup.analysis.collapse import collapse_stats, collapse_warning
-from selfsup.analysis.correlation import corr_saver
 from selfsup.analysis.plots import save_run_plots
 from selfsup.atomic import write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
@@ -29,32 +27,33 @@ from selfsup.config import (
     method_label,
     save_config,
 )
-from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
+from selfsup.data.array import ImageArray, channel_stats, seeded_subset
 from selfsup.data.classes import select_classes
 from selfsup.data.sampling import class_balanced_indices
 from selfsup.data.sources import load_dataset
 from selfsup.distributed import barrier, rank, shutdown
-from selfsup.errors import ConfigError, DataError
+from selfsup.errors import DataError
 from selfsup.evaluate.baseline_cache import baseline_key, cached_records
 from selfsup.evaluate.harness import check_protocols, evaluate_backbone, load_eval_splits
-from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics
 from selfsup.evaluate.table import settings_id
-from selfsup.features import extract_features, run_logits
+from selfsup.features import run_logits
 from selfsup.methods import METHODS, Method
+from selfsup.run.callbacks import embedding_saver, epoch_hook
 from selfsup.run.start import check_run_dir, remove_run_files, removed_if_failed
 from selfsup.rundir import (
     LABELLED_IMAGES,
     environment,
+    eval_backbone,
     load_run,
+    load_teacher_run,
     make_method,
     merge_records,
     read_results,
 )
-from selfsup.tensorboard import add_embedding
 from selfsup.train.compute import compute_record
-from selfsup.train.heldout import carve_validation_split, heldout_monitor
-from selfsup.train.loop import ADVICE, TrainingDiverged, check_compatible, fit, resolve_device
+from selfsup.train.heldout import carve_validation_split
+from selfsup.train.loop import check_compatible, fit, resolve_device
 
 PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
 # protocols on frozen features of the training split: a run trained on a label fraction gets
@@ -125,53 +124,6 @@ def training_labels(cfg: Config, data: ImageArray) -> tuple[ImageArray, torch.Te
     return data, labels
 
 
-def knn_monitor(
-    cfg: Config, data: ImageArray, device: torch.device, labels: torch.Tensor | None = None
-):
-    """The online monitor, each ``eval.monitor_every`` epochs: collapse statistics of the
-    backbone features (:mod:`selfsup.analysis.collapse`, with a warning when they fall) of
-    ``eval.monitor_limit`` training images and, when they are labelled, kNN (k=20): a held-out
-    fifth of them classified from the other four fifths. The test split is never read.
-    ``labels`` (-1 = hidden) are the labels the run trains with: a joint run's monitor sees
-    only its labelled fraction, not every label of the split."""
-    if labels is not None:
-        data = ImageArray(data.images, labels.cpu(), list(data.classes), data.name, data.split)
-    labelled_pool = data.has_labels
-    pool = labelled(data) if labelled_pool else data
-    pool = seeded_subset(pool, cfg.eval.monitor_limit, cfg.seed + 2)
-    n_query = max(1, len(pool) // 5)
-    bank, query = pool.subset(slice(n_query, None)), pool.subset(slice(0, n_query))
-    num_classes = max(len(pool.classes), int(pool.labels.max()) + 1)
-
-    def monitor(backbone: nn.Module, epoch: int) -> dict[str, float]:
-        kw = dict(
-            size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device,
-            precision=cfg.train.precision,
-        )  # fmt: skip
-        fb = extract_features(backbone, bank.images, **kw)
-        if not bool(torch.isfinite(fb).all()):
-            raise TrainingDiverged(
-                f"epoch {epoch}: the backbone's features are NaN / inf (the loss may still "
-                f"have been finite, e.g. ~1e19): training diverged, and this epoch's end was not "
-                f"checkpointed. {ADVICE}"
-            )
-        stats = collapse_stats(fb)
-        warning = collapse_warning(stats, fb.shape[1])
-        if warning:
-            tqdm.write(f"selfsup: epoch {epoch}: {warning}")
-        out = {f"monitor_{k}": v for k, v in stats.items()}
-        out["monitor_collapse_warning"] = warning is not None
-        if labelled_pool:
-            fq = extract_features(backbone, query.images, **kw)
-            scores = knn_predict(fb, bank.labels, fq, k=20, num_classes=num_classes)
-            out["monitor_knn_top1"] = classification_metrics(scores, query.labels, num_classes)[
-                "top1"
-            ]
-        return out
-
-    return monitor
-
-
 def train_run(method: Method, images: torch.Tensor, cfg: Config, run_dir: Path, **kw) -> Method:
     """:func:`~selfsup.train.loop.fit` for a run: its train settings, seed, view compilation,
     its whole config as the checkpoints' identity, and what it trains as the progress label
@@ -192,42 +144,6 @@ def train_run(method: Method, images: torch.Tensor, cfg: Config, run_dir: Path, 
     )
 
 
-EMBEDDINGS = "embeddings"  # RUN_DIR/embeddings/: epoch-NNNN.npy, labels.npy, classes.json
-
-
-def embedding_saver(cfg: Config, data: ImageArray, device: torch.device, run_dir: Path):
-    """After each epoch of ``viz.embed_epochs``: the backbone features of a fixed,
-    class-balanced sample of ``viz.embed_limit`` labelled training images (the same images
-    every time; the test split is never read) into ``RUN_DIR/embeddings/epoch-NNNN.npy``, with
-    their labels and the class names once (``selfsup viz tsne`` draws them)."""
-    pool = labelled(data) if data.has_labels else data
-    share = min(1.0, cfg.viz.embed_limit / len(pool))
-    if data.has_labels:
-        sample = pool.subset(class_balanced_indices(pool.labels, share, cfg.seed + 3))
-    else:
-        sample = seeded_subset(pool, cfg.viz.embed_limit, cfg.seed + 3)
-    out = run_dir / EMBEDDINGS
-    if rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "labels.npy", lambda f: np.save(f, sample.labels.numpy()))
-        write_json_atomic(out / "classes.json", list(sample.classes))
-    kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device,
-              precision=cfg.train.precision)  # fmt: skip
-
-    def save(backbone: nn.Module, epoch: int) -> None:
-        if epoch in cfg.viz.embed_epochs:
-            feats = extract_features(backbone, sample.images, **kw).numpy()
-            write_atomic(out / f"epoch-{epoch:04d}.npy", lambda f: np.save(f, feats))
-            if cfg.train.tensorboard:  # TensorBoard's projector shows them too
-                names = [
-                    sample.classes[i] if 0 <= i < len(sample.classes) else "unlabeled"
-                    for i in sample.labels.tolist()
-                ]
-                add_embedding(run_dir, feats, names, epoch)
-
-    return save
-
-
 def embed_final(run_dir: str | Path) -> int:
     """Save the embeddings ``selfsup viz tsne`` draws for a finished run that saved none while
     training: the evaluated backbone (DINO: the teacher) of its last checkpoint on the same
@@ -241,52 +157,6 @@ def embed_final(run_dir: str | Path) -> int:
     save = embedding_saver(cfg, load_pretrain_data(cfg), device, run_dir)
     save(eval_backbone(method, cfg.eval.backbone)[1].to(device).eval(), epoch)
     return epoch
-
-
-def epoch_hook(
-    cfg: Config,
-    data: ImageArray,
-    device: torch.device,
-    labels,
-    run_dir: Path,
-    *,
-    method: Method | None = None,
-    val: ImageArray | None = None,
-) -> tuple[Any, int]:
-    """(hook, every): what the loop runs on the backbone after every ``every``-th epoch: the
-    online kNN monitor every ``eval.monitor_every`` epochs (and, called with
-    ``mid_epoch=True``, alone at the ``eval.monitor_minutes`` marks), the embedding saver at
-    ``viz.embed_epochs``, ``method``'s correlation saver at ``viz.corr_epochs`` and, with
-    held-out images ``val``, ``method``'s per-epoch held-out curves
-    (:mod:`selfsup.train.heldout`); (None, 0) when none is on."""
-    wanted = cfg.eval.monitor_every or cfg.eval.monitor_minutes
-    knn = knn_monitor(cfg, data, device, labels) if wanted else None
-    saver = embedding_saver(cfg, data, device, run_dir) if cfg.viz.embed_epochs else None
-    curves = None
-    if val is not None and method is not None:
-        curves = heldout_monitor(cfg, method, data, labels, val, device)
-    corr = None
-    if cfg.viz.corr_epochs and method is not None:
-        corr = corr_saver(cfg, data, method, device, run_dir)
-    if knn is None and saver is None and curves is None and corr is None:
-        return None, 0
-
-    def hook(backbone: nn.Module, epoch: float, *, mid_epoch: bool = False) -> dict[str, Any]:
-        if mid_epoch:  # eval.monitor_minutes: the kNN monitor alone
-            return knn(backbone, epoch) if knn is not None else {}
-        scores = {}
-        every = cfg.eval.monitor_every
-        if knn is not None and every and epoch % every == 0:
-            scores = knn(backbone, epoch)
-        for save in (saver, corr):
-            if save is not None:
-                save(backbone, epoch)
-        if curves is not None:
-            scores = {**scores, **curves()}
-        return scores
-
-    every_epoch = saver is not None or curves is not None or corr is not None
-    return hook, 1 if every_epoch else cfg.eval.monitor_every  # 0: mid-epoch marks only
 
 
 def pretrain(
@@ -446,19 +316,6 @@ def head_records(
     ]
 
 
-def eval_backbone(method: Method, choice: str) -> tuple[str, nn.Module]:
-    """(name, backbone) to evaluate for ``eval.backbone=choice``: auto picks the method's
-    official one (DINO's EMA teacher, every other method's student)."""
-    available = method.eval_backbones()
-    name = method.official_eval if choice == "auto" else choice
-    if name not in available:
-        raise ConfigError(
-            f"eval.backbone={choice!r}: {type(method).__name__} has no {name} backbone; valid: "
-            f"auto, {', '.join(available)}"
-        )
-    return name, available[name]
-
-
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -491,6 +348,7 @@ def evaluate_run(
         splits={},
         run_cfg=cfg,
         work_dir=run_dir / "evals",
+        load_run=load_teacher_run,
     )
     which, backbone = eval_backbone(method, cfg.eval.backbone)
     bank: dict[str, tuple[ImageArray, ImageArray]] = {}  # the frozen protocols' splits

@@ -11,7 +11,12 @@ import contextlib
 
 import torch
 
-from selfsup.config import check_choice
+from selfsup.distributed import is_distributed, local_rank
+from selfsup.errors import ConfigError
+from selfsup.fields import check_choice
+
+PRECISIONS = ("auto", "bf16", "fp32")
+"""``train.precision``: auto (bf16 where the device computes it natively), bf16, fp32."""
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -26,7 +31,7 @@ def native_bf16(device: torch.device) -> bool:
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     """``train.precision``: bf16, fp32, or auto (bf16 where the device computes it natively)."""
-    check_choice("train", "precision", precision)
+    check_choice("train.precision", precision, PRECISIONS)
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
@@ -35,3 +40,18 @@ def autocast_for(device: torch.device, bf16: bool) -> contextlib.AbstractContext
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+"""``train.device``: auto (CUDA when available), cpu, cuda."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device``: auto (CUDA when available), cpu or cuda; under torchrun each process
+    takes its own GPU (``LOCAL_RANK``)."""
+    check_choice("train.device", name, DEVICES)
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use auto or cpu")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank()) if is_distributed() else torch.device("cuda")

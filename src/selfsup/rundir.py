@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision
 import yaml
+from torch import nn
 
 import selfsup
+from selfsup.analysis.encoder import Encoder, checkpoint_hash
 from selfsup.checkpoint import load_checkpoint
 from selfsup.config import (
     Config,
@@ -175,3 +178,35 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Meth
             "config edited after training?"
         ) from None
     return cfg, method
+
+
+def load_teacher_run(run_dir: Path) -> tuple[Config, Method, np.ndarray | None]:
+    """A pseudo-label teacher run (:data:`selfsup.evaluate.context.LoadRun`): its config, its
+    trained method and the fingerprints of the images whose labels it trained on (None when
+    it does not record them)."""
+    cfg, method = load_run(run_dir)
+    path = Path(run_dir) / LABELLED_IMAGES
+    seen = np.load(path, allow_pickle=False) if path.is_file() else None
+    return cfg, method, seen
+
+
+def eval_backbone(method: Method, choice: str) -> tuple[str, nn.Module]:
+    """(name, backbone) to evaluate for ``eval.backbone=choice``: auto picks the method's
+    official one (DINO's EMA teacher, every other method's student)."""
+    available = method.eval_backbones()
+    name = method.official_eval if choice == "auto" else choice
+    if name not in available:
+        raise ConfigError(
+            f"eval.backbone={choice!r}: {type(method).__name__} has no {name} backbone; valid: "
+            f"auto, {', '.join(available)}"
+        )
+    return name, available[name]
+
+
+def load_encoder(run_dir: str | Path) -> Encoder:
+    """A finished run as an image encoder: its config, the backbone its evaluation uses
+    (``eval.backbone``) in eval mode, and the hash of the checkpoint it was read from."""
+    run_dir = Path(run_dir)
+    cfg, method = load_run(run_dir)
+    which, backbone = eval_backbone(method, cfg.eval.backbone)
+    return Encoder(run_dir, cfg, which, backbone.eval(), checkpoint_hash(run_dir))

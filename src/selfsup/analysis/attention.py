@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from selfsup.analysis.encoder import Encoder, load_encoder
+from selfsup.analysis.encoder import Encoder
 from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.backbones.vit import VIT_SIZES, ViT
 from selfsup.data.array import seeded_subset
@@ -44,7 +44,7 @@ def require_vit(enc: Encoder) -> ViT:
 
 
 def attention_figure(
-    run_dir: str | Path,
+    enc: Encoder,
     *,
     images: int = 4,
     dataset: str | None = None,
@@ -55,7 +55,6 @@ def attention_figure(
     images, columns = the image, the mean over heads, each head."""
     if images < 1:
         raise SelfsupError(f"--images must be at least 1, got {images}")
-    enc = load_encoder(run_dir)
     vit = require_vit(enc)
     data = seeded_subset(enc.load_split(dataset, split), images, seed)
     mean, std = enc.normalisation(data)
@@ -65,7 +64,7 @@ def attention_figure(
     (x,) = make_views(batch.to(device), [spec], torch.Generator(device=device).manual_seed(0))
     maps = cls_attention(vit, x).cpu()
     up = F.interpolate(maps, scale_factor=vit.patch_size, mode="nearest")
-    path = Path(run_dir) / "plots" / "attention.png"
+    path = enc.run_dir / "plots" / "attention.png"
     return draw_attention(data.images, up, path, title=f"{enc.which} {enc.cfg.backbone.name}")
 
 

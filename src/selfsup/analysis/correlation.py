@@ -15,7 +15,6 @@ diagonal and the root-mean-square off-diagonal entry of the whole matrix.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,9 @@ import torch
 from torch import nn
 
 from selfsup.analysis.plots import pyplot, save_figure
-from selfsup.atomic import write_json_atomic
-from selfsup.config import Config
-from selfsup.data.array import ImageArray, seeded_subset
-from selfsup.data.views import make_views
 from selfsup.errors import SelfsupError
 from selfsup.losses import vicreg_loss
 from selfsup.losses.barlow_twins import batch_standardise
-from selfsup.precision import autocast_for, use_bf16
 
 CORRELATION = "correlation"  # RUN_DIR/correlation/epoch-NNNN.json
 SHOWN = 64
@@ -80,37 +74,6 @@ def embedder(method: nn.Module) -> tuple[str, nn.Module]:
         if isinstance(head, nn.Module):
             return "projector", nn.Sequential(inner.backbone, head)
     return "backbone", inner.backbone
-
-
-def corr_saver(
-    cfg: Config, data: ImageArray, method: nn.Module, device: torch.device | str, run_dir: Path
-) -> Callable[[nn.Module, int], None]:
-    """After each epoch of ``viz.corr_epochs``: the matrix of :func:`corr_kind` of a fixed
-    sample of ``viz.corr_limit`` training images' first two views (one view drawn twice for a
-    one-view method) into ``RUN_DIR/correlation/epoch-NNNN.json``."""
-    device = torch.device(device)
-    sample = seeded_subset(data, cfg.viz.corr_limit, cfg.seed + 4).images
-    specs = (list(method.view_specs) * 2)[:2]
-    kind, (source, net) = corr_kind(method), embedder(method)
-    autocast = autocast_for(device, use_bf16(cfg.train.precision, device))
-
-    @torch.no_grad()
-    def save(_backbone: nn.Module, epoch: int) -> None:
-        if epoch not in cfg.viz.corr_epochs:
-            return
-        gen = torch.Generator(device=device).manual_seed(cfg.seed + 4)
-        was_training = net.training
-        net.eval()
-        views = make_views(sample.to(device), specs, gen)
-        with autocast:
-            z_a, z_b = (net(v).float() for v in views)
-        net.train(was_training)
-        out = corr_matrix(z_a, z_b, kind)
-        record = {"epoch": epoch, "kind": kind, "source": source, "dim": z_a.shape[1],
-                  "images": len(sample), **out, "matrix": out["matrix"].cpu().tolist()}  # fmt: skip
-        write_json_atomic(Path(run_dir) / CORRELATION / f"epoch-{epoch:04d}.json", record)
-
-    return save
 
 
 def corr_panels(run_dir: str | Path) -> Path:

@@ -1,8 +1,8 @@
 """A finished run's evaluation backbone as an image encoder, for index / retrieve / embed /
-attention maps.
+attention maps (:func:`selfsup.rundir.load_encoder` reads it from a run directory).
 
 The backbone is the one the run's evaluation uses (``eval.backbone``, auto: DINO's EMA
-teacher, every other method's student: :func:`selfsup.pipeline.eval_backbone`). Images are
+teacher, every other method's student: :func:`selfsup.rundir.eval_backbone`). Images are
 embedded by :func:`selfsup.features.extract_features` (resize to the run's view size,
 normalise, eval mode). The normalisation is the run's own on its pretraining dataset and, as
 for a transfer evaluation, the one measured on the split (after channel matching) elsewhere.
@@ -14,17 +14,15 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from selfsup.config import Config
 from selfsup.data.array import ImageArray, channel_stats
 from selfsup.data.sources import load_dataset
 from selfsup.features import extract_features, input_channels, match_channels
-from selfsup.pipeline import eval_backbone
-from selfsup.rundir import load_run
-from selfsup.train.loop import resolve_device
+from selfsup.precision import resolve_device
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -44,7 +42,7 @@ class Encoder:
     the checkpoint it was loaded from."""
 
     run_dir: Path
-    cfg: Config
+    cfg: Any  # the run's root config (selfsup.config.Config, a layer above)
     which: str
     backbone: nn.Module
     checkpoint: str
@@ -77,13 +75,6 @@ class Encoder:
         return load_dataset(
             dataset or d.dataset, split, root=d.root, download=False, image_size=d.image_size
         )
-
-
-def load_encoder(run_dir: str | Path) -> Encoder:
-    run_dir = Path(run_dir)
-    cfg, method = load_run(run_dir)
-    which, backbone = eval_backbone(method, cfg.eval.backbone)
-    return Encoder(run_dir, cfg, which, backbone.eval(), checkpoint_hash(run_dir))
 
 
 def image_ids(data: ImageArray) -> list[int] | list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.atomic import write_json_atomic
@@ -28,7 +29,6 @@ from selfsup.backbones.pixels import Pixels
 from selfsup.data.array import ImageArray, channel_stats, seeded_subset
 from selfsup.evaluate.harness import load_eval_splits
 from selfsup.features import extract_features, input_channels, match_channels
-from selfsup.rundir import load_run
 
 
 def annoy_available() -> bool:
@@ -92,6 +92,8 @@ class RetrievalResult:
 
 def retrieval_study(
     run_dir: Path,
+    cfg: Any,
+    method: nn.Module,
     *,
     k: int = 8,
     n_queries: int = 6,
@@ -103,8 +105,8 @@ def retrieval_study(
     run's backbone, its random-init twin and the raw pixels; precision@k of each, ANNOY's
     recall@k against exact search, and ``RUN_DIR/plots/retrieval.png``: ``n_queries`` rows of
     query | the k most similar | the k least similar images (pretrained features), with these
-    numbers in ``plots/retrieval.json``."""
-    cfg, method = load_run(run_dir)
+    numbers in ``plots/retrieval.json``. ``cfg`` and ``method``: the run's config and trained
+    method (:func:`selfsup.rundir.load_run`)."""
     d = cfg.data
     train, test = load_eval_splits(
         d.dataset, cfg.eval, root=d.root, download=False, image_size=d.image_size

@@ -10,8 +10,8 @@ from __future__ import annotations
 from torch import nn
 
 from selfsup.backbones import vit as _vit  # noqa: F401  (registers the ViTs)
+from selfsup.backbones.config import BackboneConfig
 from selfsup.backbones.resnet import BACKBONES
-from selfsup.config import BackboneConfig
 
 
 def build_backbone(cfg: BackboneConfig, *, in_channels: int, image_size: int) -> nn.Module:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfsup.backbones.config import BackboneConfig
 from selfsup.backbones.resnet import use_small_stem
-from selfsup.config import BackboneConfig
 from selfsup.errors import CheckpointError
 
 LIBRARIES = ("torchvision", "timm")

@@ -14,15 +14,16 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from selfsup.config import BackboneConfig, check_choice
+from selfsup.backbones.config import BackboneConfig
 from selfsup.errors import ConfigError
+from selfsup.fields import check_choice, choices_of
 from selfsup.registry import Registry
 
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
 
 
 def use_small_stem(stem: str, image_size: int) -> bool:
-    check_choice("backbone", "stem", stem)
+    check_choice("backbone.stem", stem, choices_of(BackboneConfig, "stem"))
     return stem == "small" or (stem == "auto" and image_size <= 64)
 
 

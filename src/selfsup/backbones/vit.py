@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from selfsup.backbones.config import BackboneConfig
 from selfsup.backbones.resnet import BACKBONES
-from selfsup.config import BackboneConfig
 from selfsup.errors import ConfigError
 
 # name -> (embed_dim, depth, num_heads, patch_size)

@@ -76,7 +76,7 @@ def _add_table(sub: Any) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from selfsup.config import preset_overrides
+    from selfsup.evaluate.presets import preset_overrides
     from selfsup.pipeline import evaluate_run
     from selfsup.run.lock import run_lock
 

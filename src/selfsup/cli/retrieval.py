@@ -83,9 +83,9 @@ def add_parsers(sub: Any, viz_sub: Any) -> None:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from selfsup.analysis.encoder import load_encoder
     from selfsup.analysis.index import build_index
     from selfsup.run.lock import run_lock
+    from selfsup.rundir import load_encoder
 
     with run_lock(args.run_dir):  # writes RUN_DIR/index/
         path, meta = build_index(load_encoder(args.run_dir), args.dataset, args.split)
@@ -97,8 +97,8 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _retrieve(args: argparse.Namespace) -> int:
-    from selfsup.analysis.encoder import load_encoder
     from selfsup.analysis.query import hit_lines, retrieve
+    from selfsup.rundir import load_encoder
 
     if args.k < 1:
         raise SelfsupError(f"-k must be at least 1, got {args.k}")
@@ -114,9 +114,9 @@ def _retrieve(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from selfsup.analysis.encoder import load_encoder
     from selfsup.analysis.feature_file import write_features
     from selfsup.analysis.index import embed_split
+    from selfsup.rundir import load_encoder
 
     emb = embed_split(load_encoder(args.run_dir), args.dataset, args.split)
     files = write_features(emb, args.out)
@@ -126,9 +126,10 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _attention(args: argparse.Namespace) -> int:
     from selfsup.analysis.attention import attention_figure
+    from selfsup.rundir import load_encoder
 
     path = attention_figure(
-        args.run_dir, images=args.images, dataset=args.dataset, split=args.split
+        load_encoder(args.run_dir), images=args.images, dataset=args.dataset, split=args.split
     )
     print(f"attention maps: {path}")
     return 0

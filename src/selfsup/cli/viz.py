@@ -87,6 +87,7 @@ def tsne(args: argparse.Namespace) -> int:
 
 def retrieval(args: argparse.Namespace) -> int:
     from selfsup.analysis.retrieval import retrieval_study
+    from selfsup.rundir import load_run
 
     for name, value in (
         ("-k", args.k),
@@ -98,6 +99,7 @@ def retrieval(args: argparse.Namespace) -> int:
             raise SelfsupError(f"{name} must be at least 1, got {value}")
     res = retrieval_study(
         args.run_dir,
+        *load_run(args.run_dir),
         k=args.k,
         n_queries=args.queries,
         bank_limit=args.bank_limit,

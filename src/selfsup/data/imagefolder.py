@@ -47,7 +47,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from selfsup.atomic import write_json_atomic
-from selfsup.config import check_choice
 from selfsup.data.array import ImageArray
 from selfsup.data.cache import (
     cache_key,
@@ -56,7 +55,9 @@ from selfsup.data.cache import (
     write_npy_atomic,
 )
 from selfsup.errors import DataError, WriteError
+from selfsup.fields import check_choice
 
+BAD_IMAGE = ("skip", "fail")
 """What ``on_bad_image`` may be: leave bad files out (and report them), or stop at the first."""
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
@@ -417,7 +418,7 @@ def load_image_folder(
     ``on_bad_image``: ``"skip"`` leaves unusable files out and lists them in the cache's
     ``.bad.json`` report; ``"fail"`` raises a :class:`DataError` naming the first one.
     """
-    check_choice("data", "on_bad_image", on_bad_image)
+    check_choice("data.on_bad_image", on_bad_image, BAD_IMAGE)
     fail = on_bad_image == "fail"
     found = list_split(path, split, fail)
     folder, classes = found.folder, found.classes

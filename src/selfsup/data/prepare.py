@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from selfsup.atomic import atomic_folder, recover_folder
-from selfsup.config import MAX_SIDE, check_choice
 from selfsup.data.array import ImageArray
 from selfsup.data.imagefolder import (
+    BAD_IMAGE,
     Decoder,
     build_cache,
     decode_or_reason,
@@ -43,6 +43,7 @@ from selfsup.data.imagefolder import (
     split_folder,
 )
 from selfsup.errors import ConfigError, DataError
+from selfsup.fields import MAX_SIDE, check_choice
 
 FORMAT = "selfsup-prepared-v1"
 """The ``format`` tag in every split's ``meta.json``."""
@@ -105,10 +106,10 @@ def prepare_image_folder(
 
     Returns the number of images written per split.
     """
-    check_choice("data", "on_bad_image", on_bad_image)
+    check_choice("data.on_bad_image", on_bad_image, BAD_IMAGE)
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIDE:
         raise ConfigError(
-            f"--size must be a number of pixels from 1 to {MAX_SIDE} (selfsup.config.MAX_SIDE), "
+            f"--size must be a number of pixels from 1 to {MAX_SIDE} (selfsup.fields.MAX_SIDE), "
             f"got {size!r}"
         )
     path, out = Path(path).expanduser().absolute(), Path(out).expanduser().absolute()

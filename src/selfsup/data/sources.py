@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.config import check_choice
 from selfsup.data import formats
 from selfsup.data.array import ImageArray
-from selfsup.data.imagefolder import load_image_folder
+from selfsup.data.imagefolder import BAD_IMAGE, load_image_folder
 from selfsup.data.lfw import DEFAULT_MIN_IMAGES, LFW_TEST_FRACTION, load_lfw
 from selfsup.data.prepare import load_prepared
 from selfsup.data.synthetic import make_synthetic
 from selfsup.errors import ConfigError, DataError, WriteError
+from selfsup.fields import check_choice
 from selfsup.registry import Registry
 
 FASHION_MNIST_SYSTEM_DIRS: list[Path] = [Path("/usr/share/datasets/fashion-mnist")]
@@ -146,7 +146,7 @@ def load_dataset(
         not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1
     ):
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
-    check_choice("data", "on_bad_image", on_bad_image)
+    check_choice("data.on_bad_image", on_bad_image, BAD_IMAGE)
     data_root = default_data_root() if root is None else Path(root).expanduser()
     try:
         array = loader(_Request(split, data_root, download, image_size, path, on_bad_image))

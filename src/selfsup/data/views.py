@@ -8,8 +8,9 @@ parameters from the explicit ``torch.Generator`` passed in, with the semantics o
 transforms that SSL recipes compose (``RandomResizedCrop``, ``RandomHorizontalFlip``,
 ``RandomApply([ColorJitter])``, ``RandomGrayscale``, Gaussian blur, solarization, ``Normalize``);
 the ops themselves (:mod:`selfsup.data.view_ops`, re-exported here) match
-``torchvision.transforms.v2.functional`` on float images. :func:`vicreg_views` gives the two
-views of the official VICReg recipe, :func:`eval_view` the deterministic evaluation view.
+``torchvision.transforms.v2.functional`` on float images. :func:`ssl_view` is the family every
+recipe draws from (the recipes: :mod:`selfsup.data.recipes` and each method's file),
+:func:`eval_view` the deterministic evaluation view.
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ __all__ = [
     "solarize",
     "ssl_view",
     "to_grayscale",
-    "vicreg_views",
 ]
 
 
@@ -404,19 +404,6 @@ def ssl_view(
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
     )
-
-
-def vicreg_views(
-    size: int, mean: Sequence[float], std: Sequence[float], scale: Sequence[float] = (0.08, 1.0)
-) -> list[ViewSpec]:
-    """The two asymmetric views of VICReg's ``TrainTransform`` (facebookresearch/vicreg,
-    ``augmentations.py``; BYOL's, also used by facebookresearch/barlowtwins and DINO's global
-    crops): :func:`ssl_view` with ``ColorJitter(0.4, 0.4, 0.2, 0.1)`` p 0.8, grayscale p 0.2,
-    Gaussian blur with p 1.0 / 0.1 and solarization with p 0.0 / 0.2."""
-    return [
-        ssl_view(size, mean, std, scale=scale, blur_p=1.0, solarize_p=0.0),
-        ssl_view(size, mean, std, scale=scale, blur_p=0.1, solarize_p=0.2),
-    ]
 
 
 def eval_view(size: int, mean: Sequence[float], std: Sequence[float]) -> ViewSpec:

@@ -23,8 +23,8 @@ from typing import Any
 
 import selfsup
 from selfsup.atomic import write_json_atomic
-from selfsup.config import EvalConfig
 from selfsup.data.array import ImageArray
+from selfsup.evaluate.config import EvalConfig
 
 VERSION = 1  # raise when a pixel protocol's result would change for the same inputs
 # EvalConfig fields that cannot change a pixel record (which runs, monitors, other protocols'

@@ -9,13 +9,15 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from selfsup.config import Config, EvalConfig
+from selfsup.backbones.config import BackboneConfig
 from selfsup.data.array import ImageArray
+from selfsup.data.config import DataConfig
+from selfsup.evaluate.config import EvalConfig
 from selfsup.evaluate.linear import (
     LinearProbe,
     select_and_fit_linear,
@@ -23,8 +25,33 @@ from selfsup.evaluate.linear import (
 from selfsup.features import classifier_logits, extract_features, match_channels
 from selfsup.methods.supervised import Classifier
 from selfsup.registry import Registry
+from selfsup.train.config import TrainConfig
 
 Scores = Callable[[ImageArray], torch.Tensor]
+# a finished run directory -> (its config, its trained method, the fingerprints of the images
+# whose labels it trained on, or None when it does not record them): the run layer's reader,
+# handed down so that a pseudo-label teacher can be a run (evaluate/ sits below run/)
+LoadRun = Callable[[Path], tuple[Any, nn.Module, Any]]
+
+
+class RunSettings(Protocol):
+    """What an evaluation reads of the evaluated run's config: how it trained (the trained
+    evaluations train on the same device, precision, ...), its backbone (dropout; a scratch
+    teacher of the same architecture) and its data (root, download). The run's root config,
+    :class:`selfsup.config.Config` (a layer above), has all three."""
+
+    train: TrainConfig
+    backbone: BackboneConfig
+    data: DataConfig
+
+
+@dataclass
+class DefaultRun:
+    """The settings of a backbone evaluated outside a run: every section at its defaults."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 @dataclass
@@ -52,8 +79,9 @@ class EvalContext:
     device: torch.device
     seed: int
     cfg: EvalConfig
-    run_cfg: Config
+    run_cfg: RunSettings
     work_dir: Path
+    load_run: LoadRun | None = None
     _features: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, torch.Tensor]] = field(
         default_factory=dict
     )

@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from selfsup.config import Config, EvalConfig
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
 from selfsup.data.classes import select_classes
 from selfsup.data.sources import load_dataset
 from selfsup.errors import DataError
 from selfsup.evaluate import protocols as _protocols  # noqa: F401  (registers knn, linear, ...)
 from selfsup.evaluate import semisupervised as _semisupervised  # noqa: F401  (pseudo-label)
-from selfsup.evaluate.context import PROTOCOLS, EvalContext
+from selfsup.evaluate.config import EvalConfig
+from selfsup.evaluate.context import PROTOCOLS, DefaultRun, EvalContext, LoadRun, RunSettings
 from selfsup.evaluate.metrics import classification_metrics
 from selfsup.evaluate.table import eval_settings, settings_id
 from selfsup.features import input_channels, match_channels
@@ -102,9 +102,10 @@ def evaluate_backbone(
     seed: int,
     device: torch.device,
     splits: dict[str, tuple[ImageArray, ImageArray]] | None = None,
-    run_cfg: Config | None = None,
+    run_cfg: RunSettings | None = None,
     work_dir: Path | None = None,
     norm: tuple[Sequence[float], Sequence[float]] | None = None,
+    load_run: LoadRun | None = None,
 ) -> list[dict]:
     """Run ``protocols`` on each dataset and seed for one backbone: fit on the training split,
     then score the test split once per fitted predictor. ``splits`` caches loaded data.
@@ -142,7 +143,8 @@ def evaluate_backbone(
                 device=device,
                 seed=s,
                 cfg=cfg,
-                run_cfg=run_cfg or Config(),
+                run_cfg=run_cfg or DefaultRun(),
+                load_run=load_run,
                 work_dir=work / f"{name.replace(':', '-').replace('/', '_')}-{init}",
             )
             for protocol in protocols:

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.config import TrainConfig
 from selfsup.data.array import ImageArray
 from selfsup.data.recipes import crop_flip_view
 from selfsup.data.sampling import class_balanced_indices, complement
@@ -26,6 +25,7 @@ from selfsup.evaluate.linear import (
     epochs_for,
 )
 from selfsup.methods.supervised import Classifier
+from selfsup.train.config import TrainConfig
 from selfsup.train.heldout import classification_curves, curve_samples
 from selfsup.train.loop import fit
 

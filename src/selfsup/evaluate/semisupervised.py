@@ -43,7 +43,6 @@ from selfsup.errors import ConfigError
 from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
 from selfsup.evaluate.protocols import held_out, train_choosing_lr
 from selfsup.features import run_logits
-from selfsup.rundir import LABELLED_IMAGES, load_run
 
 
 def select_confident(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +86,12 @@ def pseudo_label_teacher(
         logits = ctx.classifier_scores(model)
         return c.pseudo.teacher, lambda data: logits(data).float().softmax(1).cpu()
     run = Path(ctx.cfg.pseudo.teacher)
-    tcfg, method = load_run(run)
+    if ctx.load_run is None:
+        raise ConfigError(
+            f"eval.pseudo.teacher={str(run)!r}: a run directory as teacher needs a run's "
+            "evaluation (selfsup eval / pretrain); here use pretrained, finetuned or scratch"
+        )
+    tcfg, method, seen = ctx.load_run(run)
     head = getattr(method, "head", None)
     if not isinstance(head, nn.Linear) or head.out_features != ctx.num_classes:
         raise ConfigError(
@@ -95,7 +99,7 @@ def pseudo_label_teacher(
             f"{ctx.num_classes} classes (selfsup supervised --config ...), or one of the "
             "teachers pretrained (the probe), finetuned and scratch"
         )
-    check_teacher_never_saw(run, pool, ctx)
+    check_teacher_never_saw(run, seen, pool, ctx)
 
     def probs(data: ImageArray) -> torch.Tensor:
         logits = run_logits(
@@ -106,17 +110,18 @@ def pseudo_label_teacher(
     return str(run), probs
 
 
-def check_teacher_never_saw(run: Path, pool: ImageArray, ctx: EvalContext) -> None:
-    """Refuse a teacher run that was trained on the labels of pool images: its pseudo-labels
+def check_teacher_never_saw(
+    run: Path, seen: np.ndarray | None, pool: ImageArray, ctx: EvalContext
+) -> None:
+    """Refuse a teacher run that was trained on the labels of pool images (``seen``: the
+    fingerprints of those images, None when the run does not record them): its pseudo-labels
     would be memorised labels, and the students' gain would be leakage, not semi-supervision."""
-    path = run / LABELLED_IMAGES
-    if not path.is_file():
+    if seen is None:
         raise ConfigError(
             f"eval.pseudo.teacher={str(run)!r} does not record which images' labels it trained "
-            f"on ({LABELLED_IMAGES}, written by selfsup since this check exists); train the "
+            "on (labelled_images.npy, written by selfsup since this check exists); train the "
             "teacher again with selfsup supervised"
         )
-    seen = np.load(path, allow_pickle=False)
     overlap = int(np.isin(pool.fingerprints(), seen).sum())
     if overlap:
         c = ctx.cfg

@@ -19,18 +19,116 @@ Barlow Twins term alone prevents collapse.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from selfsup.config import DINOConfig, DINOTwinsConfig
-from selfsup.data.views import ViewSpec
+from selfsup.data.recipes import byol_pair
+from selfsup.data.views import ViewSpec, ssl_view
 from selfsup.distributed import mark_synced, mean_across_ranks
+from selfsup.fields import AT_LEAST_1, EMA, NON_NEGATIVE, POSITIVE, SIDE, TEMP, setting
 from selfsup.heads import DINOHead, mlp
 from selfsup.losses import barlow_twins_loss, dino_center_update, dino_loss
 from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.registry import MethodConfig, register
 from selfsup.parts.ema import cosine_momentum, ema_update_, frozen_copy
 from selfsup.parts.schedules import linear_warmup
+
+
+@dataclass
+class DINOConfig(MethodConfig):
+    """DINO (Caron et al., ICCV 2021), defaults of facebookresearch/dino main_dino.py (the
+    teacher temperature warm-up 0.04 -> 0.07 is the README's advice for longer runs)."""
+
+    name: str = "dino"
+    # --out_dim; 4096 for CIFAR-size data (solo-learn)
+    out_dim: int = setting(65536, valid=AT_LEAST_1, what="width", arch=True)
+    hidden_dim: int = setting(2048, valid=AT_LEAST_1, what="width", arch=True)
+    bottleneck_dim: int = setting(256, valid=AT_LEAST_1, what="width", arch=True)
+    # --norm_last_layer: weight-normalised last layer, g fixed to 1
+    norm_last_layer: bool = setting(True, arch=True)
+    student_temp: float = setting(0.1, valid=POSITIVE, what=TEMP)
+    # --teacher_temp after the warm-up
+    teacher_temp: float = setting(0.07, valid=POSITIVE, what=TEMP)
+    # --warmup_teacher_temp
+    warmup_teacher_temp: float = setting(0.04, valid=POSITIVE, what=TEMP)
+    # --warmup_teacher_temp_epochs
+    warmup_teacher_temp_epochs: float = setting(
+        30.0, valid=NON_NEGATIVE, what="epochs; 0 turns the warm-up off"
+    )
+    # --momentum_teacher, cosine to 1 over training
+    momentum_teacher: float = setting(0.996, valid=EMA, what="an EMA momentum")
+    center_momentum: float = setting(0.9, valid=EMA, what="an EMA momentum")
+    # --freeze_last_layer: epochs with a frozen last layer
+    freeze_last_layer: float = setting(1.0, valid=NON_NEGATIVE, what="epochs")
+    # --local_crops_number (the paper's 2 x 224 + 6 x 96 setting)
+    local_crops: int = setting(
+        6, valid=NON_NEGATIVE, what="local crops per image; 0 turns multi-crop off"
+    )
+    # local crop side; None: about half the global size (x4)
+    local_size: int | None = setting(
+        None, valid=SIDE, what="local crop side; null: about half the global size"
+    )
+    # --local_crops_scale; None: (0.05, 0.4) for ViTs, (0.05, 0.14) for ResNets (dino_scales)
+    local_scale: list[float] | None = setting(
+        None, scale="null takes the recipe's (0.05, 0.14) on a ResNet"
+    )
+    center: bool = True  # False: no centring of the teacher output (collapse ablation)
+    sharpen: bool = True  # False: teacher temperature = student temperature (ablation)
+
+
+DINO_GLOBAL_SCALE = (0.4, 1.0)  # facebookresearch/dino --global_crops_scale default (ViTs)
+DINO_LOCAL_SCALE = (0.05, 0.4)  # facebookresearch/dino --local_crops_scale default (ViTs)
+# facebookresearch/dino README.md, "ResNet-50 and other convnets trainings": a ResNet trains
+# with --global_crops_scale 0.14 1 --local_crops_scale 0.05 0.14
+DINO_RESNET_SCALES = ((0.14, 1.0), (0.05, 0.14))
+
+
+def dino_scales(backbone: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """DINO's own (global, local) crop scales for ``backbone``: on a convnet the official
+    README's ResNet scales, on a ViT the ``main_dino.py`` defaults. (Every other method's
+    default scale is part of its registration.)"""
+    if not backbone.startswith("vit"):
+        return DINO_RESNET_SCALES
+    return DINO_GLOBAL_SCALE, DINO_LOCAL_SCALE
+
+
+def multi_crop_views(
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scale: Sequence[float],
+    *,
+    local_crops: int,
+    local_size: int,
+    local_scale: Sequence[float],
+) -> list[ViewSpec]:
+    """DINO's multi-crop (facebookresearch/dino main_dino.py ``DataAugmentationDINO``): two
+    global crops as BYOL's asymmetric pair (blur 1.0 / 0.1, solarize 0.0 / 0.2) and
+    ``local_crops`` small crops of ``local_scale`` with blur p 0.5. Globals come first."""
+    globals_ = byol_pair(size, mean, std, scale)
+    local = ssl_view(local_size, mean, std, scale=local_scale, blur_p=0.5)
+    return globals_ + [local] * local_crops
+
+
+def dino_views(cfg: Any, size: int, mean: Sequence[float], std: Sequence[float]):
+    """DINO's multi-crop: on a convnet the official README's ResNet scales, on a ViT the
+    ``main_dino.py`` defaults (unless ``views.crop_scale`` / ``method.local_scale`` are set)."""
+    m = cfg.method
+    own, own_local = dino_scales(cfg.backbone.name)
+    return multi_crop_views(
+        size,
+        mean,
+        std,
+        tuple(cfg.views.crop_scale or own),
+        local_crops=m.local_crops,
+        local_size=m.local_size or 4 * max(2, size // 8),  # ~half, ViT-p4-able
+        local_scale=m.local_scale or own_local,
+    )
+
 
 N_GLOBAL = 2
 
@@ -64,7 +162,7 @@ class DINO(Method):
         self.teacher = frozen_copy(self.student())
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))
         mark_synced(self, "center")  # updated from the global batch's mean on every rank
-        self.twins = isinstance(cfg, DINOTwinsConfig)
+        self.twins = hasattr(cfg, "bt_projector")  # methods/dino_twins.py's config
         if self.twins:
             self.bt_projector = mlp(
                 backbone.num_features, cfg.bt_projector, hidden_bias=False, last_bias=False
@@ -133,3 +231,10 @@ class DINO(Method):
                 dino_center_update(self.center, self._teacher_out, self.cfg.center_momentum)
             )
         self._teacher_out = None
+
+
+@register("dino", DINOConfig, crop_scale=DINO_GLOBAL_SCALE, views=dino_views)
+def build_dino(cfg: Any, backbone: nn.Module, specs: list[ViewSpec]) -> Method:
+    """The crop scale registered is the ViTs' ``--global_crops_scale``; on a convnet
+    :func:`dino_views` takes the README's ResNet scales."""
+    return DINO(backbone, specs, cfg.method)

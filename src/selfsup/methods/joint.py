@@ -9,11 +9,29 @@ schedules) run unchanged.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.fields import FRACTION, NON_NEGATIVE, setting
 from selfsup.methods.base import Method, StepOutput
+
+
+@dataclass
+class JointConfig:
+    """Joint SSL + supervised training (``selfsup joint``): loss = cross-entropy of a linear head
+    on the labelled images of each batch + ``ssl_weight`` x the method's SSL loss on all."""
+
+    enabled: bool = setting(False, arch=True)
+    # class-balanced share of training images that keep labels
+    label_fraction: float = setting(
+        0.1, valid=FRACTION, what="the share of training images that keep labels"
+    )
+    ssl_weight: float = setting(1.0, valid=NON_NEGATIVE, what="weight of the SSL loss")
+    # 0: from the data (written into the run's config.yaml)
+    num_classes: int = setting(0, valid=NON_NEGATIVE, what="0 takes it from the data")
 
 
 class Joint(Method):

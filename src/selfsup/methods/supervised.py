@@ -8,12 +8,33 @@ pseudo-label student) and the supervised baseline (``method.name=supervised``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.data.recipes import crop_flip_view
 from selfsup.data.views import ViewSpec
+from selfsup.errors import ConfigError
+from selfsup.fields import FRACTION, NON_NEGATIVE, setting
 from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.registry import METHODS, MethodConfig, register
+
+
+@dataclass
+class SupervisedConfig(MethodConfig):
+    """The supervised baseline: the same backbone trained from scratch with cross-entropy on a
+    class-balanced ``label_fraction`` of the labelled training images (``selfsup supervised``)."""
+
+    name: str = "supervised"
+    label_fraction: float = setting(
+        1.0, valid=FRACTION, what="the share of training labels; 1 is all of them"
+    )
+    # 0: from the data (written into the run's config.yaml)
+    num_classes: int = setting(0, valid=NON_NEGATIVE, what="0 takes it from the data")
 
 
 class Classifier(Method):
@@ -77,3 +98,16 @@ class Classifier(Method):
         loss = F.cross_entropy(logits, labels)
         top1 = (logits.detach().argmax(1) == labels).float().mean()
         return StepOutput(loss, {"cross_entropy": loss.detach(), "train_top1": top1})
+
+
+def supervised_views(cfg: Any, size: int, mean: Sequence[float], std: Sequence[float]):
+    """One crop + flip view (the official repos' supervised training view)."""
+    return [crop_flip_view(size, mean, std, METHODS.get("supervised").scale(cfg))]
+
+
+# torchvision's RandomResizedCrop default scale
+@register("supervised", SupervisedConfig, crop_scale=(0.08, 1.0), views=supervised_views)
+def build_supervised(cfg: Any, backbone: nn.Module, specs: list[ViewSpec]) -> Method:
+    if cfg.method.num_classes < 1:
+        raise ConfigError("method.num_classes must be set (pretrain sets it from the data)")
+    return Classifier(backbone, specs, cfg.method.num_classes, dropout=cfg.backbone.dropout)

@@ -18,28 +18,23 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from tqdm.auto import tqdm
 
-from selfsup.config import Config
 from selfsup.data.array import ImageArray, labelled
 from selfsup.data.sampling import stratified_holdout
 from selfsup.data.views import make_views
-from selfsup.distributed import is_distributed
-from selfsup.errors import ConfigError
-from selfsup.features import run_logits
 from selfsup.methods.base import Method
 from selfsup.methods.joint import Joint
-from selfsup.methods.supervised import Classifier
 from selfsup.precision import autocast_for, use_bf16
 
 Scores = Callable[[ImageArray], torch.Tensor]  # images -> logits (M, K)
 HOLDOUT_SEED = 5  # offset of the carve's seed (data.limit uses the seed, the kNN monitor +2)
 VIEW_SEED = 9_973  # offset of the held-out views' seed
+# eval.val_images decides which training images are held out, so which images train: a run
+# resumes only with the same value (train.loop.architecture)
+HELD_OUT = ("eval", "val_images")
 
 
 def carve_validation_split(
@@ -141,59 +136,3 @@ def heldout_ssl_loss(
             with autocast:
                 total += net(views).loss.float()
     return float(total) / (n // batch)
-
-
-def heldout_monitor(
-    cfg: Config,
-    method: Method,
-    train: ImageArray,
-    labels: torch.Tensor | None,
-    val: ImageArray,
-    device: torch.device,
-) -> Callable[[], dict[str, float]]:
-    """The pretraining run's per-epoch held-out evaluation (see the module docstring): the
-    classification curves when ``method`` has a linear head, ``val_ssl_loss`` when it has an
-    SSL loss. ``train`` / ``labels`` are what it trains on (-1 = hidden label)."""
-    scores: dict[str, Callable[[], dict[str, float]]] = {}
-    if isinstance(getattr(method, "head", None), nn.Linear):
-        if labels is not None:
-            train = ImageArray(train.images, labels.cpu(), list(train.classes), train.name)
-        train_s, val_s = curve_samples(train, val, len(val), cfg.seed)
-
-        def logits(data: ImageArray) -> torch.Tensor:
-            return run_logits(method, cfg, data.images, batch_size=cfg.eval.batch_size,
-                              device=device)  # fmt: skip
-
-        def classifier() -> dict[str, float]:
-            curves = classification_curves(logits, train_s, val_s)
-            warning = loss_warning(curves["val_loss"], len(train.classes))
-            if warning:
-                tqdm.write(f"selfsup: {warning}")
-            return curves
-
-        scores["classifier"] = classifier
-    if not isinstance(method, Classifier):
-        if len(val) < 2:
-            raise ConfigError(
-                "eval.val_images=1: the held-out SSL loss needs a batch of at least 2 images "
-                "(batch statistics); hold out more, e.g. eval.val_images=512"
-            )
-        if is_distributed():  # the loss's gathers and SyncBatchNorm would wait for the others
-            tqdm.write("selfsup: val_ssl_loss is not computed under torchrun (rank 0 alone)")
-        else:
-            kw: dict[str, Any] = {
-                "batch_size": cfg.train.batch_size,
-                "seed": cfg.seed + VIEW_SEED,
-                "device": device,
-                "precision": cfg.train.precision,
-                "channels_last": cfg.train.channels_last,
-            }
-            scores["ssl"] = lambda: {"val_ssl_loss": heldout_ssl_loss(method, val.images, **kw)}
-
-    def evaluate() -> dict[str, float]:
-        out: dict[str, float] = {}
-        for part in scores.values():
-            out.update(part())
-        return out
-
-    return evaluate

@@ -28,23 +28,27 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from selfsup.atomic import remove_temporaries, write_text_atomic
+from selfsup.backbones.config import BackboneConfig
 from selfsup.checkpoint import load_checkpoint, save_checkpoint
-from selfsup.config import TrainConfig, check_choice
 from selfsup.data.views import make_views
 from selfsup.distributed import (
     any_rank,
     barrier,
     is_distributed,
-    local_rank,
     rank,
     synced_buffer_names,
     world_size,
 )
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
+from selfsup.fields import architecture_keys
 from selfsup.methods.base import Method
+from selfsup.methods.joint import JointConfig
+from selfsup.methods.registry import METHODS
 from selfsup.parts.schedules import warmup_cosine, warmup_steps
-from selfsup.precision import autocast_for, use_bf16
+from selfsup.precision import autocast_for, resolve_device, use_bf16
 from selfsup.progress import Progress, progress
+from selfsup.train.config import TrainConfig
+from selfsup.train.heldout import HELD_OUT
 from selfsup.train.optim import build_optimizer
 from selfsup.train.reader import Batches, free_device_memory
 
@@ -53,17 +57,6 @@ Monitor = Callable[..., dict[str, float]]  # (backbone, epoch, *, mid_epoch=Fals
 
 class TrainingDiverged(SelfsupError):
     """The loss became NaN or infinite."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``train.device``: auto (CUDA when available), cpu or cuda; under torchrun each process
-    takes its own GPU (``LOCAL_RANK``)."""
-    check_choice("train", "device", name)
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available; use auto or cpu")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank()) if is_distributed() else torch.device("cuda")
 
 
 def place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -610,21 +603,29 @@ def _flush(
     return _Pending.empty()
 
 
+def architecture(identity: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (section, key) pairs a resume must keep: those the backbone's, joint training's and
+    the method's config declare ``arch=True`` (the method's from its registration), and the
+    held-out carve, which decides the training images (:data:`~selfsup.train.heldout.HELD_OUT`)."""
+    keys = [("backbone", key) for key in architecture_keys(BackboneConfig)]
+    keys += [("joint", key) for key in architecture_keys(JointConfig)]
+    keys.append(HELD_OUT)
+    name = (identity.get("method") or {}).get("name")
+    if isinstance(name, str) and name in METHODS:  # not a trained evaluation's classifier
+        keys += [("method", key) for key in METHODS.get(name).architecture()]
+    return keys
+
+
 def check_compatible(ckpt: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
     """Refuse to resume from a checkpoint of a different method, backbone or architecture (a
     clear error, not a state_dict size mismatch): the checkpoint's stored identity (a config
-    as a dict) against ``identity``. A key the checkpoint lacks (an older checkpoint) or the
-    method does not have is not compared."""
+    as a dict) against ``identity``. An architecture key (:func:`architecture`) the checkpoint
+    lacks (an older checkpoint) or the method does not have is not compared."""
     saved = ckpt.get("config", {})
-    mine = identity
     names = [("method", "name"), ("backbone", "name"), ("data", "dataset")]
-    method_arch = ("projector", "predictor", "bt_projector", "out_dim", "hidden_dim")
-    method_arch += ("bottleneck_dim", "norm_last_layer", "queue_size")
-    arch = [("backbone", "depths"), ("backbone", "widths"), ("joint", "enabled")]
-    arch += [("eval", "val_images")]  # which images it trains on (the held-out carve)
-    arch += [("method", key) for key in method_arch]
+    arch = architecture(identity)
     for section, key in names + arch:
-        old, new = saved.get(section, {}), mine.get(section, {})
+        old, new = saved.get(section, {}), identity.get(section, {})
         if (section, key) in arch and not (key in old and key in new):
             continue
         a, b = old.get(key), new.get(key)

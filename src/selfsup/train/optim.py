@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from selfsup.config import TrainConfig, check_choice
+from selfsup.fields import check_choice, choices_of
+from selfsup.train.config import TrainConfig
 
 
 class LARS(torch.optim.Optimizer):
@@ -106,5 +107,5 @@ def build_optimizer(groups: list[dict], cfg: TrainConfig, lr: float) -> torch.op
         return torch.optim.AdamW(plain, lr=lr)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(plain, lr=lr, momentum=cfg.momentum)
-    check_choice("train", "optimizer", cfg.optimizer)
+    check_choice("train.optimizer", cfg.optimizer, choices_of(TrainConfig, "optimizer"))
     raise AssertionError(f"train.optimizer={cfg.optimizer!r} is a choice without an optimizer")
