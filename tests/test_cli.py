@@ -116,7 +116,8 @@ def test_eval_on_another_dataset(tmp_path, monkeypatch) -> None:
         (["backbone.name=vgg"], "valid choices: resnet18"),
         (
             ["method.name=simclr2"],
-            "valid choices: barlow_twins, dino, dino_twins, isd, moco, simclr, supervised, vicreg",
+            "valid choices: barlow_twins, byol, dino, dino_twins, isd, moco, simclr, supervised, "
+            "vicreg",
         ),
         (["eval.protocols=[knn,svm]"], "valid choices: finetune, knn, linear, linear-aug"),
         (["train.optimizer=adam"], "lars, adamw, sgd"),

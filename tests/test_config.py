@@ -55,7 +55,7 @@ def test_wrong_type(override: str, expected: str) -> None:
 
 def test_unknown_method_lists_choices() -> None:
     with pytest.raises(
-        ConfigError, match="valid choices: barlow_twins, dino, dino_twins, isd, moco"
+        ConfigError, match="valid choices: barlow_twins, byol, dino, dino_twins, isd, moco"
     ):
         load_config(None, ["method.name=nope"])
 

@@ -19,6 +19,7 @@ SMALL_HEADS = {
     "simclr": ["method.projector=32-16"],
     "moco": ["method.projector=32-16", "method.queue_size=40", "method.momentum=0.9"],
     "isd": ["method.queue_size=40"],
+    "byol": ["method.projector=32-16", "method.predictor=32-16", "method.momentum=0.9"],
     "dino": ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
              "method.local_crops=2", "method.freeze_last_layer=0"],
     "dino_twins": ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
@@ -99,7 +100,7 @@ def one_step(method: str, extra: list[str] | None = None):
     return model, opt, out
 
 
-@pytest.mark.parametrize("method", ["moco", "isd", "dino", "dino_twins"])
+@pytest.mark.parametrize("method", ["moco", "isd", "byol", "dino", "dino_twins"])
 def test_teacher_has_no_grad_and_moves_toward_student(method: str) -> None:
     model, opt, _ = one_step(method)
     teacher = list(model.teacher.parameters())
@@ -162,7 +163,7 @@ def test_dino_twins_weight_makes_barlow_twins_half_of_dino_at_the_start() -> Non
     assert float(out.parts["bt_weight"]) == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("method", ["moco", "isd", "dino", "dino_twins"])
+@pytest.mark.parametrize("method", ["moco", "isd", "byol", "dino", "dino_twins"])
 def test_the_teacher_keeps_its_own_batchnorm_statistics(method: str) -> None:
     """Issue #21: official DINO / MoCo / ISD move the teacher's parameters by EMA and leave its
     BN running statistics to its own forward passes; copying the student's (which DINO's see
