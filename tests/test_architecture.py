@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
         "selfsup.checkpoint",
         "selfsup.records",
         "selfsup.tensorboard",
+        "selfsup.layout",
     ),
     # building blocks
     ("selfsup.data", "selfsup.backbones", "selfsup.losses", "selfsup.parts", "selfsup.heads"),

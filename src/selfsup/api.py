@@ -27,6 +27,7 @@ from selfsup.data.sources import load_dataset
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.harness import evaluate_backbone
 from selfsup.features import extract_features
+from selfsup.layout import RunDir
 from selfsup.methods import Method
 from selfsup.precision import resolve_device
 from selfsup.rundir import eval_backbone, load_run
@@ -64,7 +65,7 @@ class Run:
     @property
     def results(self) -> dict[str, Any] | None:
         """``results.json``, or None before the run was evaluated."""
-        path = self.dir / "results.json"
+        path = RunDir(self.dir).results
         return json.loads(path.read_text()) if path.is_file() else None
 
     def embed(self, images: torch.Tensor | ImageArray, *, batch_size: int = 512) -> torch.Tensor:

@@ -52,7 +52,8 @@ from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.linear import carve_validation
 from selfsup.evaluate.protocols import train_choosing_lr
 from selfsup.evaluate.verification import pair_scores, verification_accuracy
-from selfsup.train.loop import resolve_device
+from selfsup.layout import RunDir
+from selfsup.precision import resolve_device
 
 FACE_DEFAULTS = [
     "backbone.name=resnet50",  # the published checkpoints' architecture
@@ -89,7 +90,7 @@ def run_faces(
     train = lfw.split("train", LFW_TEST_FRACTION, cfg.seed)
     test = lfw.split("test", LFW_TEST_FRACTION, cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, RunDir(out).config)
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.backbone, in_channels=3, image_size=size)
     if cfg.backbone.weights:
@@ -104,7 +105,7 @@ def run_faces(
     ctx = EvalContext(
         dataset=train.name, train=train, num_classes=len(lfw.images.classes), size=size,
         mean=list(mean), std=list(std), channels=3, device=device, seed=cfg.seed,
-        cfg=cfg.eval, run_cfg=cfg, work_dir=out / "evals",
+        cfg=cfg.eval, run_cfg=cfg, work_dir=RunDir(out).evals,
     )  # fmt: skip
     pairs = _pair_images(lfw, size, data_root)  # a bad pairs file fails before training
     model, info = _finetune(ctx, backbone)
@@ -127,13 +128,13 @@ def run_faces(
         results["identification"][init] = _identify(ctx, bank, train, query, test)
         if pairs is not None:
             results["verification"][init] = _verify(ctx, net, pairs, lfw.images.classes)
-        path = out / "plots" / f"faces-{init}.png"
+        path = RunDir(out).plot(f"faces-{init}.png")
         results["grids"][init] = _grid(bank, train, query, test, path, k, n_queries, init, cfg)
     scores = ctx.classifier_scores(model)(test).argmax(1).cpu()
     results["identification"]["classifier_top1"] = float((scores == test.labels).float().mean())
     if pairs is None:
         results["verification"] = None
-    write_json_atomic(out / "results.json", results)
+    write_json_atomic(RunDir(out).results, results)
     return results
 
 

@@ -38,11 +38,12 @@ from selfsup.evaluate.harness import check_protocols, evaluate_backbone, load_ev
 from selfsup.evaluate.metrics import classification_metrics
 from selfsup.evaluate.table import settings_id
 from selfsup.features import run_logits
+from selfsup.layout import RunDir
 from selfsup.methods import METHODS, Method
+from selfsup.precision import resolve_device
 from selfsup.run.callbacks import embedding_saver, epoch_hook
 from selfsup.run.start import check_run_dir, remove_run_files, removed_if_failed
 from selfsup.rundir import (
-    LABELLED_IMAGES,
     environment,
     eval_backbone,
     load_run,
@@ -53,7 +54,7 @@ from selfsup.rundir import (
 )
 from selfsup.train.compute import compute_record
 from selfsup.train.heldout import carve_validation_split
-from selfsup.train.loop import check_compatible, fit, resolve_device
+from selfsup.train.loop import check_compatible, fit
 
 PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
 # protocols on frozen features of the training split: a run trained on a label fraction gets
@@ -151,7 +152,7 @@ def embed_final(run_dir: str | Path) -> int:
     checkpoint's epoch."""
     run_dir = Path(run_dir)
     cfg, method = load_run(run_dir)
-    epoch = int(load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"])
+    epoch = int(load_checkpoint(RunDir(run_dir).checkpoint)["epoch"])
     cfg.viz.embed_epochs = [epoch]  # (the loaded config is this call's own)
     device = resolve_device(cfg.train.device)
     save = embedding_saver(cfg, load_pretrain_data(cfg), device, run_dir)
@@ -174,7 +175,7 @@ def pretrain(
     check_names(cfg)
     replace = check_run_dir(run_dir, resume, overwrite)
     if resume:  # before config.yaml is rewritten: a refused resume leaves the run as it was
-        saved = run_dir / "config.yaml"
+        saved = RunDir(run_dir).config
         saved_dict = yaml.safe_load(saved.read_text())
         check_compatible({"config": saved_dict}, config_to_dict(cfg), saved)
         done = finished_results(run_dir, saved_dict, config_to_dict(cfg))
@@ -196,7 +197,7 @@ def finished_results(run_dir: Path, saved: dict, asked: dict) -> dict[str, Any] 
     evaluated, and resumed with nothing changed. Resuming it again would only redo the
     evaluation and rewrite its files, so the run is left as it is (None: there is work)."""
     results = read_results(run_dir)
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    ckpt_path = RunDir(run_dir).checkpoint
     if results is None or saved != asked or not ckpt_path.is_file():
         return None
     ckpt = load_checkpoint(ckpt_path)
@@ -245,12 +246,13 @@ def _write_start(
     images whose labels it sees (supervised / joint; pseudo-label teachers: no pool), env.json.
     A resume keeps env.json's first command and environment and appends its own to
     ``resumes`` (the provenance of every process that trained the run)."""
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    rd = RunDir(run_dir)
+    rd.checkpoints.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, rd.config)
     if labels is not None:
         seen = data.subset((labels >= 0).nonzero().squeeze(1)).fingerprints()
-        write_atomic(run_dir / LABELLED_IMAGES, lambda f: np.save(f, seen))
-    env_path = run_dir / "env.json"
+        write_atomic(rd.labelled_images, lambda f: np.save(f, seen))
+    env_path = rd.env
     env = environment()
     if resume and env_path.is_file():
         first = json.loads(env_path.read_text())
@@ -264,7 +266,7 @@ def run_compute(
     """``results.json["compute"]``: parameters, counted FLOPs, wall time and throughput of the
     pretraining (see :mod:`selfsup.train.compute`); steps and seconds from the last checkpoint,
     so a resumed run counts every session."""
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(RunDir(run_dir).checkpoint)
     return compute_record(
         method,
         data.images[:2],
@@ -347,16 +349,16 @@ def evaluate_run(
         device=device,
         splits={},
         run_cfg=cfg,
-        work_dir=run_dir / "evals",
+        work_dir=RunDir(run_dir).evals,
         load_run=load_teacher_run,
     )
     which, backbone = eval_backbone(method, cfg.eval.backbone)
     bank: dict[str, tuple[ImageArray, ImageArray]] = {}  # the frozen protocols' splits
-    if label_fraction(cfg) is not None and (run_dir / LABELLED_IMAGES).is_file():
+    if label_fraction(cfg) is not None and RunDir(run_dir).labelled_images.is_file():
         # a run trained on a labelled fraction: its kNN bank / probe get the same labels;
         # finetune and pseudo-label keep the whole split, whose fractions and images are
         # every run's (issue #24.4: "finetune 10%" of a 10%-label run trained on 1%)
-        seen = np.load(run_dir / LABELLED_IMAGES, allow_pickle=False)
+        seen = np.load(RunDir(run_dir).labelled_images, allow_pickle=False)
         train, test = load_eval_splits(
             cfg.data.dataset,
             cfg.eval,
@@ -386,7 +388,7 @@ def evaluate_run(
     for rec in records:
         rec["backbone"] = which
     if isinstance(getattr(method, "head", None), nn.Linear):
-        steps = load_checkpoint(run_dir / "checkpoints" / "last.pt").get("step")
+        steps = load_checkpoint(RunDir(run_dir).checkpoint).get("step")
         records += head_records(method, cfg, device, steps)
     if cfg.eval.compare_random:
         torch.manual_seed(cfg.seed)
@@ -424,5 +426,5 @@ def evaluate_run(
     save_run_plots(run_dir, results)  # a confusion-matrix PNG per record, in RUN_DIR/plots/
     # the run's last file, so that a run with results.json is complete: one killed or failed
     # before it (the plots, a record) is resumed by a study's rerun, not counted finished
-    write_json_atomic(run_dir / "results.json", results)
+    write_json_atomic(RunDir(run_dir).results, results)
     return results

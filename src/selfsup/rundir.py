@@ -31,11 +31,9 @@ from selfsup.config import (
     migrate_saved,
 )
 from selfsup.errors import ConfigError, SelfsupError
+from selfsup.layout import RunDir
 from selfsup.methods import Method, build_method
 from selfsup.records import record_key
-
-# fingerprints (ImageArray.fingerprints) of the images whose labels a supervised / joint run used
-LABELLED_IMAGES = "labelled_images.npy"
 
 
 def git_sha() -> str | None:
@@ -68,7 +66,7 @@ def environment() -> dict[str, Any]:
 
 
 def read_results(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "results.json"
+    path = RunDir(run_dir).results
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -88,7 +86,7 @@ def saved_config(run_dir: Path, overrides: Sequence[str] = (), *, doing: str) ->
     """The run's saved ``config.yaml`` with ``overrides`` applied: the one reader of a saved
     config (resuming, evaluating, teachers). ``doing`` names the action for the error when
     ``run_dir`` holds no run."""
-    cfg_path = Path(run_dir) / "config.yaml"
+    cfg_path = RunDir(run_dir).config
     if not cfg_path.is_file():
         raise SelfsupError(f"cannot {doing}: {run_dir} holds no run (no config.yaml)")
     saved = migrate_saved(yaml.safe_load(cfg_path.read_text()) or {})
@@ -167,7 +165,7 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[Config, Meth
     """The config (with ``eval.*`` overrides applied) and the trained method of a run."""
     cfg = load_run_config(run_dir, overrides)
     cfg.backbone.weights = None  # the run's checkpoint replaces any starting weights
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(RunDir(run_dir).checkpoint)
     channels = len(cfg.data.mean or [])
     method = make_method(cfg, channels)
     try:
@@ -185,7 +183,7 @@ def load_teacher_run(run_dir: Path) -> tuple[Config, Method, np.ndarray | None]:
     trained method and the fingerprints of the images whose labels it trained on (None when
     it does not record them)."""
     cfg, method = load_run(run_dir)
-    path = Path(run_dir) / LABELLED_IMAGES
+    path = RunDir(run_dir).labelled_images
     seen = np.load(path, allow_pickle=False) if path.is_file() else None
     return cfg, method, seen
 

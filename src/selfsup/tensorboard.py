@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from selfsup.errors import ConfigError
-
-DIR = "tensorboard"  # RUN_DIR/tensorboard/: the event files
+from selfsup.layout import RunDir
 
 
 def _writer_class() -> Any:
@@ -32,7 +31,7 @@ class TensorBoardLog:
     epoch records (held-out curves) under ``epoch/``; x = the record's ``step``."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.writer = _writer_class()(log_dir=str(Path(run_dir) / DIR))
+        self.writer = _writer_class()(log_dir=str(RunDir(run_dir).tensorboard))
 
     def write(self, records: list[dict[str, Any]]) -> None:
         for rec in records:
@@ -58,6 +57,6 @@ def _tag(key: str, rec: dict[str, Any]) -> str:
 
 def add_embedding(run_dir: Path, feats: Any, labels: list[str], epoch: int) -> None:
     """One projector entry (features and their class names) for ``epoch``."""
-    writer = _writer_class()(log_dir=str(Path(run_dir) / DIR))
+    writer = _writer_class()(log_dir=str(RunDir(run_dir).tensorboard))
     writer.add_embedding(feats, metadata=labels, global_step=epoch, tag="backbone")
     writer.close()

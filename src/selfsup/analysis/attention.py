@@ -23,6 +23,7 @@ from selfsup.data.array import seeded_subset
 from selfsup.data.views import eval_view, make_views
 from selfsup.errors import SelfsupError
 from selfsup.features import match_channels
+from selfsup.layout import RunDir
 
 
 def cls_attention(vit: ViT, x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +65,7 @@ def attention_figure(
     (x,) = make_views(batch.to(device), [spec], torch.Generator(device=device).manual_seed(0))
     maps = cls_attention(vit, x).cpu()
     up = F.interpolate(maps, scale_factor=vit.patch_size, mode="nearest")
-    path = enc.run_dir / "plots" / "attention.png"
+    path = RunDir(enc.run_dir).plot("attention.png")
     return draw_attention(data.images, up, path, title=f"{enc.which} {enc.cfg.backbone.name}")
 
 

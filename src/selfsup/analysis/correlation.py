@@ -23,10 +23,10 @@ from torch import nn
 
 from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.errors import SelfsupError
+from selfsup.layout import RunDir
 from selfsup.losses import vicreg_loss
 from selfsup.losses.barlow_twins import batch_standardise
 
-CORRELATION = "correlation"  # RUN_DIR/correlation/epoch-NNNN.json
 SHOWN = 64
 PROJECTORS = ("projector", "bt_projector")  # a two-view projector; DINO-Twins' Barlow Twins one
 
@@ -79,7 +79,7 @@ def embedder(method: nn.Module) -> tuple[str, nn.Module]:
 def corr_panels(run_dir: str | Path) -> Path:
     """Draw ``RUN_DIR/plots/corr.png``: one panel per saved epoch, -1..1 diverging."""
     run_dir = Path(run_dir)
-    files = sorted((run_dir / CORRELATION).glob("epoch-*.json"))
+    files = sorted(RunDir(run_dir).correlation.glob("epoch-*.json"))
     if not files:
         raise SelfsupError(
             f"{run_dir} has no saved correlation matrices; train with viz.corr_epochs=[1,5,10] "
@@ -102,4 +102,4 @@ def corr_panels(run_dir: str | Path) -> Path:
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     what = f"{shown} of {first['dim']} dims, {first['images']} images, two views"
     fig.suptitle(f"{first['kind']} of the {first['source']} embeddings ({what})", fontsize=9)
-    return save_figure(fig, run_dir / "plots" / "corr.png", dpi=110)
+    return save_figure(fig, RunDir(run_dir).plot("corr.png"), dpi=110)

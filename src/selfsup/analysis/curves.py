@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from selfsup.errors import SelfsupError
+from selfsup.layout import RunDir
 
 CURVE_KEYS = ("train_loss", "val_loss", "train_top1", "val_top1", "val_ssl_loss")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl`` in order; a clear error when there is none."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         raise SelfsupError(
             f"{run_dir} has no metrics.jsonl: give the directory of a run (or of a trained "

@@ -16,11 +16,12 @@ import numpy as np
 
 from selfsup.analysis.plots import pyplot, save_figure
 from selfsup.errors import SelfsupError
+from selfsup.layout import RunDir
 
 
 def saved_epochs(run_dir: Path) -> list[tuple[int, Path]]:
     """(epoch, file) of every saved embedding of the run, in epoch order."""
-    files = sorted((Path(run_dir) / "embeddings").glob("epoch-*.npy"))
+    files = sorted(RunDir(run_dir).embeddings.glob("epoch-*.npy"))
     return [(int(f.stem.split("-")[1]), f) for f in files]
 
 
@@ -37,8 +38,8 @@ def tsne_panels(run_dir: Path, *, perplexity: float = 30.0, seed: int = 0) -> Pa
             f"{run_dir} has no saved embeddings; train with viz.embed_epochs=[1,5,10] (the "
             "epochs after which to save them), e.g. selfsup pretrain ... viz.embed_epochs=[1,5]"
         )
-    labels = np.load(run_dir / "embeddings" / "labels.npy")
-    classes = json.loads((run_dir / "embeddings" / "classes.json").read_text())
+    labels = np.load(RunDir(run_dir).embeddings / "labels.npy")
+    classes = json.loads((RunDir(run_dir).embeddings / "classes.json").read_text())
     plt = pyplot()
     fig, axes = plt.subplots(1, len(epochs), figsize=(3.4 * len(epochs), 3.6), squeeze=False)
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
@@ -60,4 +61,4 @@ def tsne_panels(run_dir: Path, *, perplexity: float = 30.0, seed: int = 0) -> Pa
     fig.legend(handles, names, loc="center right", fontsize=7, markerscale=3, frameon=False)
     fig.suptitle(f"t-SNE of the backbone features of {len(labels)} training images", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.88, 1))
-    return save_figure(fig, run_dir / "plots" / "tsne.png", dpi=110)
+    return save_figure(fig, RunDir(run_dir).plot("tsne.png"), dpi=110)

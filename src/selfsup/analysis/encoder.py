@@ -22,15 +22,14 @@ from torch import nn
 from selfsup.data.array import ImageArray, channel_stats
 from selfsup.data.sources import load_dataset
 from selfsup.features import extract_features, input_channels, match_channels
+from selfsup.layout import RunDir
 from selfsup.precision import resolve_device
-
-CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 def checkpoint_hash(run_dir: Path) -> str:
     """A short SHA-256 of the run's ``checkpoints/last.pt``: what an index was built from."""
     h = hashlib.sha256()
-    with (Path(run_dir) / CHECKPOINT).open("rb") as f:
+    with RunDir(run_dir).checkpoint.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]

@@ -28,8 +28,8 @@ from selfsup.analysis.retrieval import annoy_available, annoy_index
 from selfsup.atomic import atomic_path, write_json_atomic
 from selfsup.data.array import ImageArray
 from selfsup.errors import DataError, SelfsupError
+from selfsup.layout import RunDir
 
-INDEX_DIR = "index"
 FORMAT = "selfsup-index-v2"  # v2: per-image fingerprints
 N_TREES = 50
 SEARCH_K_FACTOR = 16
@@ -45,7 +45,7 @@ def dataset_slug(dataset: str) -> str:
 
 def index_paths(run_dir: Path, dataset: str, split: str) -> tuple[Path, Path]:
     """(forest .ann, metadata .json) of the index of ``dataset``'s ``split``."""
-    stem = Path(run_dir) / INDEX_DIR / f"{dataset_slug(dataset)}-{split}"
+    stem = RunDir(run_dir).index / f"{dataset_slug(dataset)}-{split}"
     return stem.with_suffix(".ann"), stem.with_suffix(".json")
 
 

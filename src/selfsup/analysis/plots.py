@@ -16,6 +16,7 @@ from selfsup.analysis.curves import epoch_keys, epoch_series, read_metrics, run_
 from selfsup.atomic import atomic_path
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import column_label
+from selfsup.layout import RunDir
 
 ANNOTATE_MAX_CLASSES = 20
 
@@ -148,7 +149,7 @@ def save_curves_png(run_dir: str | Path) -> Path | None:
     epoch; the held-out ``val_ssl_loss`` (``eval.val_images``) as points at each epoch's last
     step on the SSL loss panel. None when the run has logged no step."""
     run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return None
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -189,7 +190,7 @@ def save_curves_png(run_dir: str | Path) -> Path | None:
         ax.axis("off")
     fig.suptitle(f"{run_dir.name}: training curves (metrics.jsonl)", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, run_dir / "plots" / "curves.png", dpi=100)
+    return save_figure(fig, RunDir(run_dir).plot("curves.png"), dpi=100)
 
 
 def save_train_val_png(run_dir: str | Path) -> Path | None:
@@ -197,7 +198,7 @@ def save_train_val_png(run_dir: str | Path) -> Path | None:
     (``eval.val_images``), per epoch. None when the run has no held-out classification
     curves."""
     run_dir = Path(run_dir)
-    recs = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+    recs = read_metrics(run_dir) if RunDir(run_dir).metrics.is_file() else []
     if not epoch_series(recs, "val_loss")[0]:
         return None
     plt = pyplot()
@@ -213,7 +214,7 @@ def save_train_val_png(run_dir: str | Path) -> Path | None:
         ax.legend(fontsize=7)
     fig.suptitle(f"{run_dir.name}: train vs validation", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, run_dir / "plots" / "train_val.png", dpi=100)
+    return save_figure(fig, RunDir(run_dir).plot("train_val.png"), dpi=100)
 
 
 def compare_curves(
@@ -266,8 +267,8 @@ def save_run_plots(run_dir: str | Path, results: dict[str, Any] | None = None) -
     Returns the written paths in record order."""
     run_dir = Path(run_dir)
     if results is None:
-        results = json.loads((run_dir / "results.json").read_text())
-    out_dir = run_dir / "plots"
+        results = json.loads(RunDir(run_dir).results.read_text())
+    out_dir = RunDir(run_dir).plots
     written: list[Path] = []
     for rec in results.get("evals", []):
         confusion = rec.get("confusion")
@@ -286,5 +287,6 @@ def save_run_plots(run_dir: str | Path, results: dict[str, Any] | None = None) -
     curves = [save_curves_png(run_dir), save_train_val_png(run_dir)]
     # trained evaluations (RUN_DIR/evals/.../<name>/metrics.jsonl) draw here too: evaluation
     # itself draws nothing (it sits below the analysis layer)
-    curves += [save_train_val_png(m.parent) for m in sorted(run_dir.glob("evals/**/metrics.jsonl"))]
+    trained = sorted(RunDir(run_dir).evals.glob("**/metrics.jsonl"))
+    curves += [save_train_val_png(m.parent) for m in trained]
     return [*written, *(p for p in curves if p is not None)]

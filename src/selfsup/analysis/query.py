@@ -17,6 +17,7 @@ from selfsup.data.array import ImageArray
 from selfsup.data.imagefolder import decode
 from selfsup.errors import DataError
 from selfsup.features import match_channels
+from selfsup.layout import RunDir
 
 
 @dataclass
@@ -89,7 +90,7 @@ def retrieve(
     hits = search(forest, vector, k, dissimilar=dissimilar, exclude=q.item)
     far = "-least" if dissimilar else ""
     name = f"retrieve-{dataset_slug(meta['dataset'])}-{split}-{dataset_slug(q.name)}{far}.png"
-    plot = out or enc.run_dir / "plots" / name
+    plot = out or RunDir(enc.run_dir).plot(name)
     draw_hits(q, hits, data, meta, plot, dissimilar)
     return Retrieved(q, hits, meta, plot)
 

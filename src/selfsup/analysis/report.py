@@ -32,8 +32,7 @@ from selfsup.evaluate.table import (
     init_rows,
     main_name,
 )
-
-REPORT_NAME = "report.html"
+from selfsup.layout import RunDir
 
 # (glob under plots/, caption): known figures first, in this order; any other PNG follows,
 # captioned by its file name
@@ -195,7 +194,7 @@ def retrieval_section(plots: Path) -> str:
 
 def collapse_section(run_dir: Path) -> str:
     """Per epoch, the online monitors of ``metrics.jsonl`` (kNN, feature std, effective rank)."""
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     lines = path.read_text().splitlines() if path.is_file() else []
     recs = [json.loads(x) for x in lines if x.strip()]
     epochs = [r for r in recs if any(k.startswith("monitor_") for k in r)]
@@ -266,7 +265,7 @@ def figures_section(figures: Sequence[tuple[Path, str]], plots: Path) -> str:
 
 
 def run_summary(run_dir: Path, results: dict[str, Any] | None) -> str:
-    env_path = run_dir / "env.json"
+    env_path = RunDir(run_dir).env
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     facts = [
         ("method", (results or {}).get("method")),
@@ -285,7 +284,7 @@ def run_summary(run_dir: Path, results: dict[str, Any] | None) -> str:
 def budget_facts(run_dir: Path, compute: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The run's budget and cost, from config.yaml and results.json's ``compute``: epochs,
     steps, images, wall time, images/s, parameters, FLOPs."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    cfg = yaml.safe_load(RunDir(run_dir).config.read_text()) or {}
     train, data = cfg.get("train") or {}, cfg.get("data") or {}
     c = compute or {}
     out = []
@@ -320,12 +319,12 @@ def _duration(seconds: float) -> str:
 def build_report(run_dir: str | Path) -> str:
     """The HTML text of the run's report."""
     run_dir = Path(run_dir)
-    config = run_dir / "config.yaml"
+    config = RunDir(run_dir).config
     if not config.is_file():
         raise SelfsupError(f"cannot report on {run_dir}: it holds no run (no config.yaml)")
-    results_path = run_dir / "results.json"
+    results_path = RunDir(run_dir).results
     results = json.loads(results_path.read_text()) if results_path.is_file() else None
-    plots = run_dir / "plots"
+    plots = RunDir(run_dir).plots
     figures = discover_figures(plots)
     sections = [
         ("Run", run_summary(run_dir, results)),
@@ -358,6 +357,6 @@ def build_report(run_dir: str | Path) -> str:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report (default ``RUN_DIR/report.html``) atomically; returns its path."""
-    path = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
+    path = Path(out) if out is not None else RunDir(run_dir).report
     write_text_atomic(path, build_report(run_dir))
     return path

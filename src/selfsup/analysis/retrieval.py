@@ -29,6 +29,7 @@ from selfsup.backbones.pixels import Pixels
 from selfsup.data.array import ImageArray, channel_stats, seeded_subset
 from selfsup.evaluate.harness import load_eval_splits
 from selfsup.features import extract_features, input_channels, match_channels
+from selfsup.layout import RunDir
 
 
 def annoy_available() -> bool:
@@ -141,7 +142,7 @@ def retrieval_study(
     else:
         near = exact["pretrained"][shown]
         far = exact_neighbours(fb, fq[shown], k, dissimilar=True)
-    grid = Path(run_dir) / "plots" / "retrieval.png"
+    grid = RunDir(run_dir).plot("retrieval.png")
     draw_grid(queries.subset(shown), bank, near, far, grid, title=_title(precision, k))
     search = "exact" if recall is None else "annoy"
     numbers = {"k": k, "precision": precision, "recall": recall, "bank": len(bank),

@@ -30,6 +30,7 @@ from selfsup.atomic import write_atomic
 from selfsup.backbones.official import few, fit_error, to_backbone_state
 from selfsup.checkpoint import load_checkpoint
 from selfsup.errors import CheckpointError
+from selfsup.layout import RunDir
 
 EXPORT_FORMATS = ("safetensors", "torch")
 
@@ -59,7 +60,7 @@ def read_state(path: Path) -> Any:
     checkpoint as its backbone's state dict, anything else as loaded (see the module docstring)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+        path = RunDir(path).checkpoint
     if not path.is_file():
         raise CheckpointError(f"backbone.weights: no file at {path}")
     if path.suffix == ".safetensors":
@@ -94,7 +95,7 @@ def weights_normalisation(path: str | Path) -> tuple[list[float], list[float], s
     safetensors file from elsewhere that records none (then the data's own are used)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+        path = RunDir(path).checkpoint
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 

@@ -14,6 +14,7 @@ from typing import Any
 from selfsup.analysis.compute import COMPUTE_AXES
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import METRICS
+from selfsup.layout import RunDir
 
 
 def add_parsers(sub: Any) -> None:
@@ -136,7 +137,7 @@ def _seedless_config(run_dir: Path) -> str:
     """The run's saved config without its seed, as a key: runs that differ only in seed pool."""
     import yaml
 
-    path = run_dir / "config.yaml"
+    path = RunDir(run_dir).config
     saved = yaml.safe_load(path.read_text()) if path.is_file() else {"run": str(run_dir)}
     saved.pop("seed", None)
     return json.dumps(saved, sort_keys=True, default=str)

@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from selfsup.layout import RunDir
+
 FORMATS = ("selfsup", "safetensors", "torch", "torchvision", "timm")
 SUFFIX = {"selfsup": "safetensors", "safetensors": "safetensors", "torch": "pt"}
 SUFFIX.update(torchvision="pth", timm="safetensors")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     fmt = args.format
     name = "backbone" if fmt in ("selfsup", "safetensors", "torch") else f"backbone-{fmt}"
-    out = args.out or args.run_dir / "export" / f"{name}.{SUFFIX[fmt]}"
+    out = args.out or RunDir(args.run_dir).export / f"{name}.{SUFFIX[fmt]}"
     with run_lock(args.run_dir, enabled=writes_into(args.run_dir, out)):
         n, load = _write_export(args.run_dir, out, fmt)
     if load is None:
@@ -59,7 +61,7 @@ def _write_export(run_dir: Path, out: Path, fmt: str) -> tuple[int, str | None]:
     from selfsup.rundir import load_run_config
 
     cfg = load_run_config(run_dir)
-    state = backbone_state(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"])
+    state = backbone_state(load_checkpoint(RunDir(run_dir).checkpoint)["model"])
     channels, size = len(cfg.data.mean or []), cfg.views.size
     built = build_backbone(cfg.backbone, in_channels=channels, image_size=size)
     meta: dict[str, Any] = {

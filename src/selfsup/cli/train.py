@@ -118,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _what_is_kept(out: Path) -> str:
-    from selfsup.run.start import LAST_CHECKPOINT
+    from selfsup.layout import RunDir
 
-    if (out / LAST_CHECKPOINT).exists():
+    if RunDir(out).checkpoint.exists():
         return (
-            f"the last checkpoint is kept in {out / LAST_CHECKPOINT} (continue with: selfsup "
+            f"the last checkpoint is kept in {RunDir(out).checkpoint} (continue with: selfsup "
             f"pretrain --out {out} --resume)"
         )
     return "it stopped before its first checkpoint: nothing was kept (run the command again)"

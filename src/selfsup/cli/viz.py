@@ -9,6 +9,7 @@ from typing import Any
 
 from selfsup.analysis.curves import CURVE_KEYS
 from selfsup.errors import SelfsupError
+from selfsup.layout import RunDir
 
 
 def add_parsers(sub: Any) -> Any:
@@ -138,6 +139,6 @@ def curves(args: argparse.Namespace) -> int:
             "every run's per-step loss is drawn in RUN_DIR/plots/curves.png"
         )
     labels = split(args.labels) if args.labels else None
-    out = args.out or args.run_dirs[0] / "plots" / "compare_curves.png"
+    out = args.out or RunDir(args.run_dirs[0]).plot("compare_curves.png")
     print(f"curves: {compare_curves(args.run_dirs, keys, out, labels)}")
     return 0

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from selfsup.analysis.collapse import collapse_stats, collapse_warning
-from selfsup.analysis.correlation import CORRELATION, corr_kind, corr_matrix, embedder
+from selfsup.analysis.correlation import corr_kind, corr_matrix, embedder
 from selfsup.atomic import write_atomic, write_json_atomic
 from selfsup.config import Config
 from selfsup.data.array import ImageArray, labelled, seeded_subset
@@ -34,6 +34,7 @@ from selfsup.errors import ConfigError
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics
 from selfsup.features import extract_features, run_logits
+from selfsup.layout import RunDir
 from selfsup.methods import Method
 from selfsup.methods.supervised import Classifier
 from selfsup.precision import autocast_for, use_bf16
@@ -50,7 +51,6 @@ from selfsup.train.loop import ADVICE, TrainingDiverged
 Callback = Callable[[nn.Module, float], dict[str, Any]]
 """(backbone, epochs done) -> the numbers to log (a saver: ``{}``)."""
 
-EMBEDDINGS = "embeddings"  # RUN_DIR/embeddings/: epoch-NNNN.npy, labels.npy, classes.json
 
 
 def _feature_kw(cfg: Config, device: torch.device) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def embedding_saver(cfg: Config, data: ImageArray, device: torch.device, run_dir
         sample = pool.subset(class_balanced_indices(pool.labels, share, cfg.seed + 3))
     else:
         sample = seeded_subset(pool, cfg.viz.embed_limit, cfg.seed + 3)
-    out = run_dir / EMBEDDINGS
+    out = RunDir(run_dir).embeddings  # epoch-NNNN.npy, labels.npy, classes.json
     if rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "labels.npy", lambda f: np.save(f, sample.labels.numpy()))
@@ -174,7 +174,7 @@ def correlation_saver(
             **out,
             "matrix": out["matrix"].cpu().tolist(),
         }
-        write_json_atomic(Path(run_dir) / CORRELATION / f"epoch-{epoch:04d}.json", record)
+        write_json_atomic(RunDir(run_dir).correlation / f"epoch-{epoch:04d}.json", record)
         return {}
 
     return save

@@ -31,8 +31,9 @@ from typing import Any
 
 from selfsup.distributed import any_rank, rank
 from selfsup.errors import SelfsupError, WriteError
+from selfsup.layout import LOCK
 
-LOCK_NAME = ".lock"
+LOCK_NAME = LOCK
 """The lock file in a run directory; not a run file (``--overwrite`` and checks ignore it)."""
 
 

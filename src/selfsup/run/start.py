@@ -17,24 +17,8 @@ from pathlib import Path
 
 from selfsup.atomic import remove_temporaries
 from selfsup.errors import SelfsupError
-from selfsup.run.lock import LOCK_NAME
+from selfsup.layout import LOCK, RunDir
 
-# what a run writes into its directory (replacing a run removes these and nothing else)
-RUN_FILES = (
-    "config.yaml",
-    "labelled_images.npy",
-    "env.json",
-    "metrics.jsonl",
-    "results.json",
-    "checkpoints",
-    "evals",
-    "embeddings",
-    "correlation",
-    "index",
-    "plots",
-    "export",
-)
-LAST_CHECKPOINT = Path("checkpoints", "last.pt")
 _CHOICES = "or choose another --out"
 
 
@@ -47,10 +31,11 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False) -> bool:
         _check_resumable(run_dir)
         return False
     files = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
-    files = [name for name in files if name != LOCK_NAME]  # (the lock this command holds)
+    files = [name for name in files if name != LOCK]  # (the lock this command holds)
     if not files:
         return False
-    if not any((run_dir / name).is_file() for name in ("config.yaml", "results.json")):
+    rd = RunDir(run_dir)
+    if not (rd.config.is_file() or rd.results.is_file()):
         raise SelfsupError(
             f"{run_dir} already holds files that are not a selfsup run ({_few(files)}); "
             "choose another --out, or an empty or missing folder (--resume and --overwrite "
@@ -58,14 +43,15 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool = False) -> bool:
         )
     if overwrite or _never_checkpointed(run_dir):
         return True
-    if (run_dir / "results.json").is_file():
+    if rd.results.is_file():
         raise SelfsupError(
             f"{run_dir} holds a finished run (results.json): --overwrite replaces it with this "
             "run (its files are removed once this run's config and data are valid), --resume "
             f"continues it (e.g. more epochs: train.epochs=N), {_CHOICES}"
         )
+    last = rd.checkpoint.relative_to(rd.path)
     raise SelfsupError(
-        f"{run_dir} holds an unfinished run ({LAST_CHECKPOINT}): --resume continues it from "
+        f"{run_dir} holds an unfinished run ({last}): --resume continues it from "
         "that checkpoint with its own config.yaml, --overwrite replaces it with this run, "
         f"{_CHOICES}"
     )
@@ -79,7 +65,7 @@ def check_run_flags(resume: bool, overwrite: bool) -> None:
 
 
 def _check_resumable(run_dir: Path) -> None:
-    if not (run_dir / "config.yaml").is_file():
+    if not RunDir(run_dir).config.is_file():
         raise SelfsupError(
             f"cannot resume: {run_dir} holds no run (no config.yaml); start one without --resume"
         )
@@ -93,11 +79,8 @@ def _check_resumable(run_dir: Path) -> None:
 
 def _never_checkpointed(run_dir: Path) -> bool:
     """A run's start that wrote its config but neither a checkpoint nor results."""
-    return (
-        (run_dir / "config.yaml").is_file()
-        and not (run_dir / LAST_CHECKPOINT).exists()
-        and not (run_dir / "results.json").exists()
-    )
+    rd = RunDir(run_dir)
+    return rd.config.is_file() and not rd.checkpoint.exists() and not rd.results.exists()
 
 
 def _few(names: list[str]) -> str:
@@ -105,10 +88,9 @@ def _few(names: list[str]) -> str:
 
 
 def remove_run_files(run_dir: Path) -> None:
-    """Delete the files an earlier run wrote into ``run_dir`` (:data:`RUN_FILES` and atomic
+    """Delete the files an earlier run wrote into ``run_dir`` (:meth:`RunDir.owned` and atomic
     writes' leftover temporaries); any other file stays."""
-    for name in RUN_FILES:
-        path = run_dir / name
+    for path in RunDir(run_dir).owned():
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
@@ -124,6 +106,6 @@ def removed_if_failed(run_dir: Path, *, enabled: bool = True) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if enabled and not (run_dir / LAST_CHECKPOINT).exists():
+        if enabled and not RunDir(run_dir).checkpoint.exists():
             remove_run_files(run_dir)
         raise

@@ -20,6 +20,7 @@ from selfsup.analysis.embeddings import tsne_panels
 from selfsup.analysis.report import write_report
 from selfsup.atomic import write_text_atomic
 from selfsup.errors import SelfsupError
+from selfsup.layout import RunDir
 from selfsup.studies.spec import Study
 
 
@@ -91,7 +92,7 @@ def run_reports(study: Study, runs_dir: Path) -> dict[str, str]:
     """Each finished run's ``report.html`` (``selfsup report``)."""
     out = {}
     for run in study.runs:
-        if (runs_dir / run.name / "results.json").is_file():
+        if RunDir(runs_dir / run.name).results.is_file():
             try:
                 out[run.name] = str(write_report(runs_dir / run.name))
             except (SelfsupError, OSError) as err:  # one run's report must not stop the study's
@@ -116,5 +117,5 @@ def study_html(title: str, table_md: str, figures: dict[str, str], reports: dict
     page = "<!doctype html><meta charset='utf-8'><title>{}</title>\n{}\n".format(
         html.escape(title), "\n".join(parts)
     )
-    write_text_atomic(out / "report.html", page)
-    return out / "report.html"
+    write_text_atomic(RunDir(out).report, page)
+    return RunDir(out).report

@@ -37,6 +37,7 @@ from selfsup.atomic import write_json_atomic
 from selfsup.config import apply_overrides
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import eval_settings, settings_id
+from selfsup.layout import RunDir
 from selfsup.names import child
 from selfsup.run.lock import LOCK_NAME, run_lock
 from selfsup.rundir import load_run_config, read_results
@@ -214,9 +215,9 @@ def train(cell: Cell, run_dir: Path, log: Path, root: Path) -> list[dict]:
     """Train (or resume, or just collect) a run; its records are the ``own`` evaluation."""
     if cell.command not in BUILT_IN and cell.command not in available_commands():
         raise CellFailed(f"this selfsup has no {cell.command!r} command", "unavailable")
-    if (run_dir / "results.json").is_file():
+    if RunDir(run_dir).results.is_file():
         pass  # finished before the study could record it (killed in between)
-    elif (run_dir / "checkpoints" / "last.pt").is_file() and cell.command != "faces":
+    elif RunDir(run_dir).checkpoint.is_file() and cell.command != "faces":
         _selfsup(["pretrain", "--out", str(run_dir), "--resume"], log)
     else:
         _clear(run_dir)  # no checkpoint: nothing to keep

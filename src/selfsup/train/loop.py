@@ -41,6 +41,7 @@ from selfsup.distributed import (
 )
 from selfsup.errors import CheckpointError, ConfigError, SelfsupError
 from selfsup.fields import architecture_keys
+from selfsup.layout import RunDir
 from selfsup.methods.base import Method
 from selfsup.methods.joint import JointConfig
 from selfsup.methods.registry import METHODS
@@ -259,8 +260,9 @@ def fit(
     device = resolve_device(tc.device)
     bf16 = use_bf16(tc.precision, device)
     main = rank() == 0
+    rd = RunDir(run_dir)
     if main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        rd.checkpoints.mkdir(parents=True, exist_ok=True)
     method.to(device)
     if tc.channels_last:
         method.to(memory_format=torch.channels_last)
@@ -281,8 +283,8 @@ def fit(
         for g, d in zip(groups, decays, strict=True)
     ]
     optimizer = build_optimizer(groups, tc, base_lr)
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
-    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main, tensorboard=tc.tensorboard)
+    ckpt_path = rd.checkpoint
+    log = MetricsLog(rd.metrics, enabled=main, tensorboard=tc.tensorboard)
 
     start_epoch, step, train_seconds, skipped = 0, 0, 0.0, 0
     skip, view_state = 0, None  # a mid-epoch checkpoint: batches of its epoch already done
