@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from selfsup import precision
-from selfsup.train import loop
+from selfsup.train import state
 
 
 def test_bf16_on_the_cpu_really_autocasts_the_cpu() -> None:
@@ -45,14 +45,14 @@ def test_checkpoint_with_more_gpu_states_than_gpus_resumes(monkeypatch) -> None:
     cpu_state = torch.get_rng_state()
     states = [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]  # four GPUs' states
     device = torch.device("cuda", 0)
-    loop._set_rng_state({"torch": cpu_state, "cuda": states}, device)
+    state.set_rng_state({"torch": cpu_state, "cuda": states}, device)
     assert len(calls) == 1 and torch.equal(calls[0][0], states[0]) and calls[0][1] == device
-    loop._set_rng_state({"torch": cpu_state, "cuda": states[2]}, device)  # the new format
+    state.set_rng_state({"torch": cpu_state, "cuda": states[2]}, device)  # the new format
     assert torch.equal(calls[1][0], states[2])
-    loop._set_rng_state({"torch": cpu_state}, torch.device("cpu"))  # a CPU run: none needed
+    state.set_rng_state({"torch": cpu_state}, torch.device("cpu"))  # a CPU run: none needed
     assert len(calls) == 2
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d: states[1])
-    saved = loop._rng_state(device)
+    saved = state.rng_state(device)
     assert torch.equal(saved["cuda"], states[1])  # one state, not a list per visible GPU
 
 

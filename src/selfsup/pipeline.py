@@ -54,7 +54,8 @@ from selfsup.rundir import (
 )
 from selfsup.train.compute import compute_record
 from selfsup.train.heldout import carve_validation_split
-from selfsup.train.loop import check_compatible, fit
+from selfsup.train.loop import fit
+from selfsup.train.state import check_compatible
 
 PIXEL_PROTOCOLS = ("knn", "linear")  # the protocols a parameter-free baseline can take
 # protocols on frozen features of the training split: a run trained on a label fraction gets

@@ -39,6 +39,7 @@ from selfsup.methods import Method
 from selfsup.methods.supervised import Classifier
 from selfsup.precision import autocast_for, use_bf16
 from selfsup.tensorboard import add_embedding
+from selfsup.train.guards import ADVICE, TrainingDiverged
 from selfsup.train.heldout import (
     VIEW_SEED,
     classification_curves,
@@ -46,7 +47,6 @@ from selfsup.train.heldout import (
     heldout_ssl_loss,
     loss_warning,
 )
-from selfsup.train.loop import ADVICE, TrainingDiverged
 
 Callback = Callable[[nn.Module, float], dict[str, Any]]
 """(backbone, epochs done) -> the numbers to log (a saver: ``{}``)."""

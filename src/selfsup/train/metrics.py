@@ -1,0 +1,120 @@
+"""The run's ``metrics.jsonl``: per-step values kept on the device and flushed to the host in
+one copy every ``train.log_every`` steps (:func:`flush`), checked for NaN / inf there."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfsup.atomic import write_text_atomic
+from selfsup.distributed import any_rank
+from selfsup.progress import Progress
+from selfsup.tensorboard import TensorBoardLog
+from selfsup.train.guards import ADVICE, TrainingDiverged, kept
+
+
+class MetricsLog:
+    """Append-only JSON-lines metrics, one record per line (and, with ``tensorboard``, the
+    same records as TensorBoard scalars beside them: :mod:`selfsup.tensorboard`)."""
+
+    def __init__(self, path: Path, enabled: bool = True, tensorboard: bool = False) -> None:
+        self.path, self.enabled = path, enabled
+        self.tb = TensorBoardLog(path.parent) if enabled and tensorboard else None
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if self.enabled and records:
+            with self.path.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+            if self.tb is not None:
+                self.tb.write(records)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop step records past ``step`` (left by an interrupted epoch) before resuming."""
+        if not (self.enabled and self.path.exists()):
+            return
+        keep = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", -1) < step
+        ]
+        write_text_atomic(self.path, "".join(line + "\n" for line in keep))
+
+
+@dataclass
+class Pending:
+    """Per-step values kept on the device until the next flush."""
+
+    steps: list[int]
+    losses: list[torch.Tensor]
+    parts: list[dict[str, torch.Tensor]]
+    lrs: list[float]
+    started: float
+    images: int = 0
+
+    @classmethod
+    def empty(cls) -> Pending:
+        return cls([], [], [], [], time.perf_counter())
+
+    def add(self, step: int, loss: torch.Tensor, parts: dict[str, torch.Tensor], lr: float, n: int):
+        self.steps.append(step)
+        self.losses.append(loss.detach())
+        self.parts.append(parts)
+        self.lrs.append(lr)
+        self.images += n
+
+
+def flush(pending: Pending, epoch: int, log: MetricsLog, bar: Progress, ckpt_path: Path) -> Pending:
+    """Copy the buffered per-step values to the host once, check them, and log them; returns
+    an empty buffer for the steps that follow."""
+    if not pending.steps:
+        return Pending.empty()
+    names = list(pending.parts[0])
+    stacked = torch.stack(
+        [
+            torch.stack([loss, *(p[n].float().to(loss.device) for n in names)])
+            for loss, p in zip(pending.losses, pending.parts, strict=True)
+        ]
+    ).tolist()
+    elapsed = max(time.perf_counter() - pending.started, 1e-9)
+    ips = pending.images / elapsed
+    finite = [all(v == v and abs(v) != float("inf") for v in values) for values in stacked]
+    if any_rank(not all(finite)) and all(finite):  # another rank diverged: stop with it
+        raise TrainingDiverged(
+            f"the loss became non-finite on another process by step {pending.steps[-1]} (epoch "
+            f"{epoch}); see its message. Lower train.lr, set train.grad_clip (e.g. 1.0) or use "
+            "train.precision=fp32."
+        )
+    records = []
+    for s, lr, values, ok in zip(pending.steps, pending.lrs, stacked, finite, strict=True):
+        if not ok:
+            raise TrainingDiverged(
+                f"the loss became non-finite ({values[0]}) at step {s} (epoch {epoch}); "
+                f"{kept(ckpt_path)}. {ADVICE}"
+            )
+        rec = {"step": s, "epoch": epoch, "loss": values[0], "lr": lr, "images_per_s": ips}
+        rec.update(dict(zip(names, values[1:], strict=True)))
+        records.append(rec)
+    log.write(records)
+    bar.set_postfix(loss=f"{stacked[-1][0]:.4f}", ips=f"{ips:.0f}", refresh=False)
+    return Pending.empty()
+
+
+def log_skipped(
+    log: MetricsLog, bar: Progress, step: int, epoch: int, skipped: int, limit: int, ckpt_path: Path
+) -> None:
+    """A step whose loss was NaN / inf was skipped (no backward, no update): log it, warn, and
+    stop once more than ``train.skip_nonfinite`` steps were skipped."""
+    if skipped > limit:
+        raise TrainingDiverged(
+            f"{skipped} steps had a non-finite loss (train.skip_nonfinite={limit}), the last at "
+            f"step {step} (epoch {epoch}); {kept(ckpt_path)}. {ADVICE}"
+        )
+    log.write(
+        [{"step": step, "epoch": epoch, "skipped": "non-finite loss", "skipped_total": skipped}]
+    )
+    bar.write(f"selfsup: step {step}: non-finite loss, step skipped ({skipped} of {limit} allowed)")
