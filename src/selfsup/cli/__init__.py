@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(sub)  # pretrain, supervised, joint
     evaluate.add_parsers(sub)  # table, eval
     export.add_parsers(sub)
-    viz_sub = viz.add_parsers(sub)  # viz retrieval, tsne, curves
-    retrieval.add_parsers(sub, viz_sub)  # index, retrieve, embed; viz attention, corr
+    viz.add_parsers(sub)  # viz retrieval, tsne, curves, attention, corr
+    retrieval.add_parsers(sub)  # index, retrieve, embed
     faces.add_parsers(sub)
     report.add_parsers(sub)
     prepare.add_parsers(sub)

@@ -1,5 +1,5 @@
-"""``selfsup index / retrieve / embed`` and ``selfsup viz attention / corr``: a finished run's
-representation, searched, exported and drawn. Each parser sets ``handler``, which
+"""``selfsup index / retrieve / embed``: a finished run's representation, indexed, searched
+and exported. Each parser sets ``handler``, which
 :func:`selfsup.cli.main` calls; each imports what it needs when it runs."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from selfsup.errors import SelfsupError
 
 
-def _dataset_args(p: argparse.ArgumentParser, *, default_split: str = "train") -> None:
+def dataset_args(p: argparse.ArgumentParser, *, default_split: str = "train") -> None:
     p.add_argument(
         "--dataset",
         default=None,
@@ -25,15 +25,15 @@ def _dataset_args(p: argparse.ArgumentParser, *, default_split: str = "train") -
     )
 
 
-def add_parsers(sub: Any, viz_sub: Any) -> None:
-    """The subcommands of this module, on the top-level and the ``viz`` sub-parsers."""
+def add_parsers(sub: Any) -> None:
+    """``index``, ``retrieve`` and ``embed`` on the top-level sub-parsers."""
     ix = sub.add_parser(
         "index",
         help="build an ANNOY index (angular) of a run's features of a split, saved in "
         "RUN_DIR/index/ for selfsup retrieve",
     )
     ix.add_argument("run_dir", type=Path)
-    _dataset_args(ix)
+    dataset_args(ix)
     ix.set_defaults(handler=_index)
 
     rt = sub.add_parser(
@@ -50,7 +50,7 @@ def add_parsers(sub: Any, viz_sub: Any) -> None:
     rt.add_argument("-k", type=int, default=8, help="images to retrieve (default 8)")
     rt.add_argument("--dissimilar", action="store_true", help="the least similar instead")
     rt.add_argument("--out", type=Path, help="the PNG (default: RUN_DIR/plots/retrieve-...png)")
-    _dataset_args(rt)
+    dataset_args(rt)
     rt.set_defaults(handler=_retrieve)
 
     em = sub.add_parser(
@@ -60,26 +60,8 @@ def add_parsers(sub: Any, viz_sub: Any) -> None:
     )
     em.add_argument("run_dir", type=Path)
     em.add_argument("--out", type=Path, required=True, help="FILE, FILE.npy or FILE.parquet")
-    _dataset_args(em)
+    dataset_args(em)
     em.set_defaults(handler=_embed)
-
-    at = viz_sub.add_parser(
-        "attention",
-        help="a ViT run's CLS attention over the patches in the last block, per head and "
-        "averaged, over a few images (RUN_DIR/plots/attention.png)",
-    )
-    at.add_argument("run_dir", type=Path)
-    at.add_argument("--images", type=int, default=4, help="images (rows) to draw (default 4)")
-    _dataset_args(at)
-    at.set_defaults(handler=_attention)
-
-    co = viz_sub.add_parser(
-        "corr",
-        help="the projector's cross-correlation (VICReg: covariance) matrix per epoch saved "
-        "during training (viz.corr_epochs=[1,5,...]) into RUN_DIR/plots/corr.png",
-    )
-    co.add_argument("run_dir", type=Path)
-    co.set_defaults(handler=_corr)
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -121,22 +103,4 @@ def _embed(args: argparse.Namespace) -> int:
     emb = embed_split(load_encoder(args.run_dir), args.dataset, args.split)
     files = write_features(emb, args.out)
     print(f"wrote {len(emb.data)} x {emb.meta['dim']} features: {', '.join(map(str, files))}")
-    return 0
-
-
-def _attention(args: argparse.Namespace) -> int:
-    from selfsup.analysis.attention import attention_figure
-    from selfsup.rundir import load_encoder
-
-    path = attention_figure(
-        load_encoder(args.run_dir), images=args.images, dataset=args.dataset, split=args.split
-    )
-    print(f"attention maps: {path}")
-    return 0
-
-
-def _corr(args: argparse.Namespace) -> int:
-    from selfsup.analysis.correlation import corr_panels
-
-    print(f"correlation matrices: {corr_panels(args.run_dir)}")
     return 0

@@ -1,5 +1,5 @@
-"""``selfsup viz retrieval / tsne / curves RUN_DIR``: look at a run's representation
-(``viz attention`` and ``viz corr`` are in :mod:`selfsup.cli.retrieval`)."""
+"""``selfsup viz retrieval / tsne / curves / attention / corr RUN_DIR``: look at a run's
+representation. Each parser sets ``handler``; each handler imports what it needs when it runs."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from selfsup.analysis.curves import CURVE_KEYS
+from selfsup.cli.retrieval import dataset_args
 from selfsup.errors import SelfsupError
 from selfsup.layout import RunDir
 
 
-def add_parsers(sub: Any) -> Any:
-    """``viz`` on the top-level sub-parsers; returns its own sub-parsers."""
+def add_parsers(sub: Any) -> None:
+    """``viz`` and its subcommands on the top-level sub-parsers."""
     vz = sub.add_parser("viz", help="look at a run's representation")
     viz_sub = vz.add_subparsers(dest="viz", required=True)
     rt = viz_sub.add_parser(
@@ -34,7 +35,27 @@ def add_parsers(sub: Any) -> Any:
     ts.add_argument("run_dir", type=Path)
     ts.set_defaults(handler=tsne)
     _add_curves(viz_sub)
-    return viz_sub
+    _add_drawings(viz_sub)
+
+
+def _add_drawings(viz_sub: Any) -> None:
+    at = viz_sub.add_parser(
+        "attention",
+        help="a ViT run's CLS attention over the patches in the last block, per head and "
+        "averaged, over a few images (RUN_DIR/plots/attention.png)",
+    )
+    at.add_argument("run_dir", type=Path)
+    at.add_argument("--images", type=int, default=4, help="images (rows) to draw (default 4)")
+    dataset_args(at)
+    at.set_defaults(handler=attention)
+
+    co = viz_sub.add_parser(
+        "corr",
+        help="the projector's cross-correlation (VICReg: covariance) matrix per epoch saved "
+        "during training (viz.corr_epochs=[1,5,...]) into RUN_DIR/plots/corr.png",
+    )
+    co.add_argument("run_dir", type=Path)
+    co.set_defaults(handler=corr)
 
 
 def _add_curves(viz_sub: Any) -> None:
@@ -141,4 +162,22 @@ def curves(args: argparse.Namespace) -> int:
     labels = split(args.labels) if args.labels else None
     out = args.out or RunDir(args.run_dirs[0]).plot("compare_curves.png")
     print(f"curves: {compare_curves(args.run_dirs, keys, out, labels)}")
+    return 0
+
+
+def attention(args: argparse.Namespace) -> int:
+    from selfsup.analysis.attention import attention_figure
+    from selfsup.rundir import load_encoder
+
+    path = attention_figure(
+        load_encoder(args.run_dir), images=args.images, dataset=args.dataset, split=args.split
+    )
+    print(f"attention maps: {path}")
+    return 0
+
+
+def corr(args: argparse.Namespace) -> int:
+    from selfsup.analysis.correlation import corr_panels
+
+    print(f"correlation matrices: {corr_panels(args.run_dir)}")
     return 0
