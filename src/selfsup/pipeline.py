@@ -319,6 +319,112 @@ def head_records(
     ]
 
 
+Splits = dict[str, tuple[ImageArray, ImageArray]]
+
+
+def _label_fraction_bank(cfg: Config, run_dir: Path, splits: Splits) -> Splits:
+    """A run trained on a labelled fraction (supervised, joint): its kNN bank / probe get the
+    images whose labels it saw (the returned splits); finetune and pseudo-label keep the whole
+    split (into ``splits``), whose fractions and images are every run's (issue #24.4:
+    "finetune 10%" of a 10%-label run trained on 1%). Empty for any other run."""
+    path = RunDir(run_dir).labelled_images
+    if label_fraction(cfg) is None or not path.is_file():
+        return {}
+    seen = np.load(path, allow_pickle=False)
+    d = cfg.data
+    train, test = load_eval_splits(
+        d.dataset, cfg.eval, root=d.root, download=d.download, image_size=d.image_size
+    )
+    splits[d.dataset] = (train, test)
+    keep = torch.from_numpy(np.isin(train.fingerprints(), seen)).nonzero().squeeze(1)
+    return {d.dataset: (train.subset(keep), test)}
+
+
+def _evaluate(
+    net: nn.Module,
+    init: str,
+    norm: Any,
+    protos: Sequence[str],
+    cfg: Config,
+    common: dict[str, Any],
+    bank: Splits,
+) -> list[dict]:
+    """``protos`` on ``net``: the frozen-feature ones on the ``bank`` splits when there are
+    any (:func:`_label_fraction_bank`), the others on the whole splits."""
+    frozen = [p for p in protos if p in FROZEN_PROTOCOLS] if bank else []
+    rest = [p for p in protos if p not in frozen]
+    out = []
+    if frozen:
+        splits = {**common["splits"], **bank}
+        kw = {**common, "protocols": frozen, "splits": splits}
+        out += evaluate_backbone(net, cfg.eval, init=init, norm=norm, **kw)
+    if rest:
+        kw = {**common, "protocols": rest}
+        out += evaluate_backbone(net, cfg.eval, init=init, norm=norm, **kw)
+    return out
+
+
+def _random_init_records(
+    cfg: Config, protocols: Sequence[str], common: dict[str, Any], bank: Splits
+) -> list[dict[str, Any]]:
+    """``eval.compare_random``: the same evaluations of a random-init twin of the backbone,
+    with the run's input statistics (as the trained backbone, issue #24.2)."""
+    if not cfg.eval.compare_random:
+        return []
+    torch.manual_seed(cfg.seed)
+    random_backbone = build_backbone(
+        cfg.backbone, in_channels=len(cfg.data.mean), image_size=cfg.views.size
+    )
+    own = (cfg.data.mean, cfg.data.std)
+    return _evaluate(random_backbone, "random", own, protocols, cfg, common, bank)
+
+
+def _pixel_records(
+    cfg: Config, protocols: Sequence[str], common: dict[str, Any], bank: Splits
+) -> list[dict[str, Any]]:
+    """``eval.compare_pixels``: kNN and linear on the raw pixels, cached by the splits'
+    contents and the settings (:mod:`selfsup.evaluate.baseline_cache`)."""
+    pixel_protocols = [p for p in protocols if p in PIXEL_PROTOCOLS]
+    if not (cfg.eval.compare_pixels and pixel_protocols):
+        return []
+    pixels = Pixels(len(cfg.data.mean), cfg.views.size)
+    d = cfg.data
+    for name in common["datasets"]:  # (loaded by the pretrained backbone's evaluation)
+        if name not in common["splits"]:
+            common["splits"][name] = load_eval_splits(
+                name, cfg.eval, root=d.root, download=d.download, image_size=d.image_size
+            )
+    inputs = dict(seed=cfg.seed, size=cfg.views.size, channels=len(d.mean))
+    inputs.update(image_size=d.image_size, precision=cfg.train.precision)
+    key = baseline_key(cfg.eval, {**common["splits"], **bank}, pixel_protocols, **inputs)
+    return cached_records(
+        key, lambda: _evaluate(pixels, "pixels", None, pixel_protocols, cfg, common, bank)
+    )
+
+
+def _merged_results(
+    cfg: Config,
+    run_dir: Path,
+    splits: Splits,
+    records: list[dict[str, Any]],
+    compute: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """``results.json``'s content: the new records merged into the saved ones (a record of the
+    same measurement and seed replaced), the class names, the compute record kept."""
+    old = read_results(run_dir) or {}
+    classes = {name: train.classes for name, (train, _) in splits.items()}
+    results = {
+        "method": method_label(cfg),
+        "backbone": cfg.backbone.name,
+        "pretrain_dataset": cfg.data.dataset,
+        "classes": {**old.get("classes", {}), **classes},
+        "evals": merge_records(old.get("evals", []), records),
+    }
+    if compute or old.get("compute"):
+        results["compute"] = compute or old["compute"]
+    return results
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -354,76 +460,17 @@ def evaluate_run(
         load_run=load_teacher_run,
     )
     which, backbone = eval_backbone(method, cfg.eval.backbone)
-    bank: dict[str, tuple[ImageArray, ImageArray]] = {}  # the frozen protocols' splits
-    if label_fraction(cfg) is not None and RunDir(run_dir).labelled_images.is_file():
-        # a run trained on a labelled fraction: its kNN bank / probe get the same labels;
-        # finetune and pseudo-label keep the whole split, whose fractions and images are
-        # every run's (issue #24.4: "finetune 10%" of a 10%-label run trained on 1%)
-        seen = np.load(RunDir(run_dir).labelled_images, allow_pickle=False)
-        train, test = load_eval_splits(
-            cfg.data.dataset,
-            cfg.eval,
-            root=cfg.data.root,
-            download=cfg.data.download,
-            image_size=cfg.data.image_size,
-        )
-        common["splits"][cfg.data.dataset] = (train, test)
-        keep = torch.from_numpy(np.isin(train.fingerprints(), seen)).nonzero().squeeze(1)
-        bank[cfg.data.dataset] = (train.subset(keep), test)
-
-    def run(net: nn.Module, init: str, norm: Any, protos: Sequence[str]) -> list[dict]:
-        frozen = [p for p in protos if p in FROZEN_PROTOCOLS] if bank else []
-        rest = [p for p in protos if p not in frozen]
-        out = []
-        if frozen:
-            splits = {**common["splits"], **bank}
-            kw = {**common, "protocols": frozen, "splits": splits}
-            out += evaluate_backbone(net, cfg.eval, init=init, norm=norm, **kw)
-        if rest:
-            kw = {**common, "protocols": rest}
-            out += evaluate_backbone(net, cfg.eval, init=init, norm=norm, **kw)
-        return out
-
+    bank = _label_fraction_bank(cfg, run_dir, common["splits"])
     own = (cfg.data.mean, cfg.data.std)  # what the backbone was trained with (issue #24.2)
-    records = run(backbone, "pretrained", own, protocols)
+    records = _evaluate(backbone, "pretrained", own, protocols, cfg, common, bank)
     for rec in records:
         rec["backbone"] = which
     if isinstance(getattr(method, "head", None), nn.Linear):
         steps = load_checkpoint(RunDir(run_dir).checkpoint).get("step")
         records += head_records(method, cfg, device, steps)
-    if cfg.eval.compare_random:
-        torch.manual_seed(cfg.seed)
-        random_backbone = build_backbone(
-            cfg.backbone, in_channels=len(cfg.data.mean), image_size=cfg.views.size
-        )
-        records += run(random_backbone, "random", own, protocols)
-    pixel_protocols = [p for p in protocols if p in PIXEL_PROTOCOLS]
-    if cfg.eval.compare_pixels and pixel_protocols:
-        pixels = Pixels(len(cfg.data.mean), cfg.views.size)
-        for name in datasets:  # (loaded by the pretrained backbone's evaluation above)
-            if name not in common["splits"]:
-                common["splits"][name] = load_eval_splits(
-                    name,
-                    cfg.eval,
-                    root=cfg.data.root,
-                    download=cfg.data.download,
-                    image_size=cfg.data.image_size,
-                )
-        inputs = dict(seed=cfg.seed, size=cfg.views.size, channels=len(cfg.data.mean))
-        inputs.update(image_size=cfg.data.image_size, precision=cfg.train.precision)
-        key = baseline_key(cfg.eval, {**common["splits"], **bank}, pixel_protocols, **inputs)
-        records += cached_records(key, lambda: run(pixels, "pixels", None, pixel_protocols))
-    old = read_results(run_dir) or {}
-    classes = {name: train.classes for name, (train, _) in common["splits"].items()}
-    results = {
-        "method": method_label(cfg),
-        "backbone": cfg.backbone.name,
-        "pretrain_dataset": cfg.data.dataset,
-        "classes": {**old.get("classes", {}), **classes},
-        "evals": merge_records(old.get("evals", []), records),
-    }
-    if compute or old.get("compute"):
-        results["compute"] = compute or old["compute"]
+    records += _random_init_records(cfg, protocols, common, bank)
+    records += _pixel_records(cfg, protocols, common, bank)
+    results = _merged_results(cfg, run_dir, common["splits"], records, compute)
     save_run_plots(run_dir, results)  # a confusion-matrix PNG per record, in RUN_DIR/plots/
     # the run's last file, so that a run with results.json is complete: one killed or failed
     # before it (the plots, a record) is resumed by a study's rerun, not counted finished

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -148,40 +149,57 @@ def evaluate_backbone(
                 work_dir=work / f"{name.replace(':', '-').replace('/', '_')}-{init}",
             )
             for protocol in protocols:
-                what = f"eval {protocol} ({init}) on {name}"
-                _say(f"{what}: fitting on {len(train):,} training images ...")
-                t0 = time.perf_counter()
-                predictors = PROTOCOLS.get(protocol)(backbone, ctx)  # fit: train split only
-                fit_seconds = (time.perf_counter() - t0) / max(1, len(predictors))
-                for fitted in predictors:
-                    t0 = time.perf_counter()
-                    scores = fitted.scores(test)  # the test split, once, to report
-                    score_seconds = time.perf_counter() - t0
-                    metrics = classification_metrics(scores, test.labels, ctx.num_classes)
-                    settings = eval_settings(protocol, cfg)
-                    records.append(
-                        {
-                            "protocol": protocol,
-                            "dataset": name,
-                            "init": init,
-                            "settings": settings,
-                            "settings_id": settings_id(settings),
-                            **fitted.info,
-                            **metrics,
-                            "n_train": len(train),
-                            "n_test": len(test),
-                            "test_id": test_id,
-                            "seed": s,
-                            "normalisation": normalisation,
-                            "fit_seconds": round(fit_seconds, 3),
-                            "score_seconds": round(score_seconds, 3),
-                        }
-                    )
-                    took = fit_seconds + score_seconds
-                    _say(
-                        f"{what}: top-1 {100 * metrics['top1']:.1f}% on {len(test):,} test images"
-                        f" ({_measured(fitted.info)}{took:.0f} s)"
-                    )
+                where = {"init": init, "normalisation": normalisation, "test_id": test_id}
+                records += _protocol_records(backbone, ctx, protocol, test, where)
+    return records
+
+
+def _protocol_records(
+    backbone: nn.Module,
+    ctx: EvalContext,
+    protocol: str,
+    test: ImageArray,
+    where: dict[str, Any],
+) -> list[dict]:
+    """Fit ``protocol`` on the context's training split, then score ``test`` once per fitted
+    predictor: one record each. ``where``: the record's ``init``, ``normalisation`` and
+    ``test_id``."""
+    init = where["init"]
+    what = f"eval {protocol} ({init}) on {ctx.dataset}"
+    _say(f"{what}: fitting on {len(ctx.train):,} training images ...")
+    t0 = time.perf_counter()
+    predictors = PROTOCOLS.get(protocol)(backbone, ctx)  # fit: train split only
+    fit_seconds = (time.perf_counter() - t0) / max(1, len(predictors))
+    settings = eval_settings(protocol, ctx.cfg)
+    records = []
+    for fitted in predictors:
+        t0 = time.perf_counter()
+        scores = fitted.scores(test)  # the test split, once, to report
+        score_seconds = time.perf_counter() - t0
+        metrics = classification_metrics(scores, test.labels, ctx.num_classes)
+        records.append(
+            {
+                "protocol": protocol,
+                "dataset": ctx.dataset,
+                "init": init,
+                "settings": settings,
+                "settings_id": settings_id(settings),
+                **fitted.info,
+                **metrics,
+                "n_train": len(ctx.train),
+                "n_test": len(test),
+                "test_id": where["test_id"],
+                "seed": ctx.seed,
+                "normalisation": where["normalisation"],
+                "fit_seconds": round(fit_seconds, 3),
+                "score_seconds": round(score_seconds, 3),
+            }
+        )
+        took = fit_seconds + score_seconds
+        _say(
+            f"{what}: top-1 {100 * metrics['top1']:.1f}% on {len(test):,} test images"
+            f" ({_measured(fitted.info)}{took:.0f} s)"
+        )
     return records
 
 

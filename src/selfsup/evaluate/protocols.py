@@ -30,6 +30,30 @@ from selfsup.train.heldout import classification_curves, curve_samples
 from selfsup.train.loop import fit
 
 
+def _classifier_schedule(
+    ctx: EvalContext, n: int, epochs: int, lr: float, weight_decay: float
+) -> TrainConfig:
+    """A trained evaluation's train settings: SGD, cosine without warm-up, the finetune batch
+    (at most the ``n`` images), epochs raised to reach ``eval.min_steps``, and the run's own
+    device, precision, memory layout, logging and progress bar."""
+    rc = ctx.run_cfg
+    batch = min(ctx.cfg.finetune.batch_size, n)
+    return TrainConfig(
+        epochs=epochs_for(n // batch, epochs, ctx.cfg.min_steps),
+        batch_size=batch,
+        optimizer="sgd",
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=0.0,
+        final_lr_ratio=0.0,
+        device=rc.train.device,
+        precision=rc.train.precision,
+        channels_last=rc.train.channels_last,
+        log_every=rc.train.log_every,
+        progress=rc.train.progress,
+    )
+
+
 def train_classifier(
     ctx: EvalContext,
     backbone: nn.Module,
@@ -59,22 +83,8 @@ def train_classifier(
         dropout=0.0 if frozen else ctx.run_cfg.backbone.dropout,  # no dropout in a linear probe
     )  # fmt: skip
     rc = ctx.run_cfg
-    batch = min(ctx.cfg.finetune.batch_size, len(data))
-    epochs = epochs_for(len(data) // batch, epochs, ctx.cfg.min_steps)
-    train = TrainConfig(
-        epochs=epochs,
-        batch_size=batch,
-        optimizer="sgd",
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_epochs=0.0,
-        final_lr_ratio=0.0,
-        device=rc.train.device,
-        precision=rc.train.precision,
-        channels_last=rc.train.channels_last,
-        log_every=rc.train.log_every,
-        progress=rc.train.progress,
-    )
+    train = _classifier_schedule(ctx, len(data), epochs, lr, weight_decay)
+    epochs = train.epochs
     out = ctx.work_dir / name
     shutil.rmtree(out, ignore_errors=True)  # a derived artefact: always trained afresh
     identity = {  # what its checkpoint records: this classifier, not the pretraining run
