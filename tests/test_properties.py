@@ -1,7 +1,7 @@
 """Property tests (hypothesis): the config parser and the batched views on generated input.
 
 (a) Any value of any numeric config key either loads as that value or is a ConfigError, never
-another exception; values outside a range written here independently of ``config.RANGES`` are
+another exception; values outside a range written here independently of the declared ranges are
 always refused, values inside it always load; a saved config loads back equal.
 (b) Any valid :class:`ViewSpec` and every method's recipe give finite float32 views of shape
 (B, C, size, size); with mean 0 and std 1 the values are the [0, 1] pixel range (bicubic crops
@@ -64,7 +64,7 @@ def _numeric_keys() -> list[tuple[str, str, type]]:
 
 NUMERIC_KEYS = _numeric_keys()
 
-# The ranges the docs promise, written independently of config.RANGES (the oracle). The base
+# The ranges the docs promise, written independently of the declared ranges (the oracle). The base
 # config below has train.warmup_epochs=0, so train.epochs only needs to be >= 1.
 pos = lambda v: v > 0  # noqa: E731
 nonneg = lambda v: v >= 0  # noqa: E731

@@ -34,14 +34,20 @@ class MetricsLog:
                 self.tb.write(records)
 
     def truncate_after(self, step: int) -> None:
-        """Drop step records past ``step`` (left by an interrupted epoch) before resuming."""
+        """Drop the records a checkpoint after ``step`` steps does not cover (left by an
+        interrupted epoch) before resuming: a step's record carries its 0-based index, so
+        those from ``step`` on go; an epoch's or monitor's record carries the steps done when
+        it was written, so those past ``step`` go (the last epoch's monitor record stays)."""
         if not (self.enabled and self.path.exists()):
             return
-        keep = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", -1) < step
-        ]
+        keep = []
+        for line in self.path.read_text().splitlines():
+            rec = json.loads(line) if line.strip() else None
+            if rec is None:
+                continue
+            at = rec.get("step", -1)
+            if at < step or (at == step and "loss" not in rec and "skipped" not in rec):
+                keep.append(line)
         write_text_atomic(self.path, "".join(line + "\n" for line in keep))
 
 
