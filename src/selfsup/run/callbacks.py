@@ -39,18 +39,11 @@ from selfsup.methods import Method
 from selfsup.methods.supervised import Classifier
 from selfsup.precision import autocast_for, use_bf16
 from selfsup.tensorboard import add_embedding
+from selfsup.train import heldout
 from selfsup.train.guards import ADVICE, TrainingDiverged
-from selfsup.train.heldout import (
-    VIEW_SEED,
-    classification_curves,
-    curve_samples,
-    heldout_ssl_loss,
-    loss_warning,
-)
 
 Callback = Callable[[nn.Module, float], dict[str, Any]]
 """(backbone, epochs done) -> the numbers to log (a saver: ``{}``)."""
-
 
 
 def _feature_kw(cfg: Config, device: torch.device) -> dict[str, Any]:
@@ -195,15 +188,15 @@ def heldout_curves(
     if isinstance(getattr(method, "head", None), nn.Linear):
         if labels is not None:
             train = ImageArray(train.images, labels.cpu(), list(train.classes), train.name)
-        train_s, val_s = curve_samples(train, val, len(val), cfg.seed)
+        train_s, val_s = heldout.curve_samples(train, val, len(val), cfg.seed)
 
         def logits(data: ImageArray) -> torch.Tensor:
             batch = cfg.eval.batch_size
             return run_logits(method, cfg, data.images, batch_size=batch, device=device)
 
         def classifier() -> dict[str, float]:
-            curves = classification_curves(logits, train_s, val_s)
-            warning = loss_warning(curves["val_loss"], len(train.classes))
+            curves = heldout.classification_curves(logits, train_s, val_s)
+            warning = heldout.loss_warning(curves["val_loss"], len(train.classes))
             if warning:
                 tqdm.write(f"selfsup: {warning}")
             return curves
@@ -235,12 +228,12 @@ def _heldout_ssl(
         return []
     kw: dict[str, Any] = {
         "batch_size": cfg.train.batch_size,
-        "seed": cfg.seed + VIEW_SEED,
+        "seed": cfg.seed + heldout.VIEW_SEED,
         "device": device,
         "precision": cfg.train.precision,
         "channels_last": cfg.train.channels_last,
     }
-    return [lambda: {"val_ssl_loss": heldout_ssl_loss(method, val.images, **kw)}]
+    return [lambda: {"val_ssl_loss": heldout.heldout_ssl_loss(method, val.images, **kw)}]
 
 
 def epoch_hook(
