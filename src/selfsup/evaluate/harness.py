@@ -127,11 +127,7 @@ def evaluate_backbone(
         check_same_classes(name, train, test)
         test_id = test.content_id()
         channels = input_channels(backbone)
-        if norm is not None and len(norm[0]) == channels:
-            (mean, std), normalisation = (list(norm[0]), list(norm[1])), "the backbone's own"
-        else:
-            mean, std = channel_stats(match_channels(train.images, channels))
-            normalisation = f"measured on {name} train"
+        mean, std, normalisation = _normalisation(norm, train, channels, name)
         for s in seeds:
             ctx = EvalContext(
                 dataset=name,
@@ -152,6 +148,20 @@ def evaluate_backbone(
                 where = {"init": init, "normalisation": normalisation, "test_id": test_id}
                 records += _protocol_records(backbone, ctx, protocol, test, where)
     return records
+
+
+def _normalisation(
+    norm: tuple[Sequence[float], Sequence[float]] | None,
+    train: ImageArray,
+    channels: int,
+    name: str,
+) -> tuple[list[float], list[float], str]:
+    """(mean, std, which): the backbone's own statistics when given for its channel count,
+    else measured on ``train`` (after channel matching)."""
+    if norm is not None and len(norm[0]) == channels:
+        return list(norm[0]), list(norm[1]), "the backbone's own"
+    mean, std = channel_stats(match_channels(train.images, channels))
+    return mean, std, f"measured on {name} train"
 
 
 def _protocol_records(
