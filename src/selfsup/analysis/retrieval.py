@@ -130,18 +130,9 @@ def retrieval_study(
         fq = extract_features(net, match_channels(queries.images, channels), **kw)
         features[name], exact[name] = (fb, fq), exact_neighbours(fb, fq, k)
         precision[name] = precision_at_k(exact[name], bank.labels, queries.labels)
-    fb, fq = features["pretrained"]
     shown = torch.randperm(len(queries), generator=torch.Generator().manual_seed(seed))
     shown = shown[:n_queries]
-    recall = None
-    if annoy_available():  # the grid from one forest, and how much of exact search it finds
-        index = annoy_index(fb)
-        recall = recall_at_k(annoy_neighbours(index, fq, k), exact["pretrained"])
-        near = annoy_neighbours(index, fq[shown], k)
-        far = annoy_neighbours(index, fq[shown], k, dissimilar=True)
-    else:
-        near = exact["pretrained"][shown]
-        far = exact_neighbours(fb, fq[shown], k, dissimilar=True)
+    near, far, recall = _grid_neighbours(*features["pretrained"], exact["pretrained"], shown, k)
     grid = RunDir(run_dir).plot("retrieval.png")
     draw_grid(queries.subset(shown), bank, near, far, grid, title=_title(precision, k))
     search = "exact" if recall is None else "annoy"
@@ -149,6 +140,19 @@ def retrieval_study(
                "queries": len(queries), "search": search}  # fmt: skip
     write_json_atomic(grid.with_suffix(".json"), numbers)  # the figures of the run's report
     return RetrievalResult(precision, recall, k, grid, shown.tolist())
+
+
+def _grid_neighbours(
+    fb: torch.Tensor, fq: torch.Tensor, exact: torch.Tensor, shown: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+    """(nearest, farthest, ANNOY's recall@k or None) for the ``shown`` queries: from one ANNOY
+    forest when installed (and how much of exact search it finds), else exact search."""
+    if not annoy_available():
+        return exact[shown], exact_neighbours(fb, fq[shown], k, dissimilar=True), None
+    index = annoy_index(fb)
+    recall = recall_at_k(annoy_neighbours(index, fq, k), exact)
+    near = annoy_neighbours(index, fq[shown], k)
+    return near, annoy_neighbours(index, fq[shown], k, dissimilar=True), recall
 
 
 def _title(precision: dict[str, float], k: int) -> str:

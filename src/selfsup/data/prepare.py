@@ -115,38 +115,59 @@ def prepare_image_folder(
     path, out = Path(path).expanduser().absolute(), Path(out).expanduser().absolute()
     if out.exists() and not overwrite:
         raise DataError(f"{out} already exists; pass --overwrite to replace it")
-    splits = ["train"]
-    try:
-        split_folder(path, "test")
-        splits.append("test")
-    except DataError:
-        if not path.is_dir():
-            raise
     fail = on_bad_image == "fail"
     counts = {}
-    source = f"imagefolder:{path}"
     with (
         atomic_folder(out, overwrite=overwrite) as tmp,
         pool_decoder(workers or default_workers()) as decoder,
     ):
-        for split in splits:
-            found = list_split(path, split, fail)
-            where = tmp / split
-            where.mkdir()
-            extra = {"format": FORMAT, "source": source, "split": split, "image_size": size}
-            build_cache(
-                found, where / "images.npy", where / "meta.json", where / "bad.json", size,
-                fail, decoder, extra,
-            )  # fmt: skip
-            counts[split] = len(json.loads((where / "meta.json").read_text())["labels"])
-            skipped = len(found.files) + len(found.skipped) - counts[split]
-            if skipped:
-                print(
-                    f"selfsup: {split}: skipped {skipped} bad image file(s); they are listed in "
-                    f"{out / split / 'bad.json'}",
-                    file=sys.stderr,
-                )
+        for split in _splits(path):
+            counts[split] = _prepare_split(path, split, (tmp, out), size, fail, decoder)
     return counts
+
+
+def _splits(path: Path) -> list[str]:
+    """``train``, and ``test`` when the folder has one."""
+    try:
+        split_folder(path, "test")
+    except DataError:
+        if not path.is_dir():
+            raise
+        return ["train"]
+    return ["train", "test"]
+
+
+def _prepare_split(
+    path: Path, split: str, folders: tuple[Path, Path], size: int, fail: bool, decoder: Decoder
+) -> int:
+    """Decode one split into ``<tmp>/<split>/`` (``folders``: the temporary folder and the
+    cache's final path, for the message); the number of images written, and a line on stderr
+    when bad files were left out."""
+    tmp, out = folders
+    found = list_split(path, split, fail)
+    where = tmp / split
+    where.mkdir()
+    source = f"imagefolder:{path}"
+    extra = {"format": FORMAT, "source": source, "split": split, "image_size": size}
+    build_cache(
+        found,
+        where / "images.npy",
+        where / "meta.json",
+        where / "bad.json",
+        size,
+        fail,
+        decoder,
+        extra,
+    )
+    written = len(json.loads((where / "meta.json").read_text())["labels"])
+    skipped = len(found.files) + len(found.skipped) - written
+    if skipped:
+        print(
+            f"selfsup: {split}: skipped {skipped} bad image file(s); they are listed in "
+            f"{out / split / 'bad.json'}",
+            file=sys.stderr,
+        )
+    return written
 
 
 def load_prepared(

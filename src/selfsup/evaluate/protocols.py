@@ -9,7 +9,7 @@ import copy
 import dataclasses
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -82,29 +82,37 @@ def train_classifier(
         head_lr_scale=1.0 if frozen else ctx.cfg.finetune.head_lr_scale,
         dropout=0.0 if frozen else ctx.run_cfg.backbone.dropout,  # no dropout in a linear probe
     )  # fmt: skip
-    rc = ctx.run_cfg
     train = _classifier_schedule(ctx, len(data), epochs, lr, weight_decay)
     epochs = train.epochs
     out = ctx.work_dir / name
     shutil.rmtree(out, ignore_errors=True)  # a derived artefact: always trained afresh
-    identity = {  # what its checkpoint records: this classifier, not the pretraining run
+    # what its checkpoint records: this classifier, not the pretraining run
+    identity = {
         "method": {"name": "classifier", "frozen": frozen, "num_classes": ctx.num_classes},
-        "backbone": dataclasses.asdict(rc.backbone),
+        "backbone": dataclasses.asdict(ctx.run_cfg.backbone),
         "data": {"dataset": ctx.dataset, "n_images": len(data)},
         "train": dataclasses.asdict(train),
         "seed": ctx.seed,
     }
-    monitor = None
-    if val is not None and ctx.cfg.val_images:
-        train_s, val_s = curve_samples(data, val, ctx.cfg.val_images, ctx.seed)
-        scores = ctx.classifier_scores(model)
-        monitor = lambda _backbone, _epoch: classification_curves(scores, train_s, val_s)  # noqa: E731
+    monitor = _curves_monitor(ctx, model, data, val)
     fit(
         model, ctx.images(data), train, out, seed=ctx.seed, identity=identity,
         labels=data.labels, monitor=monitor, monitor_every=1 if monitor else 0,
         label=label or f"{name} ({ctx.work_dir.name})",
     )  # fmt: skip
     return model.eval(), epochs
+
+
+def _curves_monitor(
+    ctx: EvalContext, model: Classifier, data: ImageArray, val: ImageArray | None
+) -> Callable[[nn.Module, float], dict[str, float]] | None:
+    """With held-out images and ``eval.val_images``: the per-epoch train / val loss and top-1
+    of ``model`` on at most that many of them (:mod:`selfsup.train.heldout`)."""
+    if val is None or not ctx.cfg.val_images:
+        return None
+    train_s, val_s = curve_samples(data, val, ctx.cfg.val_images, ctx.seed)
+    scores = ctx.classifier_scores(model)
+    return lambda _backbone, _epoch: classification_curves(scores, train_s, val_s)
 
 
 def held_out(ctx: EvalContext, labelled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
