@@ -69,6 +69,20 @@ class RunDir:
         return self.path / "embeddings"
 
     @property
+    def embedding_labels(self) -> Path:
+        """The labels of the embedded sample, saved once."""
+        return self.embeddings / "labels.npy"
+
+    @property
+    def embedding_classes(self) -> Path:
+        """The class names of the embedded sample, saved once."""
+        return self.embeddings / "classes.json"
+
+    def embedding(self, epoch: int) -> Path:
+        """The sample's features after ``epoch``."""
+        return self.embeddings / f"epoch-{epoch:04d}.npy"
+
+    @property
     def correlation(self) -> Path:
         """``epoch-NNNN.json``: the projector's correlation matrix over epochs."""
         return self.path / "correlation"

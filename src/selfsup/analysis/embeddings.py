@@ -38,8 +38,8 @@ def tsne_panels(run_dir: Path, *, perplexity: float = 30.0, seed: int = 0) -> Pa
             f"{run_dir} has no saved embeddings; train with viz.embed_epochs=[1,5,10] (the "
             "epochs after which to save them), e.g. selfsup pretrain ... viz.embed_epochs=[1,5]"
         )
-    labels = np.load(RunDir(run_dir).embeddings / "labels.npy")
-    classes = json.loads((RunDir(run_dir).embeddings / "classes.json").read_text())
+    labels = np.load(RunDir(run_dir).embedding_labels)
+    classes = json.loads(RunDir(run_dir).embedding_classes.read_text())
     plt = pyplot()
     fig, axes = plt.subplots(1, len(epochs), figsize=(3.4 * len(epochs), 3.6), squeeze=False)
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")

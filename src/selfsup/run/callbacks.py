@@ -111,17 +111,17 @@ def embedding_saver(cfg: Config, data: ImageArray, device: torch.device, run_dir
         sample = pool.subset(class_balanced_indices(pool.labels, share, cfg.seed + 3))
     else:
         sample = seeded_subset(pool, cfg.viz.embed_limit, cfg.seed + 3)
-    out = RunDir(run_dir).embeddings  # epoch-NNNN.npy, labels.npy, classes.json
+    rd = RunDir(run_dir)
     if rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "labels.npy", lambda f: np.save(f, sample.labels.numpy()))
-        write_json_atomic(out / "classes.json", list(sample.classes))
+        rd.embeddings.mkdir(parents=True, exist_ok=True)
+        write_atomic(rd.embedding_labels, lambda f: np.save(f, sample.labels.numpy()))
+        write_json_atomic(rd.embedding_classes, list(sample.classes))
     kw = _feature_kw(cfg, device)
 
     def save(backbone: nn.Module, epoch: float) -> dict[str, Any]:
         if epoch in cfg.viz.embed_epochs:
             feats = extract_features(backbone, sample.images, **kw).numpy()
-            write_atomic(out / f"epoch-{epoch:04d}.npy", lambda f: np.save(f, feats))
+            write_atomic(rd.embedding(epoch), lambda f: np.save(f, feats))
             if cfg.train.tensorboard:  # TensorBoard's projector shows them too
                 names = [
                     sample.classes[i] if 0 <= i < len(sample.classes) else "unlabeled"
