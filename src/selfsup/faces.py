@@ -95,13 +95,7 @@ def run_faces(
     backbone = build_backbone(cfg.backbone, in_channels=3, image_size=size)
     if cfg.backbone.weights:
         load_backbone_weights(backbone, cfg.backbone.weights)
-    mean, std, norm = *channel_stats(train.images), "measured on the LFW training images"
-    if cfg.data.mean and cfg.data.std:
-        mean, std, norm = cfg.data.mean, cfg.data.std, "data.mean / data.std"
-    elif cfg.backbone.weights:  # the inputs the weights were trained on (ImageNet: official)
-        own = weights_normalisation(cfg.backbone.weights)
-        if own is not None and len(own[0]) == 3:
-            mean, std, norm = own
+    mean, std, norm = _normalisation(cfg, train)
     ctx = EvalContext(
         dataset=train.name, train=train, num_classes=len(lfw.images.classes), size=size,
         mean=list(mean), std=list(std), channels=3, device=device, seed=cfg.seed,
@@ -136,6 +130,19 @@ def run_faces(
         results["verification"] = None
     write_json_atomic(RunDir(out).results, results)
     return results
+
+
+def _normalisation(cfg: Config, train: ImageArray) -> tuple[Any, Any, str]:
+    """(mean, std, where they come from): ``data.mean`` / ``data.std`` when set, else the
+    inputs the starting weights were trained on (ImageNet: official checkpoints), else
+    measured on the LFW training images."""
+    if cfg.data.mean and cfg.data.std:
+        return cfg.data.mean, cfg.data.std, "data.mean / data.std"
+    if cfg.backbone.weights:
+        own = weights_normalisation(cfg.backbone.weights)
+        if own is not None and len(own[0]) == 3:
+            return own
+    return *channel_stats(train.images), "measured on the LFW training images"
 
 
 def _finetune(ctx: EvalContext, backbone: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
