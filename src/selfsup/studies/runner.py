@@ -325,13 +325,12 @@ class Progress:
         self.echo(f"[{i + 1}/{len(self.cells)}] {cell.id}: {text}")
 
 
-def run_cells(cells: list[Cell], out: Path, meta: dict[str, Any], root: Path,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Execute every unfinished cell in order; returns the final ``study.json`` content."""
-    out.mkdir(parents=True, exist_ok=True)
+def _initial_state(cells: list[Cell], out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """``study.json``'s content before this run of the study: each cell finished (its cell
+    file is there) or pending, with the attempts an earlier run recorded."""
     old = json.loads((out / STATE).read_text()) if (out / STATE).is_file() else {}
     old_cells = old.get("cells", {})
-    state = {**meta, "cells": {}}
+    state: dict[str, Any] = {**meta, "cells": {}}
     for cell in cells:
         prev = old_cells.get(cell.id, {})
         done = read_cell(out, cell)
@@ -340,6 +339,23 @@ def run_cells(cells: list[Cell], out: Path, meta: dict[str, Any], root: Path,
             "attempts": prev.get("attempts", 0),
             **({k: done[k] for k in ("started", "finished", "wall_s")} if done else {}),
         }
+    return state
+
+
+def _run_cell(cell: Cell, out: Path, run_dir: Path, log: Path, root: Path) -> list[dict]:
+    """A cell's records: its run trained, its run's own records, or an evaluation of it."""
+    if cell.eval is None:
+        return train(cell, run_dir, log, root)
+    if cell.eval == OWN:
+        return json.loads(cell_file(out, Cell(cell.run, None, "")).read_text())["records"]
+    return evaluate(cell, run_dir, log)
+
+
+def run_cells(cells: list[Cell], out: Path, meta: dict[str, Any], root: Path,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Execute every unfinished cell in order; returns the final ``study.json`` content."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = _initial_state(cells, out, meta)
     save = lambda: write_json_atomic(out / STATE, state)  # noqa: E731
     save()
     progress = Progress(cells, echo)
@@ -361,14 +377,7 @@ def run_cells(cells: list[Cell], out: Path, meta: dict[str, Any], root: Path,
         t0 = time.perf_counter()
         run_dir = child(out / "runs", cell.run, "runs.name")
         try:
-            if cell.eval is None:
-                records = train(cell, run_dir, log, root)
-            elif cell.eval == OWN:
-                records = json.loads(cell_file(out, Cell(cell.run, None, "")).read_text())[
-                    "records"
-                ]
-            else:
-                records = evaluate(cell, run_dir, log)
+            records = _run_cell(cell, out, run_dir, log, root)
         except CellFailed as err:
             entry.update(state=err.state, error=str(err))
             save()
