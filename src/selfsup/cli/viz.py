@@ -169,6 +169,8 @@ def attention(args: argparse.Namespace) -> int:
     from selfsup.analysis.attention import attention_figure
     from selfsup.rundir import load_encoder
 
+    if args.images < 1:  # before the run is read
+        raise SelfsupError(f"--images must be at least 1, got {args.images}")
     path = attention_figure(
         load_encoder(args.run_dir), images=args.images, dataset=args.dataset, split=args.split
     )
