@@ -34,11 +34,18 @@ def hardware(device: torch.device) -> str:
     """The device in words: the GPU's name, or the CPU's model name and core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor() or "CPU",
-    ) if Path("/proc/cpuinfo").exists() else (platform.processor() or "CPU")  # fmt: skip
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor() or "CPU",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else (platform.processor() or "CPU")
+    )
     return f"{model}, {os.cpu_count()} cores"
 
 

@@ -60,8 +60,10 @@ MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 def grid(name: str) -> list[tuple[str, str, int, str, str]]:
     """(method, backbone, size, eager|compiled, selfsup|reference) cells."""
     demo = [("demo", "small_resnet", 28, "eager", p) for p in ("selfsup", "reference")]
-    demo += [("demo", "small_resnet", 28, "eager", "reference-fp32"),
-             ("demo", "small_resnet", 28, "compiled", "selfsup")]  # fmt: skip
+    demo += [
+        ("demo", "small_resnet", 28, "eager", "reference-fp32"),
+        ("demo", "small_resnet", 28, "compiled", "selfsup"),
+    ]
     if name == "quick":  # what a 2-core CPU measures in minutes: VICReg on four backbones
         cells = [("vicreg", b, 32) for b in ("small_resnet", "resnet18", "vit_tiny_p4")]
         cells.append(("vicreg", "resnet18", 96))
@@ -74,8 +76,13 @@ def grid(name: str) -> list[tuple[str, str, int, str, str]]:
         cells += [("vicreg", b, 32) for b in BACKBONES[1:]]
         cells += [("vicreg", b, 96) for b in BACKBONES[:3]]
     if name == "full":
-        cells += [(m, b, s) for m in METHODS[1:] for b in BACKBONES[1:] for s in (32, 96)
-                  if not (b == "vit_tiny_p4" and s == 96)]  # fmt: skip
+        cells += [
+            (m, b, s)
+            for m in METHODS[1:]
+            for b in BACKBONES[1:]
+            for s in (32, 96)
+            if not (b == "vit_tiny_p4" and s == 96)
+        ]
     out = [(m, b, s, "eager", p) for m, b, s in cells for p in ("selfsup", "reference")]
     compiled = (
         cells if name == "full" else [("vicreg", "small_resnet", 32), ("vicreg", "resnet18", 32)]
@@ -84,24 +91,42 @@ def grid(name: str) -> list[tuple[str, str, int, str, str]]:
 
 
 def build(method: str, backbone: str, size: int, compiled: bool, device_name: str, batch: int):
-    flags = [f"train.device={device_name}", f"train.compile={str(compiled).lower()}",
-             f"views.compile={str(compiled).lower()}"]  # fmt: skip
+    flags = [
+        f"train.device={device_name}",
+        f"train.compile={str(compiled).lower()}",
+        f"views.compile={str(compiled).lower()}",
+    ]
     if method == "demo":  # configs/demo.yaml as `make demo` trains it (batch 256, 28 px, grey)
-        cfg = load_config(DEMO, [*flags, f"views.size={size}", "data.mean=[0.286]",
-                                 "data.std=[0.353]"])  # fmt: skip
+        cfg = load_config(
+            DEMO, [*flags, f"views.size={size}", "data.mean=[0.286]", "data.std=[0.353]"]
+        )
         return cfg, make_method(cfg, 1)
     cfg = load_config(
         CONFIGS / f"{method}.yaml",
-        [f"backbone.name={backbone}", f"train.batch_size={batch or BATCH[backbone]}",
-         f"train.device={device_name}", f"views.size={size}", f"data.mean={MEAN}",
-         f"data.std={STD}", f"train.compile={str(compiled).lower()}",
-         f"views.compile={str(compiled).lower()}"],
-    )  # fmt: skip
+        [
+            f"backbone.name={backbone}",
+            f"train.batch_size={batch or BATCH[backbone]}",
+            f"train.device={device_name}",
+            f"views.size={size}",
+            f"data.mean={MEAN}",
+            f"data.std={STD}",
+            f"train.compile={str(compiled).lower()}",
+            f"views.compile={str(compiled).lower()}",
+        ],
+    )
     return cfg, make_method(cfg, 3)
 
 
-def run_cell(method: str, backbone: str, size: int, mode: str, pipeline: str, steps: int,
-             device_name: str, batch: int = 0) -> dict:  # fmt: skip
+def run_cell(
+    method: str,
+    backbone: str,
+    size: int,
+    mode: str,
+    pipeline: str,
+    steps: int,
+    device_name: str,
+    batch: int = 0,
+) -> dict:
     compiled = mode == "compiled"
     cfg, m = build(method, backbone, size, compiled, device_name, batch)
     if pipeline == "reference-fp32":  # the reference step as PyTorch runs it by default
@@ -174,17 +199,31 @@ def run_cell(method: str, backbone: str, size: int, mode: str, pipeline: str, st
     flops_per_step = counter.get_total_flops()
     optimizer.zero_grad(set_to_none=True)
     compute_s = parts[1] + parts[2] + parts[3]
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # fmt: skip
+    peak = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     return {
-        "method": method, "backbone": backbone, "size": size, "mode": mode,
-        "pipeline": pipeline, "batch": tc.batch_size, "steps": steps,
-        "images_per_s": tc.batch_size / sum(parts), "views_s": parts[0], "forward_s": parts[1],
-        "backward_s": parts[2], "optimizer_s": parts[3], "warmup_s": warm_s,
+        "method": method,
+        "backbone": backbone,
+        "size": size,
+        "mode": mode,
+        "pipeline": pipeline,
+        "batch": tc.batch_size,
+        "steps": steps,
+        "images_per_s": tc.batch_size / sum(parts),
+        "views_s": parts[0],
+        "forward_s": parts[1],
+        "backward_s": parts[2],
+        "optimizer_s": parts[3],
+        "warmup_s": warm_s,
         "gflops_per_image": flops_per_step / tc.batch_size / 1e9,
-        "achieved_tflops": flops_per_step / compute_s / 1e12, "peak_mib": peak / 2**20,
-        "bf16": use_bf16(tc.precision, device), "device": hardware(device),
-    }  # fmt: skip
+        "achieved_tflops": flops_per_step / compute_s / 1e12,
+        "peak_mib": peak / 2**20,
+        "bf16": use_bf16(tc.precision, device),
+        "device": hardware(device),
+    }
 
 
 def mfu(row: dict) -> str:
@@ -193,8 +232,11 @@ def mfu(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    ref = {(r["method"], r["backbone"], r["size"]): r["images_per_s"] for r in rows
-           if r["pipeline"] == "reference"}  # fmt: skip
+    ref = {
+        (r["method"], r["backbone"], r["size"]): r["images_per_s"]
+        for r in rows
+        if r["pipeline"] == "reference"
+    }
     lines = [
         "| method | backbone | px | pipeline | img/s | vs reference | views / fwd / bwd / opt ms "
         "| GFLOP/img | TFLOP/s | MFU | peak MiB |",
@@ -202,9 +244,10 @@ def table(rows: list[dict]) -> str:
     ]
     for r in rows:
         base = ref.get((r["method"], r["backbone"], r["size"]))
-        name = {"reference": "torchvision DataLoader",
-                "reference-fp32": "torchvision DataLoader, fp32 NCHW step"}.get(
-            r["pipeline"], f"selfsup {r['mode']}")  # fmt: skip
+        name = {
+            "reference": "torchvision DataLoader",
+            "reference-fp32": "torchvision DataLoader, fp32 NCHW step",
+        }.get(r["pipeline"], f"selfsup {r['mode']}")
         ms = " / ".join(
             f"{1000 * r[k]:.0f}" for k in ("views_s", "forward_s", "backward_s", "optimizer_s")
         )
@@ -212,10 +255,11 @@ def table(rows: list[dict]) -> str:
             f"| {r['method']} | {r['backbone']} | {r['size']} | {name} | {r['images_per_s']:,.0f} "
             f"| {r['images_per_s'] / base:.2f}x | {ms} | {r['gflops_per_image']:.2f} "
             f"| {r['achieved_tflops']:.3f} | {mfu(r)} | {r['peak_mib']:,.0f} |"
-            if base else f"| {r['method']} | {r['backbone']} | {r['size']} | {name} | "
+            if base
+            else f"| {r['method']} | {r['backbone']} | {r['size']} | {name} | "
             f"{r['images_per_s']:,.0f} | n/a | {ms} | {r['gflops_per_image']:.2f} | "
             f"{r['achieved_tflops']:.3f} | {mfu(r)} | {r['peak_mib']:,.0f} |"
-        )  # fmt: skip
+        )
     return "\n".join(lines)
 
 
@@ -227,10 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per cell")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
-        "--batch", type=int, default=None,
+        "--batch",
+        type=int,
+        default=None,
         help="images per step (default: 256 small ResNet / 128 ResNet-18, ViT / 64 ResNet-50 "
         "on a GPU; 64 on the CPU)",
-    )  # fmt: skip
+    )
     parser.add_argument("--cell", help="run one cell: METHOD,BACKBONE,SIZE,MODE,PIPELINE")
     parser.add_argument("--out", type=Path, default=Path("runs/throughput.jsonl"))
     args = parser.parse_args(argv)
@@ -252,8 +298,18 @@ def main(argv: list[str] | None = None) -> None:
         if cell in done:
             continue
         t0 = time.perf_counter()
-        cmd = [sys.executable, __file__, "--cell", ",".join(map(str, cell)), "--steps",
-               str(args.steps), "--device", args.device, "--batch", str(args.batch)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--cell",
+            ",".join(map(str, cell)),
+            "--steps",
+            str(args.steps),
+            "--device",
+            args.device,
+            "--batch",
+            str(args.batch),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"[{i}/{len(cells)}] {cell}: failed\n{proc.stderr[-2000:]}", flush=True)
@@ -262,8 +318,11 @@ def main(argv: list[str] | None = None) -> None:
         done[cell] = row
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"[{i}/{len(cells)}] {cell}: {row['images_per_s']:,.0f} img/s "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"[{i}/{len(cells)}] {cell}: {row['images_per_s']:,.0f} img/s "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     rows = [done[c] for c in cells if c in done]
     print(f"\n{rows[0]['device'] if rows else ''}\n{table(rows)}")
 

@@ -42,8 +42,13 @@ DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 def knn_curve(cfg, bank: ImageArray, test: ImageArray, device: torch.device, curve: list):
     """An epoch hook appending (epoch, train_seconds, kNN-20 top-1 on ``test``) to ``curve``."""
-    kw = dict(size=cfg.views.size, mean=cfg.data.mean, std=cfg.data.std, device=device,
-              precision=cfg.train.precision)  # fmt: skip
+    kw = dict(
+        size=cfg.views.size,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+        device=device,
+        precision=cfg.train.precision,
+    )
 
     def score(backbone: torch.nn.Module, epoch: int, seconds: float) -> None:
         fb = extract_features(backbone, bank.images, **kw)
@@ -72,9 +77,17 @@ def run_selfsup(cfg, bank: ImageArray, test: ImageArray, device: torch.device) -
 
     with tempfile.TemporaryDirectory() as run_dir:
         method = make_method(cfg, bank.channels)
-        fit(method, bank.images, cfg.train, Path(run_dir), seed=cfg.seed,
-            identity=config_to_dict(cfg), compile_views=cfg.views.compile, monitor=hook,
-            monitor_every=1)  # fmt: skip
+        fit(
+            method,
+            bank.images,
+            cfg.train,
+            Path(run_dir),
+            seed=cfg.seed,
+            identity=config_to_dict(cfg),
+            compile_views=cfg.views.compile,
+            monitor=hook,
+            monitor_every=1,
+        )
     return curve
 
 
@@ -82,8 +95,14 @@ def run_reference(cfg, bank: ImageArray, test: ImageArray, device: torch.device)
     curve: list[dict] = []
     score = knn_curve(cfg, bank, test, device, curve)
     method = make_method(cfg, bank.channels)
-    reference_fit(method, bank.images, cfg.train, device, seed=cfg.seed,
-                  on_epoch=lambda m, e, s: score(m.backbone, e, s))  # fmt: skip
+    reference_fit(
+        method,
+        bank.images,
+        cfg.train,
+        device,
+        seed=cfg.seed,
+        on_epoch=lambda m, e, s: score(m.backbone, e, s),
+    )
     return curve
 
 
@@ -102,8 +121,13 @@ def first_reach(curve: list[dict], target: float) -> float | None:
 def plot(curves: dict[str, list[dict]], target: float, path: Path) -> None:
     fig, ax = pyplot().subplots(figsize=(6.4, 4.0))
     for name, curve in curves.items():
-        ax.plot([p["seconds"] for p in curve], [100 * p["knn_top1"] for p in curve], "o-",
-                ms=3, label=name)  # fmt: skip
+        ax.plot(
+            [p["seconds"] for p in curve],
+            [100 * p["knn_top1"] for p in curve],
+            "o-",
+            ms=3,
+            label=name,
+        )
     ax.axhline(100 * target, color="grey", lw=0.8, ls="--", label=f"target {100 * target:.0f}%")
     ax.set_xlabel("training wall-clock (s, evaluation excluded)")
     ax.set_ylabel("kNN-20 top-1 on test (%)")
@@ -119,8 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=18)
     parser.add_argument("--limit", type=int, default=10_000, help="training images")
     parser.add_argument("--test-limit", type=int, default=2_000)
-    parser.add_argument("--only", choices=["selfsup", "reference", "reference-fp32"],
-                        help="run one pipeline only")  # fmt: skip
+    parser.add_argument(
+        "--only", choices=["selfsup", "reference", "reference-fp32"], help="run one pipeline only"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/time-to-accuracy"))
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.device=cpu")
     args = parser.parse_args(argv)
@@ -130,25 +155,34 @@ def main(argv: list[str] | None = None) -> None:
     # 39-step epochs of the subset 0.5 epochs is 19 steps, and at LARS lr 0.3 that diverged
     demo_steps = len(train.labels) // demo.train.batch_size
     warmup = demo.train.warmup_epochs * demo_steps / (args.limit // demo.train.batch_size)
-    overrides = [f"train.epochs={args.epochs}", f"train.warmup_epochs={warmup:g}",
-                 "train.progress=false", *args.overrides]  # fmt: skip
+    overrides = [
+        f"train.epochs={args.epochs}",
+        f"train.warmup_epochs={warmup:g}",
+        "train.progress=false",
+        *args.overrides,
+    ]
     cfg = load_config(DEMO, overrides)
     bank = seeded_subset(train, args.limit, cfg.seed)
     test = seeded_subset(load_dataset("fashion-mnist", "test"), args.test_limit, cfg.seed + 1)
     cfg = resolve(cfg, bank)
     device = resolve_device(cfg.train.device)
-    print(f"torch {torch.__version__}, {device} ({hardware(device)}), "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} DataLoader workers; "
-          f"{args.limit} images x {args.epochs} epochs, batch {cfg.train.batch_size}, "
-          f"warm-up {cfg.train.warmup_epochs:g} epochs")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {device} ({hardware(device)}), "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} DataLoader workers; "
+        f"{args.limit} images x {args.epochs} epochs, batch {cfg.train.batch_size}, "
+        f"warm-up {cfg.train.warmup_epochs:g} epochs"
+    )
     runs = {
         "selfsup": run_selfsup,
         "torchvision per-image DataLoader, same step": run_reference,
         "torchvision per-image DataLoader, fp32 NCHW": run_reference_defaults,
     }
     if args.only:  # --only reference named no run before (it matched names by prefix)
-        keep = {"selfsup": run_selfsup, "reference": run_reference,
-                "reference-fp32": run_reference_defaults}[args.only]  # fmt: skip
+        keep = {
+            "selfsup": run_selfsup,
+            "reference": run_reference,
+            "reference-fp32": run_reference_defaults,
+        }[args.only]
         runs = {k: v for k, v in runs.items() if v is keep}
     curves = {}
     for name, run in runs.items():
@@ -158,14 +192,21 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "curves.json").write_text(json.dumps(curves, indent=1))
     plot(curves, args.target, args.out / "time_to_accuracy.png")
     images = args.limit // cfg.train.batch_size * cfg.train.batch_size * args.epochs
-    print(f"\n| pipeline | reaches {100 * args.target:.0f}% kNN-20 at | final kNN-20 | "
-          "training s | images/s |\n|---|---|---|---|---|")  # fmt: skip
+    print(
+        f"\n| pipeline | reaches {100 * args.target:.0f}% kNN-20 at | final kNN-20 | "
+        "training s | images/s |\n|---|---|---|---|---|"
+    )
     for name, curve in curves.items():
         hit, last = first_reach(curve, args.target), curve[-1]
-        at = f"{hit:.0f} s (epoch {next(p['epoch'] for p in curve if p['seconds'] == hit)})" \
-            if hit is not None else "never"  # fmt: skip
-        print(f"| {name} | {at} | {100 * last['knn_top1']:.1f}% | {last['seconds']:.0f} | "
-              f"{images / last['seconds']:,.0f} |")  # fmt: skip
+        at = (
+            f"{hit:.0f} s (epoch {next(p['epoch'] for p in curve if p['seconds'] == hit)})"
+            if hit is not None
+            else "never"
+        )
+        print(
+            f"| {name} | {at} | {100 * last['knn_top1']:.1f}% | {last['seconds']:.0f} | "
+            f"{images / last['seconds']:,.0f} |"
+        )
     if "selfsup" in curves:  # each reference against selfsup
         ours = curves["selfsup"]
         for name, curve in curves.items():
@@ -173,8 +214,10 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             ha, hb = first_reach(ours, args.target), first_reach(curve, args.target)
             if ha and hb:
-                print(f"time to {100 * args.target:.0f}%: selfsup is {hb / ha:.2f}x faster "
-                      f"than {name}")  # fmt: skip
+                print(
+                    f"time to {100 * args.target:.0f}%: selfsup is {hb / ha:.2f}x faster "
+                    f"than {name}"
+                )
             print(
                 f"end to end ({images} images): selfsup is "
                 f"{curve[-1]['seconds'] / ours[-1]['seconds']:.2f}x faster than {name}"

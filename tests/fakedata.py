@@ -18,9 +18,17 @@ import numpy as np
 from PIL import Image
 
 FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -92,8 +100,12 @@ def write_cifar10(
     ]:
         images, rows = _cifar_images(rng, n)
         labels = rng.integers(0, 10, n).tolist()
-        batch = {"batch_label": name.encode(), "labels": labels, "data": rows,
-                 "filenames": [f"img{i}.png".encode() for i in range(n)]}  # fmt: skip
+        batch = {
+            "batch_label": name.encode(),
+            "labels": labels,
+            "data": rows,
+            "filenames": [f"img{i}.png".encode() for i in range(n)],
+        }
         _pickle(folder / name, batch, str_keys)
         parts.append((images, np.array(labels, dtype=np.int64)))
     out["train"] = tuple(np.concatenate(x) for x in zip(*parts[:5], strict=True))
@@ -118,12 +130,19 @@ def write_cifar100(
     for split, n in (("train", n_train), ("test", n_test)):
         images, rows = _cifar_images(rng, n)
         fine = rng.integers(0, 100, n).tolist()
-        batch = {"data": rows, "fine_labels": fine, "coarse_labels": [f // 5 for f in fine],
-                 "filenames": [b"x.png"] * n, "batch_label": split.encode()}  # fmt: skip
+        batch = {
+            "data": rows,
+            "fine_labels": fine,
+            "coarse_labels": [f // 5 for f in fine],
+            "filenames": [b"x.png"] * n,
+            "batch_label": split.encode(),
+        }
         _pickle(folder / split, batch, str_keys=False)
         out[split] = (images, np.array(fine, dtype=np.int64))
-    meta = {"fine_label_names": [c.encode() for c in classes],
-            "coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}  # fmt: skip
+    meta = {
+        "fine_label_names": [c.encode() for c in classes],
+        "coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
+    }
     _pickle(folder / "meta", meta, str_keys=False)
     return out
 

@@ -13,9 +13,16 @@ from selfsup.cli import main
 from selfsup.rundir import load_encoder
 from tiny import TINY
 
-QUICK = [*TINY, "data.limit=64", "train.epochs=1", "eval.protocols=[knn]", "eval.knn.k=[5]",
-         "eval.compare_random=false", "eval.compare_pixels=false",
-         "eval.monitor_every=0"]  # fmt: skip
+QUICK = [
+    *TINY,
+    "data.limit=64",
+    "train.epochs=1",
+    "eval.protocols=[knn]",
+    "eval.knn.k=[5]",
+    "eval.compare_random=false",
+    "eval.compare_pixels=false",
+    "eval.monitor_every=0",
+]
 
 NEW = ["--config", "defaults"]  # a new run from the built-in defaults (tiny.py shrinks them)
 

@@ -83,10 +83,20 @@ def _good(path: Path, mode: str, seed: int) -> np.ndarray:
     raise ValueError(mode)
 
 
-GOOD_A = {"a00-rgb.png": "RGB", "a01-gray.png": "L", "a02-gray-alpha.png": "LA",
-          "a03-palette.png": "P", "a04-bilevel.png": "1"}  # fmt: skip
-GOOD_B = {"b00-rgba.png": "RGBA", "b01-cmyk.tif": "CMYK", "b02-gray16.png": "I;16",
-          "b03-palette-transparent.png": "P-transparent", "b04-photo.JPG": "RGB"}  # fmt: skip
+GOOD_A = {
+    "a00-rgb.png": "RGB",
+    "a01-gray.png": "L",
+    "a02-gray-alpha.png": "LA",
+    "a03-palette.png": "P",
+    "a04-bilevel.png": "1",
+}
+GOOD_B = {
+    "b00-rgba.png": "RGBA",
+    "b01-cmyk.tif": "CMYK",
+    "b02-gray16.png": "I;16",
+    "b03-palette-transparent.png": "P-transparent",
+    "b04-photo.JPG": "RGB",
+}
 
 
 def _png_bytes(seed: int, size: int = 64) -> bytes:
@@ -444,9 +454,20 @@ def _damage_idx(folder: Path, how: str) -> Path:
     return raw
 
 
-IDX_DAMAGE = ["empty", "garbage", "wrong-magic", "truncated", "too-long", "header-only",
-              "huge-dims", "labels-for-images", "gz-not-gzip", "gz-truncated", "labels-count",
-              "labels-range"]  # fmt: skip
+IDX_DAMAGE = [
+    "empty",
+    "garbage",
+    "wrong-magic",
+    "truncated",
+    "too-long",
+    "header-only",
+    "huge-dims",
+    "labels-for-images",
+    "gz-not-gzip",
+    "gz-truncated",
+    "labels-count",
+    "labels-range",
+]
 
 
 @pytest.mark.parametrize("how", IDX_DAMAGE)

@@ -65,8 +65,9 @@ def test_pretraining_sees_only_its_classes_relabelled(cifar: SimpleNamespace) ->
 def test_evaluation_keeps_its_classes_in_the_listed_order(cifar: SimpleNamespace) -> None:
     chosen = [7, 3, 60, 99, 12]
     cfg = config(cifar.root, f"eval.classes={chosen}")
-    splits = load_eval_splits("cifar100", cfg.eval, root=str(cifar.root), download=False,
-                              image_size=None)  # fmt: skip
+    splits = load_eval_splits(
+        "cifar100", cfg.eval, root=str(cifar.root), download=False, image_size=None
+    )
     for data, (images, labels) in zip(splits, (cifar.train, cifar.test), strict=True):
         kept = np.isin(labels, chosen)
         assert kept.any()
@@ -78,8 +79,9 @@ def test_evaluation_keeps_its_classes_in_the_listed_order(cifar: SimpleNamespace
 def test_a_class_index_outside_the_dataset_names_the_valid_range(cifar: SimpleNamespace) -> None:
     cfg = config(cifar.root, "eval.classes=[3,100]")
     with pytest.raises(ConfigError, match=r"class index 100 .* valid indices are 0-99"):
-        load_eval_splits("cifar100", cfg.eval, root=str(cifar.root), download=False,
-                         image_size=None)  # fmt: skip
+        load_eval_splits(
+            "cifar100", cfg.eval, root=str(cifar.root), download=False, image_size=None
+        )
     with pytest.raises(ConfigError, match="valid indices are 0-99"):
         load_pretrain_data(config(cifar.root, "data.classes=90-120"))
 
@@ -96,10 +98,17 @@ def test_pretrain_on_half_the_classes_evaluate_on_the_other_half(
 
     monkeypatch.setattr(pipeline, "train_run", spy)
     cfg = config(
-        cifar.root, "data.classes=50-99", "eval.classes=0-49", "train.epochs=1",
-        "eval.protocols=[knn]", "eval.knn.k=[5]", "eval.compare_random=false",
-        "eval.compare_pixels=false", "eval.train_limit=null", "eval.test_limit=null",
-    )  # fmt: skip
+        cifar.root,
+        "data.classes=50-99",
+        "eval.classes=0-49",
+        "train.epochs=1",
+        "eval.protocols=[knn]",
+        "eval.knn.k=[5]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+        "eval.train_limit=null",
+        "eval.test_limit=null",
+    )
     results = pretrain(cfg, tmp_path / "run")
     (images,) = seen
     train_images, train_labels = cifar.train

@@ -219,8 +219,13 @@ def test_pseudo_label_with_a_supervised_run_as_teacher(tmp_path, capsys) -> None
     assert "was trained on the labels of" in capsys.readouterr().err
 
 
-QUICK = ["train.epochs=1", "eval.protocols=[knn]", "eval.knn.k=[20]", "eval.compare_random=false",
-         "eval.compare_pixels=false"]  # fmt: skip
+QUICK = [
+    "train.epochs=1",
+    "eval.protocols=[knn]",
+    "eval.knn.k=[20]",
+    "eval.compare_random=false",
+    "eval.compare_pixels=false",
+]
 
 
 def test_finished_run_is_refused_unless_overwritten(tmp_path, capsys) -> None:

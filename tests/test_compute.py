@@ -54,9 +54,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A tiny VICReg pretraining (4 steps of 32 images) with a kNN evaluation."""
     cfg = load_config(
         None,
-        [*TINY, "train.device=cpu", "train.epochs=1", "eval.protocols=[knn]", "eval.knn.k=[5]",
-         "eval.compare_random=false", "eval.compare_pixels=false"],
-    )  # fmt: skip
+        [
+            *TINY,
+            "train.device=cpu",
+            "train.epochs=1",
+            "eval.protocols=[knn]",
+            "eval.knn.k=[5]",
+            "eval.compare_random=false",
+            "eval.compare_pixels=false",
+        ],
+    )
     path = tmp_path_factory.mktemp("runs") / "vicreg"
     return SimpleNamespace(path=path, results=pretrain(cfg, path))
 

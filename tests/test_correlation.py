@@ -98,9 +98,18 @@ def test_corr_epochs_saved_during_training_and_drawn(tmp_path: Path, capsys) -> 
     same images and views each time (recomputed from the final weights, epoch 2 is reproduced);
     `selfsup viz corr` draws one panel per epoch; without any, a clear error."""
     run = tmp_path / "run"
-    quick = [*TINY, "method.name=barlow_twins", "method.projector=32-32", "eval.protocols=[knn]",
-             "eval.knn.k=[5]", "eval.compare_random=false", "eval.compare_pixels=false",
-             "eval.monitor_every=0", "viz.corr_epochs=[1,2]", "viz.corr_limit=64"]  # fmt: skip
+    quick = [
+        *TINY,
+        "method.name=barlow_twins",
+        "method.projector=32-32",
+        "eval.protocols=[knn]",
+        "eval.knn.k=[5]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+        "eval.monitor_every=0",
+        "viz.corr_epochs=[1,2]",
+        "viz.corr_limit=64",
+    ]
     assert main(["pretrain", "--config", "defaults", "--out", str(run), *quick]) == 0
     files = sorted((run / "correlation").glob("epoch-*.json"))
     assert [f.name for f in files] == ["epoch-0001.json", "epoch-0002.json"]

@@ -103,9 +103,12 @@ def test_ssl_run_logs_val_ssl_loss_and_its_fine_tuning_logs_train_and_val(
     tmp_path, monkeypatch
 ) -> None:
     finetune = [
-        "eval.protocols=[finetune]", "eval.finetune.fractions=[0.5]", "eval.finetune.epochs=2",
-        "eval.compare_random=false", "eval.compare_pixels=false",
-    ]  # fmt: skip
+        "eval.protocols=[finetune]",
+        "eval.finetune.fractions=[0.5]",
+        "eval.finetune.epochs=2",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+    ]
     cfg = load_config(None, [*TINY, *finetune, "eval.val_images=32"])
     samples = spy(monkeypatch, protocols, "curve_samples")
     pipeline.pretrain(cfg, tmp_path / "run")
@@ -139,9 +142,13 @@ def ssl_method(name: str):
     extra = {
         "vicreg": ["method.projector=32-32"],
         "isd": ["method.queue_size=64"],
-        "dino": ["method.local_crops=0", "method.out_dim=64", "method.hidden_dim=32",
-                 "method.bottleneck_dim=16"],
-    }[name]  # fmt: skip
+        "dino": [
+            "method.local_crops=0",
+            "method.out_dim=64",
+            "method.hidden_dim=32",
+            "method.bottleneck_dim=16",
+        ],
+    }[name]
     return make_method(load_config(None, [*tiny, *RESOLVED, f"method.name={name}", *extra]), 3)
 
 

@@ -64,10 +64,19 @@ def test_fine_tuned_heads_take_it_linear_heads_do_not(
     monkeypatch.setattr(protocols, "fit", lambda model, *a, **kw: model)  # build, do not train
     data = load_dataset("synthetic", "train", image_size=16).subset(slice(0, 8))
     ctx = EvalContext(
-        dataset="synthetic", train=data, num_classes=10, size=16, mean=[0.5] * 3,
-        std=[0.25] * 3, channels=3, device=torch.device("cpu"), seed=0, cfg=cfg.eval,
-        run_cfg=cfg, work_dir=tmp_path,
-    )  # fmt: skip
+        dataset="synthetic",
+        train=data,
+        num_classes=10,
+        size=16,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        channels=3,
+        device=torch.device("cpu"),
+        seed=0,
+        cfg=cfg.eval,
+        run_cfg=cfg,
+        work_dir=tmp_path,
+    )
     model, _ = protocols.train_classifier(
         ctx, Ones(), data, name="x", frozen=frozen, epochs=1, lr=0.1, weight_decay=0.0
     )

@@ -129,14 +129,36 @@ def test_faces_workflow_end_to_end(tmp_path, capsys) -> None:
     torch.manual_seed(0)
     src = build_backbone(load_config(None, tiny).backbone, in_channels=3, image_size=16)
     ckpt = tmp_path / "model.pth"  # a VICReg-style full checkpoint
-    torch.save({"epoch": 1, "model": {f"module.backbone.{k}": v for k, v in
-                                      src.state_dict().items()}}, ckpt)  # fmt: skip
+    torch.save(
+        {"epoch": 1, "model": {f"module.backbone.{k}": v for k, v in src.state_dict().items()}},
+        ckpt,
+    )
     out = tmp_path / "run"
-    args = ["faces", "--weights", str(ckpt), "--data-root", str(tmp_path / "data"),
-            "--out", str(out), "--min-images", "4", "--queries", "2", "-k", "3", *tiny,
-            "data.image_size=16", "eval.finetune.epochs=2", "eval.finetune.lrs=[0.05]",
-            "eval.finetune.batch_size=8", "eval.min_steps=0", "eval.knn.k=[3]",
-            "train.device=cpu", "train.progress=false", "train.log_every=1"]  # fmt: skip
+    args = [
+        "faces",
+        "--weights",
+        str(ckpt),
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+        "--min-images",
+        "4",
+        "--queries",
+        "2",
+        "-k",
+        "3",
+        *tiny,
+        "data.image_size=16",
+        "eval.finetune.epochs=2",
+        "eval.finetune.lrs=[0.05]",
+        "eval.finetune.batch_size=8",
+        "eval.min_steps=0",
+        "eval.knn.k=[3]",
+        "train.device=cpu",
+        "train.progress=false",
+        "train.log_every=1",
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "loaded backbone.weights=" in captured.err
@@ -175,11 +197,25 @@ def test_faces_without_weights_or_pairs_is_a_random_init_baseline(tmp_path, caps
     base = make_lfw(tmp_path / "data")
     (base / "pairs.txt").unlink()
     out = tmp_path / "run"
-    args = ["faces", "--data-root", str(tmp_path / "data"), "--out", str(out),
-            "--min-images", "5", "backbone.name=small_resnet", "backbone.depths=[1]",
-            "backbone.widths=[8]", "data.image_size=16", "eval.finetune.epochs=1",
-            "eval.finetune.lrs=[0.05]", "eval.min_steps=0", "eval.knn.k=[3]",
-            "train.device=cpu", "train.progress=false"]  # fmt: skip
+    args = [
+        "faces",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+        "--min-images",
+        "5",
+        "backbone.name=small_resnet",
+        "backbone.depths=[1]",
+        "backbone.widths=[8]",
+        "data.image_size=16",
+        "eval.finetune.epochs=1",
+        "eval.finetune.lrs=[0.05]",
+        "eval.min_steps=0",
+        "eval.knn.k=[3]",
+        "train.device=cpu",
+        "train.progress=false",
+    ]
     assert main(args) == 0
     assert "verification skipped" in capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())

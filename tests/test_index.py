@@ -26,9 +26,15 @@ from tiny import TINY
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("index") / "run"
-    quick = [*TINY, "eval.protocols=[knn]", "eval.knn.k=[5]", "eval.compare_random=false",
-             "eval.compare_pixels=false", "eval.monitor_every=0",
-             f"data.root={out.parent / 'root'}"]  # fmt: skip
+    quick = [
+        *TINY,
+        "eval.protocols=[knn]",
+        "eval.knn.k=[5]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+        "eval.monitor_every=0",
+        f"data.root={out.parent / 'root'}",
+    ]
     assert main(["pretrain", "--config", "defaults", "--out", str(out), *quick]) == 0
     return out
 
@@ -104,8 +110,21 @@ def test_flat_image_folder_index_retrieve_and_embed(run: Path, tmp_path: Path, c
     dataset = f"imagefolder:{folder}"
     assert main(["index", str(run), "--dataset", dataset]) == 0
     capsys.readouterr()
-    assert main(["retrieve", str(run), "--dataset", dataset, "--query",
-                 str(written["paths"][3]), "-k", "4"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "retrieve",
+                str(run),
+                "--dataset",
+                dataset,
+                "--query",
+                str(written["paths"][3]),
+                "-k",
+                "4",
+            ]
+        )
+        == 0
+    )
     got = hits(capsys.readouterr().out)
     assert got[0][:2] == ("img003.png", "-") and got[0][2] > 0.999
     assert {i for i, _, _ in got} <= {p.name for p in written["paths"]}
@@ -190,11 +209,19 @@ def test_a_dino_run_is_indexed_with_its_teacher(tmp_path: Path) -> None:
     """The evaluation backbone: DINO's EMA teacher, not the student (eval.backbone=auto)."""
     run = tmp_path / "dino"
     quick = [a for a in TINY if not a.startswith("method.projector")] + [
-        "method.name=dino", "method.out_dim=64", "method.hidden_dim=32",
-        "method.bottleneck_dim=16", "method.local_crops=2", "train.epochs=1",
-        "data.limit=64", "eval.protocols=[knn]", "eval.knn.k=[5]",
-        "eval.compare_random=false", "eval.compare_pixels=false", "eval.monitor_every=0",
-    ]  # fmt: skip
+        "method.name=dino",
+        "method.out_dim=64",
+        "method.hidden_dim=32",
+        "method.bottleneck_dim=16",
+        "method.local_crops=2",
+        "train.epochs=1",
+        "data.limit=64",
+        "eval.protocols=[knn]",
+        "eval.knn.k=[5]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+        "eval.monitor_every=0",
+    ]
     assert main(["pretrain", "--config", "defaults", "--out", str(run), *quick]) == 0
     assert main(["index", str(run), "--split", "test"]) == 0
     meta = json.loads((run / "index" / "synthetic-test.json").read_text())

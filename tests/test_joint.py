@@ -22,8 +22,12 @@ def ssl_method(name: str):
     if name in ("moco", "isd"):
         extra = ["method.queue_size=64"]
     if name == "dino":
-        extra = ["method.local_crops=0", "method.out_dim=64", "method.hidden_dim=32",
-                 "method.bottleneck_dim=16"]  # fmt: skip
+        extra = [
+            "method.local_crops=0",
+            "method.out_dim=64",
+            "method.hidden_dim=32",
+            "method.bottleneck_dim=16",
+        ]
     return make_method(load_config(None, [*tiny, *RESOLVED, f"method.name={name}", *extra]), 3)
 
 

@@ -20,12 +20,22 @@ SMALL_HEADS = {
     "moco": ["method.projector=32-16", "method.queue_size=40", "method.momentum=0.9"],
     "isd": ["method.queue_size=40"],
     "byol": ["method.projector=32-16", "method.predictor=32-16", "method.momentum=0.9"],
-    "dino": ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
-             "method.local_crops=2", "method.freeze_last_layer=0"],
-    "dino_twins": ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16",
-                   "method.local_crops=2", "method.bt_projector=32-32",
-                   "method.freeze_last_layer=0"],
-}  # fmt: skip
+    "dino": [
+        "method.out_dim=64",
+        "method.hidden_dim=32",
+        "method.bottleneck_dim=16",
+        "method.local_crops=2",
+        "method.freeze_last_layer=0",
+    ],
+    "dino_twins": [
+        "method.out_dim=64",
+        "method.hidden_dim=32",
+        "method.bottleneck_dim=16",
+        "method.local_crops=2",
+        "method.bt_projector=32-32",
+        "method.freeze_last_layer=0",
+    ],
+}
 BACKBONES = {
     "small_resnet": ["backbone.depths=[1,1]", "backbone.widths=[8,16]"],
     "resnet18": [],

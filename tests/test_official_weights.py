@@ -108,16 +108,24 @@ def test_resnet_formats_load_and_match_the_source(tmp_path, fmt, capsys) -> None
 
 def _source_vit(size: int = 32) -> VisionTransformer:
     torch.manual_seed(0)
-    vit = VisionTransformer(img_size=size, patch_size=4, embed_dim=192, depth=12, num_heads=3,
-                            num_classes=10)  # fmt: skip
+    vit = VisionTransformer(
+        img_size=size, patch_size=4, embed_dim=192, depth=12, num_heads=3, num_classes=10
+    )
     return vit.eval()
 
 
 def test_dino_vit_keys_load_into_our_vit(tmp_path, capsys) -> None:
     src = _source_vit()
     keys = set(src.state_dict())
-    assert {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight",
-            "blocks.11.mlp.fc2.bias", "norm.weight", "head.weight"} <= keys  # fmt: skip
+    assert {
+        "cls_token",
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "blocks.0.attn.qkv.weight",
+        "blocks.11.mlp.fc2.bias",
+        "norm.weight",
+        "head.weight",
+    } <= keys
     path = tmp_path / "dino_deittiny4.pth"
     torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, path)
     ours = _ours("backbone.name=vit_tiny_p4")
@@ -144,14 +152,17 @@ def test_vit_position_embedding_is_resized_to_our_grid(tmp_path) -> None:
 
 def test_selfsup_state_with_ddp_prefix_loads(tmp_path) -> None:
     src = _ours("backbone.name=small_resnet", "backbone.depths=[1,1]", "backbone.widths=[8,16]")
-    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}},
-               tmp_path / "s.pt")  # fmt: skip
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "s.pt"
+    )
     torch.manual_seed(5)
     ours = build_backbone(
-        load_config(None, ["backbone.name=small_resnet", "backbone.depths=[1,1]",
-                           "backbone.widths=[8,16]"]).backbone,
-        in_channels=3, image_size=32,
-    ).eval()  # fmt: skip
+        load_config(
+            None, ["backbone.name=small_resnet", "backbone.depths=[1,1]", "backbone.widths=[8,16]"]
+        ).backbone,
+        in_channels=3,
+        image_size=32,
+    ).eval()
     load_backbone_weights(ours, tmp_path / "s.pt", quiet=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -189,8 +200,9 @@ def test_imagenet_stem_into_small_stem_says_set_stem(tmp_path) -> None:
 
 def test_vit_of_another_patch_size_names_our_matching_vit(tmp_path) -> None:
     torch.manual_seed(0)
-    src = VisionTransformer(img_size=32, patch_size=16, embed_dim=384, depth=12, num_heads=6,
-                            num_classes=0)  # fmt: skip
+    src = VisionTransformer(
+        img_size=32, patch_size=16, embed_dim=384, depth=12, num_heads=6, num_classes=0
+    )
     torch.save(src.state_dict(), tmp_path / "dino_vits16.pth")
     ours = _ours("backbone.name=vit_small_p4")
     with pytest.raises(CheckpointError, match=r"backbone\.name=vit_small_p16"):

@@ -101,13 +101,27 @@ def test_lars_both_rules_match_plain_implementation(clip: bool, eta: float) -> N
         w.grad, b.grad = gw.clone(), gb.clone()
         opt.step()
         ref["w"] = _plain_lars(
-            *ref["w"][:1], gw.flatten().tolist(), ref["w"][1],
-            lr=0.3, wd=1e-4, m=0.9, eta=eta, clip=clip, exclude=False,
-        )  # fmt: skip
+            *ref["w"][:1],
+            gw.flatten().tolist(),
+            ref["w"][1],
+            lr=0.3,
+            wd=1e-4,
+            m=0.9,
+            eta=eta,
+            clip=clip,
+            exclude=False,
+        )
         ref["b"] = _plain_lars(
-            *ref["b"][:1], gb.tolist(), ref["b"][1],
-            lr=0.3, wd=0.0, m=0.9, eta=eta, clip=clip, exclude=True,
-        )  # fmt: skip
+            *ref["b"][:1],
+            gb.tolist(),
+            ref["b"][1],
+            lr=0.3,
+            wd=0.0,
+            m=0.9,
+            eta=eta,
+            clip=clip,
+            exclude=True,
+        )
         torch.testing.assert_close(w.detach().flatten(), torch.tensor(ref["w"][0]))
         torch.testing.assert_close(b.detach(), torch.tensor(ref["b"][0]))
 
@@ -119,8 +133,9 @@ def test_lars_clip_caps_the_step_at_plain_sgd() -> None:
     steps = {}
     for clip in (True, False):
         w = torch.nn.Parameter(p0.clone())
-        opt = LARS([{"params": [w], "weight_decay": 0.0, "exclude": False}], lr=0.5, eta=10.0,
-                   clip=clip)  # fmt: skip
+        opt = LARS(
+            [{"params": [w], "weight_decay": 0.0, "exclude": False}], lr=0.5, eta=10.0, clip=clip
+        )
         w.grad = grad.clone()
         opt.step()
         steps[clip] = (p0 - w.detach()).norm().item()

@@ -64,8 +64,21 @@ def test_prepared_cache_equals_imagefolder_decoding(tmp_path: Path) -> None:
 
 def test_flat_folder_is_unlabeled_and_has_no_test_split(tmp_path: Path) -> None:
     written = write_image_folder(tmp_path / "flat", None, 5, size=9)
-    assert main(["prepare", f"imagefolder:{tmp_path / 'flat'}", "--size", "9", "--out",
-                 str(tmp_path / "c"), "--workers", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                f"imagefolder:{tmp_path / 'flat'}",
+                "--size",
+                "9",
+                "--out",
+                str(tmp_path / "c"),
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     data = load_dataset(f"cache:{tmp_path / 'c'}")
     expected = np.stack(written["rgb"]).transpose(0, 3, 1, 2)
     assert np.array_equal(data.images.numpy(), expected)  # 9 px: decoded without resizing
@@ -256,8 +269,9 @@ def test_the_reader_thread_starts_no_second_openmp_team() -> None:
     """The reader gathers with numpy: a torch op in its thread starts a second OpenMP team whose
     threads spin on the training step's cores (30% of every demo epoch on 2 cores)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "2"}
-    out = subprocess.run([sys.executable, "-c", _OPENMP_PROBE], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _OPENMP_PROBE], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     before, during = int(out[0]), int(out[1])
     assert during == before + 1  # the reader thread itself, and no OpenMP workers of its own
 

@@ -51,10 +51,20 @@ def fingerprints(images: np.ndarray) -> set[int]:
 
 def evaluate(cfg: Config, work: Path, backbone: nn.Module) -> list[dict]:
     return evaluate_backbone(
-        backbone, cfg.eval, datasets=["stl10"], protocols=["pseudo-label"], size=16,
-        init="pretrained", root=cfg.data.root, download=False, image_size=None, seed=0,
-        device=CPU, run_cfg=cfg, work_dir=work,
-    )  # fmt: skip
+        backbone,
+        cfg.eval,
+        datasets=["stl10"],
+        protocols=["pseudo-label"],
+        size=16,
+        init="pretrained",
+        root=cfg.data.root,
+        download=False,
+        image_size=None,
+        seed=0,
+        device=CPU,
+        run_cfg=cfg,
+        work_dir=work,
+    )
 
 
 def tiny_backbone(cfg: Config, seed: int = 0) -> nn.Module:
@@ -204,9 +214,14 @@ def test_new_settings_change_ids_only_when_set(stl: SimpleNamespace) -> None:
     assert not {"classes", "pseudo.pool", "pseudo.pool_split"} & set(settings)
     ids = {
         settings_id(eval_settings("pseudo-label", load_config(None, list(o)).eval))
-        for o in [(), ("eval.pseudo.teacher=null",), ("eval.classes=0-4",),
-                  ("eval.pseudo.pool=unlabeled",), ("eval.pseudo.teacher=scratch",)]
-    }  # fmt: skip
+        for o in [
+            (),
+            ("eval.pseudo.teacher=null",),
+            ("eval.classes=0-4",),
+            ("eval.pseudo.pool=unlabeled",),
+            ("eval.pseudo.teacher=scratch",),
+        ]
+    }
     assert len(ids) == 4  # null and pretrained are one teacher
     unlabeled = eval_settings("pseudo-label", config(stl.root).eval)
     assert unlabeled["pseudo.pool_split"] == "unlabeled" and "pseudo.fraction" not in unlabeled

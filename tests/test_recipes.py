@@ -47,8 +47,9 @@ def test_lars_config_steps_by_the_rule_it_cites(path: Path) -> None:
     )
     channels = 1 if cfg.data.dataset == "fashion-mnist" else 3
     torch.manual_seed(0)
-    method = build_method(cfg, in_channels=channels, image_size=16, mean=[0.5] * channels,
-                          std=[0.25] * channels)  # fmt: skip
+    method = build_method(
+        cfg, in_channels=channels, image_size=16, mean=[0.5] * channels, std=[0.25] * channels
+    )
     method.double()  # float64 parameters: the update is measured without float32 rounding
     lr = cfg.train.lr * cfg.train.batch_size / 256
     groups = method.param_groups(cfg.train.weight_decay)
@@ -61,8 +62,12 @@ def test_lars_config_steps_by_the_rule_it_cites(path: Path) -> None:
     method.before_step(100, 1000, 10)
     method(views).loss.backward()
     method.after_backward()
-    before = {p: (p.detach().clone(), p.grad.clone()) for g in groups for p in g["params"]
-              if p.grad is not None}  # fmt: skip
+    before = {
+        p: (p.detach().clone(), p.grad.clone())
+        for g in groups
+        for p in g["params"]
+        if p.grad is not None
+    }
     opt.step()
     checked = 0
     for group in opt.param_groups:
@@ -71,9 +76,14 @@ def test_lars_config_steps_by_the_rule_it_cites(path: Path) -> None:
                 continue
             p0, grad = before[p]
             want = _expected_update(
-                p0, grad, lr=group["lr"], wd=group["weight_decay"], eta=eta, clip=clip,
+                p0,
+                grad,
+                lr=group["lr"],
+                wd=group["weight_decay"],
+                eta=eta,
+                clip=clip,
                 exclude=group["exclude"],
-            )  # fmt: skip
+            )
             moved = p0 - p.detach()
             if not group["exclude"]:  # the relative update of each weight tensor
                 rel, rel_want = moved.norm() / p0.norm(), want.norm() / p0.norm()
@@ -84,15 +94,31 @@ def test_lars_config_steps_by_the_rule_it_cites(path: Path) -> None:
 
 
 def test_dino_on_a_resnet_takes_the_readme_convnet_crops() -> None:
-    for backbone, glob, local in (("resnet18", (0.14, 1.0), (0.05, 0.14)),
-                                  ("vit_tiny_p4", (0.4, 1.0), (0.05, 0.4))):  # fmt: skip
-        cfg = load_config(None, ["method.name=dino", f"backbone.name={backbone}",
-                                 "method.out_dim=64", "method.local_crops=2"])  # fmt: skip
+    for backbone, glob, local in (
+        ("resnet18", (0.14, 1.0), (0.05, 0.14)),
+        ("vit_tiny_p4", (0.4, 1.0), (0.05, 0.4)),
+    ):
+        cfg = load_config(
+            None,
+            [
+                "method.name=dino",
+                f"backbone.name={backbone}",
+                "method.out_dim=64",
+                "method.local_crops=2",
+            ],
+        )
         method = build_method(cfg, in_channels=3, image_size=32, mean=[0.5] * 3, std=[0.2] * 3)
         specs = method.view_specs
         assert tuple(specs[0].crop_scale) == glob and tuple(specs[-1].crop_scale) == local
-    cfg = load_config(None, ["method.name=dino", "views.crop_scale=[0.3,1.0]",
-                             "method.local_scale=[0.1,0.2]", "method.out_dim=64"])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            "method.name=dino",
+            "views.crop_scale=[0.3,1.0]",
+            "method.local_scale=[0.1,0.2]",
+            "method.out_dim=64",
+        ],
+    )
     specs = build_method(
         cfg, in_channels=3, image_size=32, mean=[0.5] * 3, std=[0.2] * 3
     ).view_specs

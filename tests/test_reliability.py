@@ -245,9 +245,16 @@ CHILD = textwrap.dedent(
     sys.exit(main(sys.argv[3:]))
     """
 )
-ARGS = [*TINY, "data.limit=256", "train.epochs=4", "train.checkpoint_every=3",
-        "eval.protocols=[knn]", "eval.knn.k=[20]", "eval.compare_random=false",
-        "eval.compare_pixels=false"]  # fmt: skip
+ARGS = [
+    *TINY,
+    "data.limit=256",
+    "train.epochs=4",
+    "train.checkpoint_every=3",
+    "eval.protocols=[knn]",
+    "eval.knn.k=[20]",
+    "eval.compare_random=false",
+    "eval.compare_pixels=false",
+]
 
 
 def _child(tmp_path: Path, out: Path, mode: str, *extra: str) -> subprocess.Popen:
@@ -255,8 +262,18 @@ def _child(tmp_path: Path, out: Path, mode: str, *extra: str) -> subprocess.Pope
     script.write_text(CHILD)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     config = [] if "--resume" in extra else ["--config", "defaults"]
-    cmd = [sys.executable, str(script), mode, str(tmp_path / f"{out.name}.marker"), "pretrain",
-           *config, "--out", str(out), *ARGS, *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(script),
+        mode,
+        str(tmp_path / f"{out.name}.marker"),
+        "pretrain",
+        *config,
+        "--out",
+        str(out),
+        *ARGS,
+        *extra,
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -430,8 +447,12 @@ def test_export_safetensors_then_start_from_it(tmp_path, capsys) -> None:
     from selfsup.cli import main
 
     run = tmp_path / "run"
-    quick = ["eval.protocols=[knn]", "eval.knn.k=[20]", "eval.compare_random=false",
-             "eval.compare_pixels=false"]  # fmt: skip
+    quick = [
+        "eval.protocols=[knn]",
+        "eval.knn.k=[20]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+    ]
     assert main(["pretrain", "--config", "defaults", "--out", str(run), *TINY, *quick]) == 0
     assert main(["export", str(run)]) == 0
     path = run / "export" / "backbone.safetensors"
@@ -457,18 +478,25 @@ def test_weights_of_another_architecture_name_the_keys(tmp_path) -> None:
     from selfsup.config import load_config
     from selfsup.errors import CheckpointError
 
-    wide = load_config(None, ["backbone.name=small_resnet", "backbone.depths=[1,1]",
-                              "backbone.widths=[8,16]"]).backbone  # fmt: skip
-    deep = load_config(None, ["backbone.name=small_resnet", "backbone.depths=[1,1,1]",
-                              "backbone.widths=[8,16,32]"]).backbone  # fmt: skip
-    path = export_backbone(build_backbone(deep, in_channels=3, image_size=16).state_dict(),
-                           tmp_path / "deep.safetensors", "safetensors", {})  # fmt: skip
+    wide = load_config(
+        None, ["backbone.name=small_resnet", "backbone.depths=[1,1]", "backbone.widths=[8,16]"]
+    ).backbone
+    deep = load_config(
+        None, ["backbone.name=small_resnet", "backbone.depths=[1,1,1]", "backbone.widths=[8,16,32]"]
+    ).backbone
+    path = export_backbone(
+        build_backbone(deep, in_channels=3, image_size=16).state_dict(),
+        tmp_path / "deep.safetensors",
+        "safetensors",
+        {},
+    )
     with pytest.raises(CheckpointError, match=r"unexpected features\.3\."):
         load_backbone_weights(build_backbone(wide, in_channels=3, image_size=16), path)
     torch.save({"net": _RunsCode()}, tmp_path / "evil.pt")  # a pickle with code is refused
     with pytest.raises(CheckpointError, match="never pickled code"):
-        load_backbone_weights(build_backbone(wide, in_channels=3, image_size=16),
-                              tmp_path / "evil.pt")  # fmt: skip
+        load_backbone_weights(
+            build_backbone(wide, in_channels=3, image_size=16), tmp_path / "evil.pt"
+        )
 
 
 class _RunsCode:

@@ -27,8 +27,14 @@ from selfsup.cli import main
 from selfsup.errors import SelfsupError
 from tiny import TINY
 
-RUN = [*TINY, "eval.protocols=[knn]", "eval.knn.k=[5]", "eval.monitor_every=1",
-       "viz.embed_epochs=[1,2]", "viz.embed_limit=60"]  # fmt: skip
+RUN = [
+    *TINY,
+    "eval.protocols=[knn]",
+    "eval.knn.k=[5]",
+    "eval.monitor_every=1",
+    "viz.embed_epochs=[1,2]",
+    "viz.embed_limit=60",
+]
 IMG_SRC = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"')
 
 
@@ -82,8 +88,11 @@ def test_report_holds_every_section_table_and_figure(run_dir: Path, capsys) -> N
     assert f"{compute['params']['total']:,} in all" in text and "MFLOPs" in text
     # retrieval: precision@k of the three features and ANNOY's recall, from retrieval.json
     saved = json.loads((run_dir / "plots" / "retrieval.json").read_text())
-    assert saved["k"] == 4 and set(saved["precision"]) == {"pretrained", "random init",
-                                                           "raw pixels"}  # fmt: skip
+    assert saved["k"] == 4 and set(saved["precision"]) == {
+        "pretrained",
+        "random init",
+        "raw pixels",
+    }
     assert f"<td>ANNOY (pretrained features)</td><td>{100 * saved['recall']:.1f}%</td>" in text
     for name, p in saved["precision"].items():
         assert f"<td>{name}</td><td>{100 * p:.1f}%</td>" in text
@@ -124,15 +133,30 @@ def test_a_run_not_yet_evaluated_gets_a_report_that_says_what_is_missing(
 def test_known_figures_come_first_and_unknown_ones_by_name(tmp_path: Path) -> None:
     plots = tmp_path / "plots"
     (plots / "faces").mkdir(parents=True)
-    names = ("b.png", "confusion-x.png", "corr.png", "a.png", "curves.png", "faces/g.png",
-             "faces-pretrained.png", "train_val.png", "notes.txt")  # fmt: skip
+    names = (
+        "b.png",
+        "confusion-x.png",
+        "corr.png",
+        "a.png",
+        "curves.png",
+        "faces/g.png",
+        "faces-pretrained.png",
+        "train_val.png",
+        "notes.txt",
+    )
     for name in names:
         (plots / name).write_bytes(b"")
     got = [(p.relative_to(plots).as_posix(), c) for p, c in discover_figures(plots)]
     assert [n for n, _ in got] == [
-        "curves.png", "train_val.png", "corr.png", "faces-pretrained.png", "confusion-x.png",
-        "a.png", "b.png", "faces/g.png",
-    ]  # fmt: skip
+        "curves.png",
+        "train_val.png",
+        "corr.png",
+        "faces-pretrained.png",
+        "confusion-x.png",
+        "a.png",
+        "b.png",
+        "faces/g.png",
+    ]
     assert got[5] == ("a.png", "a.png")
     assert got[4][1] == "Confusion matrix: confusion-x.png"
     assert got[3][1].endswith(": faces-pretrained.png")
@@ -181,8 +205,15 @@ def test_a_screenshot_over_the_limit_is_stored_with_a_palette(tmp_path: Path) ->
 
 def test_results_tables_show_seed_spread_and_the_margin_over_the_best_baseline() -> None:
     def rec(protocol: str, init: str, seed: int, top1: float, **kw) -> dict:
-        return {"protocol": protocol, "dataset": "ds<1>", "init": init, "seed": seed,
-                "top1": top1, "f1_macro": top1 - 0.01, **kw}  # fmt: skip
+        return {
+            "protocol": protocol,
+            "dataset": "ds<1>",
+            "init": init,
+            "seed": seed,
+            "top1": top1,
+            "f1_macro": top1 - 0.01,
+            **kw,
+        }
 
     evals = [
         rec("finetune", "pretrained", 0, 0.60, fraction=0.01),
@@ -195,8 +226,10 @@ def test_results_tables_show_seed_spread_and_the_margin_over_the_best_baseline()
     ]
     text = results_section({"evals": evals})
     assert [m for m in re.findall(r"<h3>([^<]+)</h3>", text)] == [
-        "kNN", "Fine-tuning", "Semi-supervised (pseudo-labels)"
-    ]  # fmt: skip
+        "kNN",
+        "Fine-tuning",
+        "Semi-supervised (pseudo-labels)",
+    ]
     assert "<td>finetune 1% on ds&lt;1&gt;</td><td>2</td><td>-</td><td>61.0 ± 1.4% " in text
     assert "<td>42.0 ± 2.8% " in text  # the random-init twin of the same fine-tuning
     assert '<span class="better">+19.0</span>' in text  # 61.0 - 42.0

@@ -53,8 +53,13 @@ def test_annoy_finds_the_exact_neighbours_on_a_small_set() -> None:
 
 def test_viz_retrieval_draws_the_grid_and_reports_precision_and_recall(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    quick = [*TINY, "eval.protocols=[knn]", "eval.knn.k=[5]", "eval.compare_random=false",
-             "eval.compare_pixels=false"]  # fmt: skip
+    quick = [
+        *TINY,
+        "eval.protocols=[knn]",
+        "eval.knn.k=[5]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+    ]
     assert main(["pretrain", "--config", "defaults", "--out", str(out), *quick]) == 0
     capsys.readouterr()
     assert main(["viz", "retrieval", str(out), "-k", "4", "--queries", "3"]) == 0
@@ -73,9 +78,16 @@ def test_embeddings_saved_over_epochs_become_one_tsne_panel_each(tmp_path, capsy
     import numpy as np
 
     out = tmp_path / "run"
-    quick = [*TINY, "train.epochs=3", "eval.protocols=[knn]", "eval.knn.k=[5]",
-             "eval.compare_random=false", "eval.compare_pixels=false",
-             "viz.embed_epochs=[1,3]", "viz.embed_limit=60"]  # fmt: skip
+    quick = [
+        *TINY,
+        "train.epochs=3",
+        "eval.protocols=[knn]",
+        "eval.knn.k=[5]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+        "viz.embed_epochs=[1,3]",
+        "viz.embed_limit=60",
+    ]
     assert main(["pretrain", "--config", "defaults", "--out", str(out), *quick]) == 0
     saved = sorted(p.name for p in (out / "embeddings").glob("epoch-*.npy"))
     assert saved == ["epoch-0001.npy", "epoch-0003.npy"]

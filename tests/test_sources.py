@@ -315,8 +315,9 @@ def test_stl10_unlabeled_is_a_cached_memmap(tmp_path: Path) -> None:
     assert torch.equal(again.images, data.images)
     assert caches[0].stat().st_ino == stat.st_ino  # reused, not rewritten
     data.images[0, 0, 0, 0] = 1 + int(data.images[0, 0, 0, 0]) % 255  # copy-on-write
-    assert np.array_equal(load_dataset("stl10", "unlabeled", root=tmp_path).images.numpy(),
-                          written["unlabeled"])  # fmt: skip
+    assert np.array_equal(
+        load_dataset("stl10", "unlabeled", root=tmp_path).images.numpy(), written["unlabeled"]
+    )
 
 
 def test_stl10_train_plus_unlabeled(tmp_path: Path) -> None:

@@ -26,8 +26,14 @@ from selfsup.studies.spec import Cell, load_study
 from selfsup.studies.table import build_rows, caption, markdown
 from tiny import TINY
 
-QUICK = ["data.limit=64", "train.epochs=1", "train.warmup_epochs=0", "eval.protocols=[knn]",
-         "eval.compare_pixels=false", "eval.compare_random=false"]  # fmt: skip
+QUICK = [
+    "data.limit=64",
+    "train.epochs=1",
+    "train.warmup_epochs=0",
+    "eval.protocols=[knn]",
+    "eval.compare_pixels=false",
+    "eval.compare_random=false",
+]
 
 
 def _config(values: list[str]) -> dict:
@@ -72,32 +78,50 @@ def write_study(root: Path, **changes) -> Path:
     ("changes", "message"),
     [
         ({"runz": []}, "unknown key 'runz'; valid keys: study, description, params, runs"),
-        ({"runs": [{"name": "a", "config": "configs/tiny.yaml", "epochs": 3}]},
-         "runs[0]: unknown key 'epochs'; valid keys: name, command, config"),
-        ({"runs": [{"name": "a", "config": "configs/nope.yaml"}]},
-         "'configs/nope.yaml' does not exist"),
-        ({"runs": [{"name": "a", "config": "configs/tiny.yaml", "command": "train"}]},
-         "command='train'; valid: pretrain, supervised, joint, faces"),
-        ({"runs": [{"name": "a", "config": "configs/tiny.yaml", "evals": ["lin"]}]},
-         "evals='lin'; valid: own, probe"),
-        ({"evals": {"probe": {"protocols": ["knn"], "overrides": ["train.lr=1"]}}},
-         "'train.lr=1' is not an eval.* key"),
-        ({"evals": {"probe": {"protocol": ["knn"]}}},
-         "unknown key 'protocol'; valid keys: protocols"),
+        (
+            {"runs": [{"name": "a", "config": "configs/tiny.yaml", "epochs": 3}]},
+            "runs[0]: unknown key 'epochs'; valid keys: name, command, config",
+        ),
+        (
+            {"runs": [{"name": "a", "config": "configs/nope.yaml"}]},
+            "'configs/nope.yaml' does not exist",
+        ),
+        (
+            {"runs": [{"name": "a", "config": "configs/tiny.yaml", "command": "train"}]},
+            "command='train'; valid: pretrain, supervised, joint, faces",
+        ),
+        (
+            {"runs": [{"name": "a", "config": "configs/tiny.yaml", "evals": ["lin"]}]},
+            "evals='lin'; valid: own, probe",
+        ),
+        (
+            {"evals": {"probe": {"protocols": ["knn"], "overrides": ["train.lr=1"]}}},
+            "'train.lr=1' is not an eval.* key",
+        ),
+        (
+            {"evals": {"probe": {"protocol": ["knn"]}}},
+            "unknown key 'protocol'; valid keys: protocols",
+        ),
         ({"scales": {"quick": {"train": []}}}, "scales: missing key 'full'"),
-        ({"scales": {"quick": {"trian": []}, "full": {}}},
-         "unknown key 'trian'; valid keys: train, eval"),
+        (
+            {"scales": {"quick": {"trian": []}, "full": {}}},
+            "unknown key 'trian'; valid keys: train, eval",
+        ),
         ({"figures": [{"kind": "bars"}]}, "kind='bars'; valid: accuracy_vs_compute, curves, tsne"),
         # issue #22.1: a run name became out/runs/NAME, then rmtree'd; absolute or climbing
         # names pointed anywhere
-        ({"runs": [{"name": "/tmp/victim", "config": "configs/tiny.yaml"}]},
-         "runs[0].name='/tmp/victim' is not a valid name"),
-        ({"runs": [{"name": "../../victim", "config": "configs/tiny.yaml"}]},
-         "runs[0].name='../../victim' is not a valid name"),
+        (
+            {"runs": [{"name": "/tmp/victim", "config": "configs/tiny.yaml"}]},
+            "runs[0].name='/tmp/victim' is not a valid name",
+        ),
+        (
+            {"runs": [{"name": "../../victim", "config": "configs/tiny.yaml"}]},
+            "runs[0].name='../../victim' is not a valid name",
+        ),
         ({"runs": [{"name": "..", "config": "configs/tiny.yaml"}]}, "is not a valid name"),
         ({"evals": {"../x": {"protocols": ["knn"]}}}, "evals='../x' is not a valid name"),
     ],
-)  # fmt: skip
+)
 def test_bad_study_file_names_key_and_valid_keys(tmp_path, changes, message) -> None:
     path = write_study(tmp_path, **changes)
     with pytest.raises(ConfigError) as err:
@@ -167,7 +191,9 @@ def test_tiny_study_end_to_end_with_map(tmp_path, monkeypatch, capsys) -> None:
     state = json.loads((out / "study.json").read_text())
     assert state["scale"] == "quick" and state["map"] == {"synthetic": "fashion-mnist"}
     assert {c: e["state"] for c, e in state["cells"].items()} == {
-        "vicreg/train": "finished", "vicreg/probe": "finished"}  # fmt: skip
+        "vicreg/train": "finished",
+        "vicreg/probe": "finished",
+    }
     saved = yaml.safe_load((out / "runs" / "vicreg" / "config.yaml").read_text())
     assert saved["data"]["dataset"] == "fashion-mnist" and saved["eval"]["knn"]["k"] == [5]
     table = (out / "table.md").read_text()
@@ -176,7 +202,11 @@ def test_tiny_study_end_to_end_with_map(tmp_path, monkeypatch, capsys) -> None:
     assert len(rows) == 1  # the probe's one measurement: k=3 (the run's own k=5 is not in it)
     row = rows[0]
     assert (row["run"], row["evaluation"], row["dataset"], row["measure"]) == (
-        "vicreg", "probe", "fashion-mnist", "k=3")  # fmt: skip
+        "vicreg",
+        "probe",
+        "fashion-mnist",
+        "k=3",
+    )
     assert 0 <= float(row["top1"]) <= 1 and row["reference_top1"] == "50.0"
     assert float(row["train_s"]) > 0 and float(row["params"]) > 0  # results.json["compute"]
     assert (out / "figures" / "accuracy_vs_compute-0.png").is_file()
@@ -185,9 +215,13 @@ def test_tiny_study_end_to_end_with_map(tmp_path, monkeypatch, capsys) -> None:
 def test_killed_study_resumes_without_redoing_finished_cells(tmp_path) -> None:
     path, out = write_study(tmp_path), tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(Path(selfsup.__file__).parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "selfsup", *_study_cmd(path, out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfsup", *_study_cmd(path, out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     train_cell, probe_cell = (
         out / "cells" / "vicreg--train.json",
         out / "cells" / "vicreg--probe.json",
@@ -218,24 +252,36 @@ def test_killed_study_resumes_without_redoing_finished_cells(tmp_path) -> None:
 def test_rows_take_compute_and_references_where_given(tmp_path) -> None:
     study = load_study(write_study(tmp_path), tmp_path)
     study.references = [
-        {"run": "vicreg", "eval": "probe", "protocol": "pseudo-label", "ratio": 1.0, "top1": 61.3,
-         "source": "paper"},
-    ]  # fmt: skip
+        {
+            "run": "vicreg",
+            "eval": "probe",
+            "protocol": "pseudo-label",
+            "ratio": 1.0,
+            "top1": 61.3,
+            "source": "paper",
+        },
+    ]
     cells = plan(study, "quick", {}, {}, tmp_path / "runs", tmp_path)
     rec = {"dataset": "synthetic", "protocol": "pseudo-label", "seed": 0, "f1_macro": 0.5}
     records = [
         {**rec, "ratio": r, "init": init, "top1": top1}
-        for r, init, top1 in ((0.0, "pretrained", 0.6), (1.0, "pretrained", 0.7),
-                              (1.0, "random", 0.5))
-    ]  # fmt: skip
+        for r, init, top1 in (
+            (0.0, "pretrained", 0.6),
+            (1.0, "pretrained", 0.7),
+            (1.0, "random", 0.5),
+        )
+    ]
     records[1]["n_pseudo"] = 40  # the pool images kept above the threshold, shown in the row
     done = {"vicreg/train": {"wall_s": 12.0}, "vicreg/probe": {"wall_s": 3.0, "records": records}}
     run = tmp_path / "runs" / "vicreg"
     run.mkdir(parents=True)
-    compute = {"params": {"backbone": 1.5e6, "total": 2e6, "trainable": 2e6},
-               "flops_per_image": 2e8, "train_wall_s": 30.0, "images_per_s": 900.0,
-               "hardware": {"device": "cpu", "gpu": None, "cpu": "cpu", "cpu_count": 2,
-                            "torch": "2.14"}}  # fmt: skip
+    compute = {
+        "params": {"backbone": 1.5e6, "total": 2e6, "trainable": 2e6},
+        "flops_per_image": 2e8,
+        "train_wall_s": 30.0,
+        "images_per_s": 900.0,
+        "hardware": {"device": "cpu", "gpu": None, "cpu": "cpu", "cpu_count": 2, "torch": "2.14"},
+    }
     (run / "results.json").write_text(json.dumps({"evals": [], "compute": compute}))
     rows = build_rows(study, cells, done, tmp_path / "runs", {})
     by_ratio = {r["measure"]: r for r in rows}
@@ -285,9 +331,11 @@ def test_teacher_row_keeps_its_random_init_twin(tmp_path) -> None:
     study = load_study(write_study(tmp_path), tmp_path)
     cells = plan(study, "quick", {}, {}, tmp_path / "runs", tmp_path)
     rec = {"dataset": "synthetic", "protocol": "linear", "seed": 0}
-    records = [{**rec, "init": "pretrained", "backbone": "teacher", "top1": 0.7},
-               {**rec, "init": "pretrained", "backbone": "student", "top1": 0.6},
-               {**rec, "init": "random", "top1": 0.5}]  # fmt: skip
+    records = [
+        {**rec, "init": "pretrained", "backbone": "teacher", "top1": 0.7},
+        {**rec, "init": "pretrained", "backbone": "student", "top1": 0.6},
+        {**rec, "init": "random", "top1": 0.5},
+    ]
     done = {"vicreg/probe": {"wall_s": 1.0, "records": records}}
     rows = build_rows(study, cells, done, tmp_path / "runs", {})
     got = {(r["measure"], r["top1"], r["random_top1"]) for r in rows}
@@ -300,15 +348,25 @@ def test_face_results_become_table_records() -> None:
         "pretrained": {"mean": 0.7, "unseen_people": {"mean": 0.68}},
         "finetuned": {"mean": 0.95, "unseen_people": {"mean": 0.8}},
     }
-    results = {"identification": {"pretrained": {"knn20_top1": 0.5, "knn1_top1": 0.4},
-                                  "finetuned": {"knn1_top1": 0.9}, "classifier_top1": 0.8},
-               "verification": verification}  # fmt: skip
+    results = {
+        "identification": {
+            "pretrained": {"knn20_top1": 0.5, "knn1_top1": 0.4},
+            "finetuned": {"knn1_top1": 0.9},
+            "classifier_top1": 0.8,
+        },
+        "verification": verification,
+    }
     got = [(r["protocol"], r.get("k"), r["top1"]) for r in runner.face_records(results)]
     # issue #24.1: "verification" is on people the fine-tuning never saw; all pairs apart
-    assert got == [("knn", 1, 0.4), ("knn", 20, 0.5), ("verification", None, 0.68),
-                   ("verification all pairs", None, 0.7), ("finetuned knn", 1, 0.9),
-                   ("finetuned verification", None, 0.8),
-                   ("finetuned verification all pairs", None, 0.95)]  # fmt: skip
+    assert got == [
+        ("knn", 1, 0.4),
+        ("knn", 20, 0.5),
+        ("verification", None, 0.68),
+        ("verification all pairs", None, 0.7),
+        ("finetuned knn", 1, 0.9),
+        ("finetuned verification", None, 0.8),
+        ("finetuned verification all pairs", None, 0.95),
+    ]
     assert runner.face_records({}) == []
 
 

@@ -271,8 +271,16 @@ def test_baseline_verdict_says_when_pretraining_did_not_beat_pixels() -> None:
     from selfsup.evaluate.table import baseline_verdict
 
     def rec(init: str, top1: float, protocol: str = "knn") -> dict:
-        return {"protocol": protocol, "dataset": "fashion-mnist", "init": init, "k": 20,
-                "top1": top1, "top5": 1.0, "f1_macro": top1, "seed": 0}  # fmt: skip
+        return {
+            "protocol": protocol,
+            "dataset": "fashion-mnist",
+            "init": init,
+            "k": 20,
+            "top1": top1,
+            "top5": 1.0,
+            "f1_macro": top1,
+            "seed": 0,
+        }
 
     lines = baseline_verdict([rec("pretrained", 0.83), rec("random", 0.75), rec("pixels", 0.85)])
     assert len(lines) == 1
@@ -289,9 +297,18 @@ def test_records_that_differ_only_in_lr_are_kept_apart() -> None:
 
     def rec(lr: float, top1: float) -> dict:
         settings = eval_settings("finetune", EvalConfig(finetune=FinetuneEval(lrs=[lr])))
-        return {"protocol": "finetune", "dataset": "fm", "init": "pretrained", "fraction": 0.1,
-                "settings": settings, "settings_id": settings_id(settings), "top1": top1,
-                "top5": 1.0, "f1_macro": top1, "seed": 0}  # fmt: skip
+        return {
+            "protocol": "finetune",
+            "dataset": "fm",
+            "init": "pretrained",
+            "fraction": 0.1,
+            "settings": settings,
+            "settings_id": settings_id(settings),
+            "top1": top1,
+            "top5": 1.0,
+            "f1_macro": top1,
+            "seed": 0,
+        }
 
     slow, fast = rec(0.05, 0.70), rec(0.4, 0.80)
     assert slow["settings_id"] != fast["settings_id"]
@@ -330,9 +347,14 @@ def test_correctness_bits_round_trip() -> None:
 
 def paired_rec(run_seed: int, correct: np.ndarray, test_id: str = "t1") -> dict:
     return rec(
-        "knn", 0, float(correct.mean()), k=20, n_test=len(correct), test_id=test_id,
+        "knn",
+        0,
+        float(correct.mean()),
+        k=20,
+        n_test=len(correct),
+        test_id=test_id,
         correct=pack_correct(torch.from_numpy(correct)),
-    )  # fmt: skip
+    )
 
 
 def test_paired_tests_say_which_differences_are_significant() -> None:
@@ -406,12 +428,27 @@ def test_curves_png_plots_the_loss_parts_lr_and_epoch_monitors(tmp_path) -> None
 
     assert save_curves_png(tmp_path) is None  # no metrics.jsonl: nothing to draw
     lines = [
-        {"step": s, "epoch": s // 5, "loss": 10.0 - s / 5, "lr": 0.1, "images_per_s": 500.0,
-         "invariance": 0.5, "variance": 0.6}
+        {
+            "step": s,
+            "epoch": s // 5,
+            "loss": 10.0 - s / 5,
+            "lr": 0.1,
+            "images_per_s": 500.0,
+            "invariance": 0.5,
+            "variance": 0.6,
+        }
         for s in range(10)
-    ]  # fmt: skip
-    lines += [{"epoch": 1, "step": 5, "train_seconds": 1.0, "monitor_knn_top1": 0.7,
-               "monitor_collapse_warning": False, "monitor_effective_rank": 12.0}]  # fmt: skip
+    ]
+    lines += [
+        {
+            "epoch": 1,
+            "step": 5,
+            "train_seconds": 1.0,
+            "monitor_knn_top1": 0.7,
+            "monitor_collapse_warning": False,
+            "monitor_effective_rank": 12.0,
+        }
+    ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     path = save_curves_png(tmp_path)
     assert path == tmp_path / "plots" / "curves.png"
@@ -431,9 +468,18 @@ def test_baseline_verdict_prints_the_paired_test_and_flags_a_lead_it_cannot_tell
     gen = torch.Generator().manual_seed(0)
 
     def rec(init: str, right: torch.Tensor) -> dict:
-        return {"protocol": "knn", "dataset": "fashion-mnist", "init": init, "k": 20,
-                "top1": float(right.float().mean()), "f1_macro": 0.5, "seed": 0, "n_test": n,
-                "test_id": "t", "correct": pack_correct(right)}  # fmt: skip
+        return {
+            "protocol": "knn",
+            "dataset": "fashion-mnist",
+            "init": init,
+            "k": 20,
+            "top1": float(right.float().mean()),
+            "f1_macro": 0.5,
+            "seed": 0,
+            "n_test": n,
+            "test_id": "t",
+            "correct": pack_correct(right),
+        }
 
     base = torch.rand(n, generator=gen) < 0.80
     far = base | (torch.rand(n, generator=gen) < 0.5)  # fixes half the errors: +10 points
@@ -460,9 +506,18 @@ def test_an_ema_teachers_row_keeps_the_baselines_and_their_paired_test() -> None
     teacher = pixels | (torch.rand(n, generator=gen) < 0.5)
 
     def rec(init: str, right: torch.Tensor, backbone: str | None = None) -> dict:
-        r = {"protocol": "knn", "dataset": "fm", "init": init, "k": 20, "seed": 0,
-             "top1": float(right.float().mean()), "f1_macro": 0.5, "n_test": n,
-             "test_id": "t", "correct": pack_correct(right)}  # fmt: skip
+        r = {
+            "protocol": "knn",
+            "dataset": "fm",
+            "init": init,
+            "k": 20,
+            "seed": 0,
+            "top1": float(right.float().mean()),
+            "f1_macro": 0.5,
+            "n_test": n,
+            "test_id": "t",
+            "correct": pack_correct(right),
+        }
         return {**r, "backbone": backbone} if backbone else r
 
     records = [rec("pretrained", teacher, "teacher"), rec("pretrained", pixels, "student")]
@@ -499,9 +554,18 @@ def test_the_verdict_points_to_the_measured_curves_only_where_they_were_measured
     from selfsup.evaluate.table import baseline_verdict
 
     def recs(dataset: str) -> list[dict]:
-        return [{"protocol": "knn", "dataset": dataset, "init": init, "k": 20, "top1": top1,
-                 "f1_macro": top1, "seed": 0} for init, top1 in (("pretrained", 0.8),
-                                                                 ("pixels", 0.85))]  # fmt: skip
+        return [
+            {
+                "protocol": "knn",
+                "dataset": dataset,
+                "init": init,
+                "k": 20,
+                "top1": top1,
+                "f1_macro": top1,
+                "seed": 0,
+            }
+            for init, top1 in (("pretrained", 0.8), ("pixels", 0.85))
+        ]
 
     assert "RESULTS.md" in baseline_verdict(recs("fashion-mnist"))[0]
     icons = baseline_verdict(recs("imagefolder:/data/icons"))[0]

@@ -27,15 +27,31 @@ pytestmark = pytest.mark.skipif(
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "selfsup", "pretrain", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "selfsup",
+        "pretrain",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_torchrun_trains_one_run_from_two_processes_and_resumes(tmp_path) -> None:
     out = tmp_path / "run"
-    common = [*TINY, "train.device=cpu", "eval.protocols=[knn]", "eval.knn.k=[5]",
-              "eval.compare_random=false", "eval.compare_pixels=false"]  # fmt: skip
+    common = [
+        *TINY,
+        "train.device=cpu",
+        "eval.protocols=[knn]",
+        "eval.knn.k=[5]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+    ]
     done = torchrun("--config", "defaults", "--out", str(out), *common)
     assert done.returncode == 0, done.stderr[-3000:]
     steps_per_epoch = 128 // 32  # data.limit / the global train.batch_size
@@ -60,11 +76,21 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path) -> None
     is CUDA-only): the final weights of 2 processes x 16 images equal those of 1 process x 32.
     This holds only if the views, the gathered keys, the queue and the gradient averaging are
     all those of one process; and the two runs write the same files."""
-    common = [*TINY, "method.name=moco", "method.queue_size=64", "method.projector=32-16",
-              "backbone.name=vit_tiny_p4", "train.device=cpu", "train.precision=fp32",
-              "train.channels_last=false", "train.epochs=1", "eval.protocols=[knn]",
-              "eval.knn.k=[5]", "eval.compare_random=false",
-              "eval.compare_pixels=false"]  # fmt: skip
+    common = [
+        *TINY,
+        "method.name=moco",
+        "method.queue_size=64",
+        "method.projector=32-16",
+        "backbone.name=vit_tiny_p4",
+        "train.device=cpu",
+        "train.precision=fp32",
+        "train.channels_last=false",
+        "train.epochs=1",
+        "eval.protocols=[knn]",
+        "eval.knn.k=[5]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+    ]
     two, one = tmp_path / "two", tmp_path / "one"
     done = torchrun("--config", "defaults", "--out", str(two), *common)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -119,9 +145,22 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_checkpointed_step(tmp
     common = [*TINY, "train.device=cpu", "train.epochs=200", "eval.protocols=[knn]"]
     common += ["eval.knn.k=[5]", "eval.compare_random=false", "eval.compare_pixels=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "selfsup", "pretrain", "--config", "defaults", "--out", str(out),
-           *common]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "selfsup",
+        "pretrain",
+        "--config",
+        "defaults",
+        "--out",
+        str(out),
+        *common,
+    ]
     proc = subprocess.Popen(
         cmd,
         env=env,

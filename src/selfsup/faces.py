@@ -97,10 +97,19 @@ def run_faces(
         load_backbone_weights(backbone, cfg.backbone.weights)
     mean, std, norm = _normalisation(cfg, train)
     ctx = EvalContext(
-        dataset=train.name, train=train, num_classes=len(lfw.images.classes), size=size,
-        mean=list(mean), std=list(std), channels=3, device=device, seed=cfg.seed,
-        cfg=cfg.eval, run_cfg=cfg, work_dir=RunDir(out).evals,
-    )  # fmt: skip
+        dataset=train.name,
+        train=train,
+        num_classes=len(lfw.images.classes),
+        size=size,
+        mean=list(mean),
+        std=list(std),
+        channels=3,
+        device=device,
+        seed=cfg.seed,
+        cfg=cfg.eval,
+        run_cfg=cfg,
+        work_dir=RunDir(out).evals,
+    )
     pairs = _pair_images(lfw, size, data_root)  # a bad pairs file fails before training
     model, info = _finetune(ctx, backbone)
     start = "pretrained" if cfg.backbone.weights else "random-init"
@@ -153,10 +162,16 @@ def _finetune(ctx: EvalContext, backbone: nn.Module) -> tuple[nn.Module, dict[st
     if len(c.lrs) > 1:
         fit_idx, val_idx = carve_validation(len(ctx.train), ctx.cfg.val_fraction, ctx.seed)
     model, info = train_choosing_lr(
-        ctx, backbone, ctx.train.subset(fit_idx.sort().values),
-        ctx.train.subset(val_idx.sort().values), name="faces-finetune", frozen=False,
-        epochs=c.epochs, lrs=c.lrs, weight_decay=c.weight_decay,
-    )  # fmt: skip
+        ctx,
+        backbone,
+        ctx.train.subset(fit_idx.sort().values),
+        ctx.train.subset(val_idx.sort().values),
+        name="faces-finetune",
+        frozen=False,
+        epochs=c.epochs,
+        lrs=c.lrs,
+        weight_decay=c.weight_decay,
+    )
     return model, info
 
 
@@ -166,8 +181,14 @@ def _identify(
     """Top-1 of identities by 1-NN and by the weighted kNN of each ``eval.knn.k``."""
     out = {}
     for k in sorted({1, *ctx.cfg.knn.k}):
-        scores = knn_predict(bank, train.labels, query, k=k, temperature=ctx.cfg.knn.temperature,
-                             num_classes=ctx.num_classes)  # fmt: skip
+        scores = knn_predict(
+            bank,
+            train.labels,
+            query,
+            k=k,
+            temperature=ctx.cfg.knn.temperature,
+            num_classes=ctx.num_classes,
+        )
         out[f"knn{k}_top1"] = float((scores.argmax(1).cpu() == test.labels).float().mean())
     return out
 
@@ -229,9 +250,16 @@ def _verify(ctx: EvalContext, net: nn.Module, pairs: PairSet, people: list[str])
 
 
 def _grid(
-    bank: torch.Tensor, train: ImageArray, query: torch.Tensor, test: ImageArray, path: Path,
-    k: int, n_queries: int, init: str, cfg: Config,
-) -> dict[str, Any]:  # fmt: skip
+    bank: torch.Tensor,
+    train: ImageArray,
+    query: torch.Tensor,
+    test: ImageArray,
+    path: Path,
+    k: int,
+    n_queries: int,
+    init: str,
+    cfg: Config,
+) -> dict[str, Any]:
     """The most and least similar training faces of ``n_queries`` seeded test queries."""
     near = exact_neighbours(bank, query, k)
     precision = precision_at_k(near, train.labels, test.labels)

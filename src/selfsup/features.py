@@ -92,6 +92,13 @@ def run_logits(
     """A supervised / joint run's own classifier (``method.head``) on ``images``, with the run's
     view size, normalisation and precision (``cfg``: its ``Config``)."""
     return classifier_logits(
-        method.backbone, method.head, images, size=cfg.views.size, mean=cfg.data.mean,
-        std=cfg.data.std, precision=cfg.train.precision, batch_size=batch_size, device=device,
-    )  # fmt: skip
+        method.backbone,
+        method.head,
+        images,
+        size=cfg.views.size,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+        precision=cfg.train.precision,
+        batch_size=batch_size,
+        device=device,
+    )

@@ -81,8 +81,9 @@ def draw_attention(
 
     def show(ax: Any, image: torch.Tensor, overlay: torch.Tensor | None, name: str) -> None:
         img = image.permute(1, 2, 0).numpy()
-        ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255,
-                  extent=extent)  # fmt: skip
+        ax.imshow(
+            img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255, extent=extent
+        )
         if overlay is not None:
             ax.imshow(overlay.numpy(), cmap="inferno", alpha=0.6, extent=extent)
         ax.set_xticks([])

@@ -88,13 +88,17 @@ def corr_panels(run_dir: str | Path) -> Path:
         )
     records = [json.loads(f.read_text()) for f in files]
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(records), figsize=(3.2 * len(records) + 0.8, 3.5),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(records), figsize=(3.2 * len(records) + 0.8, 3.5), squeeze=False
+    )
     image = None
     for ax, rec in zip(axes[0], records, strict=True):
         image = ax.imshow(rec["matrix"], cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-        ax.set_title(f"epoch {rec['epoch']}\ndiag {rec['diag_mean']:.2f}, off-diag rms "
-                     f"{rec['offdiag_rms']:.3f}", fontsize=8)  # fmt: skip
+        ax.set_title(
+            f"epoch {rec['epoch']}\ndiag {rec['diag_mean']:.2f}, off-diag rms "
+            f"{rec['offdiag_rms']:.3f}",
+            fontsize=8,
+        )
         ax.set_xticks([])
         ax.set_yticks([])
     first = records[0]

@@ -46,9 +46,11 @@ def tsne_panels(run_dir: Path, *, perplexity: float = 30.0, seed: int = 0) -> Pa
     for ax, (epoch, path) in zip(axes[0], epochs, strict=True):
         feats = np.load(path)
         tsne = TSNE(
-            n_components=2, init="pca", random_state=seed,
+            n_components=2,
+            init="pca",
+            random_state=seed,
             perplexity=min(perplexity, max(2.0, (len(feats) - 1) / 3)),
-        )  # fmt: skip
+        )
         xy = tsne.fit_transform(feats.astype(np.float32))
         for c, name in enumerate(classes):
             keep = labels == c

@@ -63,10 +63,15 @@ class Encoder:
     ) -> torch.Tensor:
         """Features (N, D) float32 of uint8 ``images`` (N, C, H, W), any channel count."""
         return extract_features(
-            self.backbone, match_channels(images, self.channels), size=self.cfg.views.size,
-            mean=mean, std=std, precision=self.cfg.train.precision,
-            device=resolve_device(self.cfg.train.device), batch_size=self.cfg.eval.batch_size,
-        ).cpu()  # fmt: skip
+            self.backbone,
+            match_channels(images, self.channels),
+            size=self.cfg.views.size,
+            mean=mean,
+            std=std,
+            precision=self.cfg.train.precision,
+            device=resolve_device(self.cfg.train.device),
+            batch_size=self.cfg.eval.batch_size,
+        ).cpu()
 
     def load_split(self, dataset: str | None, split: str) -> ImageArray:
         """``split`` of ``dataset`` (default: the pretraining dataset) at the run's image size."""

@@ -160,9 +160,10 @@ def save_curves_png(run_dir: str | Path) -> Path | None:
     parts = [k for k in steps[-1] if k not in STEP_KEYS_SKIPPED and isinstance(steps[-1][k], float)]
     last = epochs[-1] if epochs else {}
     monitors = [
-        k for k, v in last.items()
+        k
+        for k, v in last.items()
         if k.startswith("monitor_") and isinstance(v, (int, float)) and not isinstance(v, bool)
-    ]  # fmt: skip
+    ]
     plt = pyplot()
     panels = len(parts) + 1 + len(monitors)
     cols = min(4, panels)
@@ -178,8 +179,13 @@ def save_curves_png(run_dir: str | Path) -> Path | None:
     if held:  # a joint run's SSL loss is its ssl_loss part; an SSL run's is the loss itself
         ax = flat[parts.index("ssl_loss") if "ssl_loss" in parts else 0]
         ax.lines[0].set_label("train (per step)")
-        ax.plot([r["step"] for r in held], [r["val_ssl_loss"] for r in held], "o-", ms=3,
-                label="held-out (val_ssl_loss)")  # fmt: skip
+        ax.plot(
+            [r["step"] for r in held],
+            [r["val_ssl_loss"] for r in held],
+            "o-",
+            ms=3,
+            label="held-out (val_ssl_loss)",
+        )
         ax.legend(fontsize=7)
     for ax, key in zip(flat[len(parts) + 1 :], monitors, strict=False):
         at = [r.get("epoch", r.get("epoch_fraction")) for r in epochs]  # mid-epoch marks too

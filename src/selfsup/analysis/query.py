@@ -130,10 +130,16 @@ def draw_hits(
     show(axes[0, 0], q.image, f"query\n{q.name[-14:]}\n{class_name(meta, q.label)[:14]}")
     for ax, (rank, (item, sim)) in zip(axes[0, 1:], enumerate(hits, 1), strict=True):
         label = class_name(meta, meta["labels"][item])
-        show(ax, data.images[item], f"#{rank} {str(meta['ids'][item])[-10:]}\n{label[:14]}\n"
-             f"cos {sim:.3f}")  # fmt: skip
+        show(
+            ax,
+            data.images[item],
+            f"#{rank} {str(meta['ids'][item])[-10:]}\n{label[:14]}\ncos {sim:.3f}",
+        )
     which = "least" if dissimilar else "most"
-    fig.suptitle(f"the {len(hits)} {which} similar images of {meta['dataset'][-40:]} "
-                 f"{meta['split']} ({meta['backbone']} features)", fontsize=7)  # fmt: skip
+    fig.suptitle(
+        f"the {len(hits)} {which} similar images of {meta['dataset'][-40:]} "
+        f"{meta['split']} ({meta['backbone']} features)",
+        fontsize=7,
+    )
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)

@@ -37,23 +37,40 @@ from selfsup.layout import RunDir
 # (glob under plots/, caption): known figures first, in this order; any other PNG follows,
 # captioned by its file name
 KNOWN_FIGURES: tuple[tuple[str, str], ...] = (
-    ("curves.png", "Training curves: the loss, its parts and the learning rate per step; the "
-     "online kNN and collapse monitors per epoch"),
-    ("train_val.png", "Train against validation per epoch: cross-entropy and top-1 on a fixed "
-     "training sample and on held-out training images"),
+    (
+        "curves.png",
+        "Training curves: the loss, its parts and the learning rate per step; the "
+        "online kNN and collapse monitors per epoch",
+    ),
+    (
+        "train_val.png",
+        "Train against validation per epoch: cross-entropy and top-1 on a fixed "
+        "training sample and on held-out training images",
+    ),
     ("compare_curves.png", "Curves of several runs side by side"),
-    ("tsne.png", "t-SNE of the backbone features of the same training images after each "
-     "saved epoch, coloured by class"),
-    ("retrieval.png", "Retrieval: per test query, its most similar (left) and least similar "
-     "(right) training images by the pretrained features; green names match the query's class"),
+    (
+        "tsne.png",
+        "t-SNE of the backbone features of the same training images after each "
+        "saved epoch, coloured by class",
+    ),
+    (
+        "retrieval.png",
+        "Retrieval: per test query, its most similar (left) and least similar "
+        "(right) training images by the pretrained features; green names match the query's class",
+    ),
     ("retrieve-*.png", "A query of the run's saved index (selfsup retrieve)"),
-    ("attention*.png", "Attention of the CLS token over the patches in the last block, per "
-     "head and their mean"),
-    ("corr*.png", "The matrix the method acts on (VICReg: covariance; others: Barlow Twins "
-     "cross-correlation of two views) over the saved epochs"),
+    (
+        "attention*.png",
+        "Attention of the CLS token over the patches in the last block, per head and their mean",
+    ),
+    (
+        "corr*.png",
+        "The matrix the method acts on (VICReg: covariance; others: Barlow Twins "
+        "cross-correlation of two views) over the saved epochs",
+    ),
     ("faces*.png", "Faces: the most and least similar training faces of test queries"),
     ("confusion-*.png", "Confusion matrix"),
-)  # fmt: skip
+)
 
 SMALL_FIGURES = ("confusion-*.png",)  # shown three to a row
 

@@ -136,8 +136,14 @@ def retrieval_study(
     grid = RunDir(run_dir).plot("retrieval.png")
     draw_grid(queries.subset(shown), bank, near, far, grid, title=_title(precision, k))
     search = "exact" if recall is None else "annoy"
-    numbers = {"k": k, "precision": precision, "recall": recall, "bank": len(bank),
-               "queries": len(queries), "search": search}  # fmt: skip
+    numbers = {
+        "k": k,
+        "precision": precision,
+        "recall": recall,
+        "bank": len(bank),
+        "queries": len(queries),
+        "search": search,
+    }
     write_json_atomic(grid.with_suffix(".json"), numbers)  # the figures of the run's report
     return RetrievalResult(precision, recall, k, grid, shown.tolist())
 
@@ -194,8 +200,7 @@ def draw_grid(
             show(axes[r, 1 + j], bank.images[idx], label, "green" if label == q_label else "red")
     if rows:
         axes[0, 1].annotate("most similar ->", (0, 1.35), xycoords="axes fraction", fontsize=7)
-        axes[0, 1 + k].annotate("least similar ->", (0, 1.35), xycoords="axes fraction",
-                                fontsize=7)  # fmt: skip
+        axes[0, 1 + k].annotate("least similar ->", (0, 1.35), xycoords="axes fraction", fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)

@@ -73,9 +73,13 @@ class ImageArray:
             [self.files[i] for i in torch.arange(len(self))[index].tolist()] if self.files else []
         )
         return ImageArray(
-            self.images[index], self.labels[index], list(self.classes), self.name, self.split,
+            self.images[index],
+            self.labels[index],
+            list(self.classes),
+            self.name,
+            self.split,
             files,
-        )  # fmt: skip
+        )
 
     def fingerprints(self) -> np.ndarray:
         """One 64-bit content hash per image (N,) uint64 (BLAKE2b of its pixels): identifies an

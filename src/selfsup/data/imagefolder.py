@@ -394,9 +394,16 @@ def build_cache(
     ``decoder`` turns the files into images in order (default: one by one in this process;
     :mod:`selfsup.data.prepare` passes a process pool's)."""
     good, bad = _build(
-        npy, found.files, found.listing, image_size, found.folder, fail, found.skipped, report,
+        npy,
+        found.files,
+        found.listing,
+        image_size,
+        found.folder,
+        fail,
+        found.skipped,
+        report,
         decoder or decode_serially,
-    )  # fmt: skip
+    )
     meta = {
         "folder": str(found.folder),
         "labels": [found.labels[i] for i in good],

@@ -179,9 +179,12 @@ class LFW:
 
 
 def load_lfw(
-    root: Path, *, min_images: int = DEFAULT_MIN_IMAGES, image_size: int = 64,
+    root: Path,
+    *,
+    min_images: int = DEFAULT_MIN_IMAGES,
+    image_size: int = 64,
     download: bool = False,
-) -> LFW:  # fmt: skip
+) -> LFW:
     """Every image of the people with at least ``min_images`` images, people as classes."""
     images_dir = find_lfw(root, download)
     people = keep_people(scan_people(images_dir), min_images)

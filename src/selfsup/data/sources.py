@@ -48,12 +48,29 @@ FASHION_MNIST_SYSTEM_DIRS: list[Path] = [Path("/usr/share/datasets/fashion-mnist
 unusual installs can change it)."""
 
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 STL10_CLASSES = [
-    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
-]  # fmt: skip
+    "airplane",
+    "bird",
+    "car",
+    "cat",
+    "deer",
+    "dog",
+    "horse",
+    "monkey",
+    "ship",
+    "truck",
+]
 """Used when ``stl10_binary/class_names.txt`` is absent."""
 
 DATASET_SPLITS: dict[str, tuple[str, ...]] = {
@@ -187,8 +204,11 @@ def _not_found(
         if not d.is_dir():
             lines.append(f"  {d}  (no such folder)")
             continue
-        missing = [" or ".join(names) for names in needed.values()
-                   if not any((d / n).is_file() for n in names)]  # fmt: skip
+        missing = [
+            " or ".join(names)
+            for names in needed.values()
+            if not any((d / n).is_file() for n in names)
+        ]
         lines.append(f"  {d}  (missing {', '.join(missing)})")
     files = ", ".join(" or ".join(names) for names in needed.values())
     return DataError(
@@ -264,13 +284,21 @@ def _cifar(req: _Request, *, hundred: bool) -> ImageArray:
     """The CIFAR "python version": pickled dicts of (N, 3072) uint8 rows and label lists."""
     if hundred:
         dataset, folder, meta, label_key, names_key = (
-            "cifar100", "cifar-100-python", "meta", "fine_labels", "fine_label_names",
-        )  # fmt: skip
+            "cifar100",
+            "cifar-100-python",
+            "meta",
+            "fine_labels",
+            "fine_label_names",
+        )
         batches = [req.split]
     else:
         dataset, folder, meta, label_key, names_key = (
-            "cifar10", "cifar-10-batches-py", "batches.meta", "labels", "label_names",
-        )  # fmt: skip
+            "cifar10",
+            "cifar-10-batches-py",
+            "batches.meta",
+            "labels",
+            "label_names",
+        )
         train = [f"data_batch_{i}" for i in range(1, 6)]
         batches = train if req.split == "train" else ["test_batch"]
     needed = {name: (name,) for name in [*batches, meta]}

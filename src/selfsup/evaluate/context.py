@@ -132,10 +132,16 @@ class EvalContext:
 
         def scores(test: ImageArray) -> torch.Tensor:
             return classifier_logits(
-                model.backbone, model.head, test.images, size=self.size, mean=self.mean,
-                std=self.std, batch_size=self.cfg.batch_size, device=self.device,
+                model.backbone,
+                model.head,
+                test.images,
+                size=self.size,
+                mean=self.mean,
+                std=self.std,
+                batch_size=self.cfg.batch_size,
+                device=self.device,
                 precision=self.run_cfg.train.precision,
-            )  # fmt: skip
+            )
 
         return scores
 

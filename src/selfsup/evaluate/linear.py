@@ -118,9 +118,13 @@ def select_and_fit_linear(
         previous, sweep = None, {}
         for l2 in order:
             probe = fit_linear(
-                features[train_idx], labels[train_idx], num_classes,
-                l2=l2, max_iter=max_iter, init=previous,
-            )  # fmt: skip
+                features[train_idx],
+                labels[train_idx],
+                num_classes,
+                l2=l2,
+                max_iter=max_iter,
+                init=previous,
+            )
             previous = probe.layer
             pred = probe.predict(features[val_idx]).argmax(1).cpu()
             acc = sweep[l2] = float((pred == labels[val_idx].cpu()).float().mean())

@@ -78,10 +78,13 @@ def train_classifier(
     view = crop_flip_view(ctx.size, ctx.mean, ctx.std, ctx.cfg.crop_scale)
     torch.manual_seed(ctx.seed)
     model = Classifier(
-        copy.deepcopy(backbone), [view], ctx.num_classes, frozen=frozen,
+        copy.deepcopy(backbone),
+        [view],
+        ctx.num_classes,
+        frozen=frozen,
         head_lr_scale=1.0 if frozen else ctx.cfg.finetune.head_lr_scale,
         dropout=0.0 if frozen else ctx.run_cfg.backbone.dropout,  # no dropout in a linear probe
-    )  # fmt: skip
+    )
     train = _classifier_schedule(ctx, len(data), epochs, lr, weight_decay)
     epochs = train.epochs
     out = ctx.work_dir / name
@@ -96,10 +99,17 @@ def train_classifier(
     }
     monitor = _curves_monitor(ctx, model, data, val)
     fit(
-        model, ctx.images(data), train, out, seed=ctx.seed, identity=identity,
-        labels=data.labels, monitor=monitor, monitor_every=1 if monitor else 0,
+        model,
+        ctx.images(data),
+        train,
+        out,
+        seed=ctx.seed,
+        identity=identity,
+        labels=data.labels,
+        monitor=monitor,
+        monitor_every=1 if monitor else 0,
         label=label or f"{name} ({ctx.work_dir.name})",
-    )  # fmt: skip
+    )
     return model.eval(), epochs
 
 
@@ -160,10 +170,17 @@ def train_choosing_lr(
     )
     for lr in lrs:
         model, n_epochs = train_classifier(
-            ctx, backbone, data, name=f"{name}-lr{lr:g}", frozen=frozen, epochs=epochs,
-            lr=lr, weight_decay=weight_decay, val=val,
+            ctx,
+            backbone,
+            data,
+            name=f"{name}-lr{lr:g}",
+            frozen=frozen,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            val=val,
             label=f"{name} lr={lr:g} ({ctx.work_dir.name})",
-        )  # fmt: skip
+        )
         acc = 0.0
         if len(lrs) > 1:
             pred = ctx.classifier_scores(model)(val).argmax(1).cpu()

@@ -80,9 +80,16 @@ def pseudo_label_teacher(
             )
         name = f"pseudo-teacher-{c.pseudo.teacher}-s{ctx.seed}"
         model, _ = train_choosing_lr(
-            ctx, net, labelled, val, name=name, frozen=False, epochs=c.finetune.epochs,
-            lrs=c.finetune.lrs, weight_decay=c.finetune.weight_decay,
-        )  # fmt: skip
+            ctx,
+            net,
+            labelled,
+            val,
+            name=name,
+            frozen=False,
+            epochs=c.finetune.epochs,
+            lrs=c.finetune.lrs,
+            weight_decay=c.finetune.weight_decay,
+        )
         logits = ctx.classifier_scores(model)
         return c.pseudo.teacher, lambda data: logits(data).float().softmax(1).cpu()
     run = Path(ctx.cfg.pseudo.teacher)

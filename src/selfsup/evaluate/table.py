@@ -22,8 +22,15 @@ from selfsup.records import IDENTITY, measurement_key
 # the eval settings that change each protocol's number (besides the record's own fields)
 COMMON_SETTINGS = ("train_limit", "test_limit", "classes")
 _TRAINED = ("val_fraction", "min_steps")
-_FINETUNE = ("finetune.epochs", "finetune.batch_size", "finetune.lrs", "finetune.weight_decay",
-             "finetune.head_lr_scale", "crop_scale", *_TRAINED)  # fmt: skip
+_FINETUNE = (
+    "finetune.epochs",
+    "finetune.batch_size",
+    "finetune.lrs",
+    "finetune.weight_decay",
+    "finetune.head_lr_scale",
+    "crop_scale",
+    *_TRAINED,
+)
 PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
     "knn": ("knn.temperature",),
     "linear": ("linear.l2", "linear.max_iter", "val_fraction"),

@@ -30,8 +30,9 @@ def accuracy_vs_compute(rows: list[dict[str, Any]], evaluation: str | None, out:
         raise SelfsupError(f"no finished rows for evaluation {evaluation!r}")
     with_params = [r for r in rows if r["params"]]
     plt = plots.pyplot()
-    fig, axes = plt.subplots(1, 2 if with_params else 1, figsize=(11 if with_params else 6, 4.5),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, 2 if with_params else 1, figsize=(11 if with_params else 6, 4.5), squeeze=False
+    )
     xs = [r["train_s"] for r in rows]
     axes[0][0].set_xlabel("training wall time (s)")
     axes[0][0].set_xscale("log")
@@ -45,8 +46,13 @@ def accuracy_vs_compute(rows: list[dict[str, Any]], evaluation: str | None, out:
             if xv:
                 label = ", ".join(x for x in (f"{r['run']} {r['protocol']}", r["measure"]) if x)
                 ax.scatter([xv], [100 * r["top1"]])
-                ax.annotate(label, (xv, 100 * r["top1"]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")  # fmt: skip
+                ax.annotate(
+                    label,
+                    (xv, 100 * r["top1"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         ax.margins(x=0.25)  # room for the labels right of the last points
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
@@ -100,8 +106,9 @@ def run_reports(study: Study, runs_dir: Path) -> dict[str, str]:
     return out
 
 
-def study_html(title: str, table_md: str, figures: dict[str, str], reports: dict[str, str],
-               out: Path) -> Path:  # fmt: skip
+def study_html(
+    title: str, table_md: str, figures: dict[str, str], reports: dict[str, str], out: Path
+) -> Path:
     """DIR/report.html: the table, the figures inline, links to the runs' reports."""
     parts = [f"<h1>{html.escape(title)}</h1>", f"<pre>{html.escape(table_md)}</pre>"]
     for name, path in figures.items():

@@ -112,11 +112,15 @@ def plan(
                 continue
             ev = study.evals[name]
             used.update(ev.datasets)
-            cells.append(Cell(
-                run.name, name, "eval",
-                overrides=sub([*ev.overrides, *study.scales[scale]["eval"], *ev.scales[scale]]),
-                protocols=list(ev.protocols),
-                datasets=[mapping.get(d, d) for d in ev.datasets],
-            ))  # fmt: skip
+            cells.append(
+                Cell(
+                    run.name,
+                    name,
+                    "eval",
+                    overrides=sub([*ev.overrides, *study.scales[scale]["eval"], *ev.scales[scale]]),
+                    protocols=list(ev.protocols),
+                    datasets=[mapping.get(d, d) for d in ev.datasets],
+                )
+            )
     check_map(study, mapping, used)
     return cells

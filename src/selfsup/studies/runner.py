@@ -204,8 +204,12 @@ _COMMANDS: list[str] = []
 def available_commands() -> list[str]:
     """The subcommands this selfsup has (``faces`` comes from another module; asked once)."""
     if not _COMMANDS:
-        out = subprocess.run([sys.executable, "-m", "selfsup", "--help"], capture_output=True,
-                             text=True, env=_child_env()).stdout  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "selfsup", "--help"],
+            capture_output=True,
+            text=True,
+            env=_child_env(),
+        ).stdout
         start, end = out.find("{"), out.find("}")
         _COMMANDS.extend(out[start + 1 : end].split(",") if start >= 0 else [])
     return _COMMANDS
@@ -252,11 +256,14 @@ def face_records(results: dict) -> list[dict]:
     records = []
     ident, verif = results.get("identification") or {}, results.get("verification") or {}
     for stage, prefix in (("pretrained", ""), ("finetuned", "finetuned ")):
-        ks = {name.removeprefix("knn").removesuffix("_top1"): top1
-              for name, top1 in (ident.get(stage) or {}).items()}  # fmt: skip
+        ks = {
+            name.removeprefix("knn").removesuffix("_top1"): top1
+            for name, top1 in (ident.get(stage) or {}).items()
+        }
         for k in sorted((k for k in ks if k.isdigit()), key=int):
-            records.append({"dataset": "lfw", "protocol": f"{prefix}knn", "k": int(k),
-                            "top1": ks[k]})  # fmt: skip
+            records.append(
+                {"dataset": "lfw", "protocol": f"{prefix}knn", "k": int(k), "top1": ks[k]}
+            )
         ver = verif.get(stage) or {}
         unseen = ver.get("unseen_people") or {}
         if unseen.get("mean") is not None:  # LFW's protocol: people fine-tuning never saw
@@ -351,8 +358,13 @@ def _run_cell(cell: Cell, out: Path, run_dir: Path, log: Path, root: Path) -> li
     return evaluate(cell, run_dir, log)
 
 
-def run_cells(cells: list[Cell], out: Path, meta: dict[str, Any], root: Path,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+def run_cells(
+    cells: list[Cell],
+    out: Path,
+    meta: dict[str, Any],
+    root: Path,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Execute every unfinished cell in order; returns the final ``study.json`` content."""
     out.mkdir(parents=True, exist_ok=True)
     state = _initial_state(cells, out, meta)
@@ -385,10 +397,15 @@ def run_cells(cells: list[Cell], out: Path, meta: dict[str, Any], root: Path,
             continue
         wall = time.perf_counter() - t0
         entry.update(state="finished", finished=_now(), wall_s=round(wall, 1))
-        write_json_atomic(cell_file(out, cell), {
-            "cell": cell.id, "fingerprint": fingerprint(cell), "records": records,
-            **{k: entry[k] for k in ("started", "finished", "wall_s")},
-        })  # fmt: skip
+        write_json_atomic(
+            cell_file(out, cell),
+            {
+                "cell": cell.id,
+                "fingerprint": fingerprint(cell),
+                "records": records,
+                **{k: entry[k] for k in ("started", "finished", "wall_s")},
+            },
+        )
         save()
         progress.times.setdefault(progress.kind(cell), []).append(wall)
         progress.line(i, cell, f"finished in {duration(wall)}; {progress.eta(cells[i + 1 :])}")

@@ -21,15 +21,34 @@ from selfsup.rundir import read_results
 from selfsup.studies.spec import OWN, Cell, Study
 
 COLUMNS = [
-    "run", "evaluation", "dataset", "protocol", "measure", "top1", "f1", "random_top1",
-    "pixels_top1", "reference_top1", "train_s", "eval_s", "params", "flops_per_image",
-    "images_per_s", "hardware",
-]  # fmt: skip
+    "run",
+    "evaluation",
+    "dataset",
+    "protocol",
+    "measure",
+    "top1",
+    "f1",
+    "random_top1",
+    "pixels_top1",
+    "reference_top1",
+    "train_s",
+    "eval_s",
+    "params",
+    "flops_per_image",
+    "images_per_s",
+    "hardware",
+]
 HEADERS = {
-    "top1": "top-1 %", "f1": "macro-F1 %", "random_top1": "random init %",
-    "pixels_top1": "raw pixels %", "reference_top1": "published %", "train_s": "train wall",
-    "eval_s": "eval wall", "flops_per_image": "FLOPs/image", "images_per_s": "images/s",
-}  # fmt: skip
+    "top1": "top-1 %",
+    "f1": "macro-F1 %",
+    "random_top1": "random init %",
+    "pixels_top1": "raw pixels %",
+    "reference_top1": "published %",
+    "train_s": "train wall",
+    "eval_s": "eval wall",
+    "flops_per_image": "FLOPs/image",
+    "images_per_s": "images/s",
+}
 MAIN_INITS = ("pretrained", "trained")
 COMPUTE = ("params", "flops_per_image", "images_per_s", "hardware")  # of results.json["compute"]
 
@@ -71,21 +90,37 @@ def _matches(ref: dict[str, Any], row: dict[str, Any], recs: list[dict]) -> bool
     return all(ref[k] == recs[0].get(k) for k in ("k", "fraction", "ratio") if k in ref)
 
 
-def _row(cell: Cell, seconds: tuple[float | None, float | None], compute: dict[str, Any],
-         source: str, key: tuple[str, str, str], main: list[dict],
-         by_init: dict[str, list[dict]]) -> dict[str, Any]:  # fmt: skip
+def _row(
+    cell: Cell,
+    seconds: tuple[float | None, float | None],
+    compute: dict[str, Any],
+    source: str,
+    key: tuple[str, str, str],
+    main: list[dict],
+    by_init: dict[str, list[dict]],
+) -> dict[str, Any]:
     def top1(init: str) -> float | None:
         return _mean([r["top1"] for r in by_init.get(init, [])])
 
     dataset, protocol, what = key
     row = {
-        "run": cell.run, "evaluation": cell.eval, "dataset": dataset, "source_dataset": source,
-        "protocol": protocol, "measure": what, "top1": _mean([r["top1"] for r in main]),
+        "run": cell.run,
+        "evaluation": cell.eval,
+        "dataset": dataset,
+        "source_dataset": source,
+        "protocol": protocol,
+        "measure": what,
+        "top1": _mean([r["top1"] for r in main]),
         "f1": _mean([r["f1_macro"] for r in main if "f1_macro" in r]),
-        "random_top1": top1("random"), "pixels_top1": top1("pixels"), "seeds": len(main),
-        "train_s": seconds[0], "eval_s": seconds[1], "reference_top1": None, "reference": None,
+        "random_top1": top1("random"),
+        "pixels_top1": top1("pixels"),
+        "seeds": len(main),
+        "train_s": seconds[0],
+        "eval_s": seconds[1],
+        "reference_top1": None,
+        "reference": None,
         **{k: compute.get(k) for k in COMPUTE},
-    }  # fmt: skip
+    }
     if isinstance(row["params"], dict):  # results.json: {backbone, total, trainable}
         row["params"] = row["params"].get("backbone")
     if isinstance(row["hardware"], dict):  # {device, gpu, cpu, cpu_count, torch}
@@ -99,8 +134,9 @@ def _row(cell: Cell, seconds: tuple[float | None, float | None], compute: dict[s
     return row
 
 
-def build_rows(study: Study, cells: list[Cell], done: dict[str, dict], runs_dir: Path,
-               mapping: dict[str, str]) -> list[dict[str, Any]]:  # fmt: skip
+def build_rows(
+    study: Study, cells: list[Cell], done: dict[str, dict], runs_dir: Path, mapping: dict[str, str]
+) -> list[dict[str, Any]]:
     """The table's rows from the finished cells' records (mean over evaluation seeds)."""
     back = {new: old for old, new in mapping.items()}
     rows = []
@@ -112,13 +148,22 @@ def build_rows(study: Study, cells: list[Cell], done: dict[str, dict], runs_dir:
         for rec in done[cell.id]["records"]:
             key = (rec["dataset"], rec["protocol"], measure(rec))
             groups[key][rec.get("init", "pretrained")].append(rec)
-        seconds = (done.get(f"{cell.run}/train", {}).get("wall_s"),
-                   done[cell.id].get("wall_s") if cell.eval != OWN else None)  # fmt: skip
+        seconds = (
+            done.get(f"{cell.run}/train", {}).get("wall_s"),
+            done[cell.id].get("wall_s") if cell.eval != OWN else None,
+        )
         for (dataset, protocol, what), by_init in groups.items():
             for teacher, main in _by_backbone(by_init).items():
                 label = ", ".join(filter(None, [what, "EMA teacher" if teacher else ""]))
-                row = _row(cell, seconds, compute, back.get(dataset, dataset),
-                           (dataset, protocol, label), main, by_init)  # fmt: skip
+                row = _row(
+                    cell,
+                    seconds,
+                    compute,
+                    back.get(dataset, dataset),
+                    (dataset, protocol, label),
+                    main,
+                    by_init,
+                )
                 for ref in study.references:
                     if _matches(ref, row, main or next(iter(by_init.values()))):
                         row["reference_top1"], row["reference"] = ref["top1"], ref["source"]
@@ -151,15 +196,23 @@ def display(row: dict[str, Any], notes: dict[str, int]) -> dict[str, str]:
         n = notes.setdefault(row["reference"], len(notes) + 1)
         ref = f"{row['reference_top1']:g} [{n}]"
     return {
-        "run": row["run"], "evaluation": row["evaluation"], "dataset": row["dataset"],
-        "protocol": row["protocol"], "measure": row["measure"], "top1": _pct(row["top1"]),
-        "f1": _pct(row["f1"]), "random_top1": _pct(row["random_top1"]),
-        "pixels_top1": _pct(row["pixels_top1"]), "reference_top1": ref,
-        "train_s": _wall(row["train_s"]), "eval_s": _wall(row["eval_s"]),
-        "params": _si(row["params"]), "flops_per_image": _si(row["flops_per_image"]),
+        "run": row["run"],
+        "evaluation": row["evaluation"],
+        "dataset": row["dataset"],
+        "protocol": row["protocol"],
+        "measure": row["measure"],
+        "top1": _pct(row["top1"]),
+        "f1": _pct(row["f1"]),
+        "random_top1": _pct(row["random_top1"]),
+        "pixels_top1": _pct(row["pixels_top1"]),
+        "reference_top1": ref,
+        "train_s": _wall(row["train_s"]),
+        "eval_s": _wall(row["eval_s"]),
+        "params": _si(row["params"]),
+        "flops_per_image": _si(row["flops_per_image"]),
         "images_per_s": "" if row["images_per_s"] is None else f"{row['images_per_s']:.0f}",
         "hardware": row["hardware"] or "",
-    }  # fmt: skip
+    }
 
 
 def caption(study: Study, scale: str, mapping: dict[str, str], params: dict[str, str]) -> str:
@@ -170,8 +223,10 @@ def caption(study: Study, scale: str, mapping: dict[str, str], params: dict[str,
         text += "; parameters: " + ", ".join(f"{k}={v}" for k, v in params.items())
     text += ". Top-1 and F1 on the test split (%), mean over evaluation seeds."
     if study.references and (scale != "full" or mapping):
-        text += (" Published numbers are for the original datasets and budgets; this scale"
-                 " checks the pipeline and does not reproduce them.")  # fmt: skip
+        text += (
+            " Published numbers are for the original datasets and budgets; this scale"
+            " checks the pipeline and does not reproduce them."
+        )
     return text
 
 
@@ -179,8 +234,12 @@ def markdown(rows: list[dict[str, Any]], text: str, failed: dict[str, str]) -> s
     notes: dict[str, int] = {}
     shown = [display(r, notes) for r in rows]
     cols = [c for c in COLUMNS if any(s[c] for s in shown) or c in ("run", "evaluation", "top1")]
-    lines = [text, "", "| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |",
-             "|" + "---|" * len(cols)]  # fmt: skip
+    lines = [
+        text,
+        "",
+        "| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     lines += ["| " + " | ".join(s[c] for c in cols) + " |" for s in shown]
     lines += [""] + [f"[{n}] {src}" for src, n in notes.items()]
     if failed:

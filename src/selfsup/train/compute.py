@@ -76,8 +76,13 @@ def hardware(device: torch.device) -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"device": gpu or cpu, "gpu": gpu, "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch": torch.__version__}  # fmt: skip
+    return {
+        "device": gpu or cpu,
+        "gpu": gpu,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+    }
 
 
 def compute_record(
