@@ -91,10 +91,7 @@ def run_faces(
     test = lfw.split("test", LFW_TEST_FRACTION, cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, RunDir(out).config)
-    torch.manual_seed(cfg.seed)
-    backbone = build_backbone(cfg.backbone, in_channels=3, image_size=size)
-    if cfg.backbone.weights:
-        load_backbone_weights(backbone, cfg.backbone.weights)
+    backbone = _start_backbone(cfg, size)
     mean, std, norm = _normalisation(cfg, train)
     ctx = EvalContext(
         dataset=train.name,
@@ -139,6 +136,15 @@ def run_faces(
         results["verification"] = None
     write_json_atomic(RunDir(out).results, results)
     return results
+
+
+def _start_backbone(cfg: Config, size: int) -> nn.Module:
+    """The backbone to fine-tune: ``backbone.weights`` when given, else a seeded random init."""
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg.backbone, in_channels=3, image_size=size)
+    if cfg.backbone.weights:
+        load_backbone_weights(backbone, cfg.backbone.weights)
+    return backbone
 
 
 def _normalisation(cfg: Config, train: ImageArray) -> tuple[Any, Any, str]:
