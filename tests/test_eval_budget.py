@@ -98,6 +98,10 @@ def test_a_fine_tune_sweep_says_its_size_before_it_starts(tmp_path, capsys) -> N
     args = [*TINY, "train.epochs=1", "eval.compare_random=false", "eval.compare_pixels=false"]
     args += ["eval.protocols=[finetune]", "eval.finetune.fractions=[0.25]"]
     args += ["eval.finetune.epochs=1", "eval.min_steps=6", "eval.finetune.lrs=[0.05,0.1]"]
+    # batch 16: with the default batch (64 here) and 2 threads, torch aborted inside backward
+    # in this configuration (fp32 too), reproduced before and after issue #23's refactor;
+    # under investigation, the fine-tune path itself is covered by tests/test_protocols.py
+    args += ["eval.finetune.batch_size=16"]
     assert main(["pretrain", "--config", "defaults", "--out", str(out), *args]) == 0
     err = capsys.readouterr().err
     assert "raised from 1 by eval.min_steps=6" in err and "for each of 2 lr(s)" in err
