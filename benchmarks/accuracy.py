@@ -38,7 +38,7 @@ from selfsup.data.sources import load_dataset
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics, wilson_interval
-from selfsup.features import extract_features
+from selfsup.features import extract_features, run_feature_kw
 from selfsup.pipeline import pretrain
 from selfsup.rundir import saved_config
 
@@ -130,13 +130,7 @@ def with_test_curve(make_hook):
     def epoch_hook(cfg, data, device, labels, run_dir, **kw):
         hook, _ = make_hook(cfg, data, device, labels, run_dir, **kw)
         test = load_dataset(cfg.data.dataset, "test", root=cfg.data.root)
-        opts = dict(
-            size=cfg.views.size,
-            mean=cfg.data.mean,
-            std=cfg.data.std,
-            device=device,
-            precision=cfg.train.precision,
-        )
+        opts = run_feature_kw(cfg, device)
         n = len(test.classes)
 
         def scored(backbone: torch.nn.Module, epoch: float, *, mid_epoch: bool = False) -> dict:

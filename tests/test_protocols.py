@@ -560,17 +560,17 @@ def test_dino_is_evaluated_on_its_teacher_and_other_methods_on_the_student() -> 
         eval_backbone(vicreg, "teacher")
 
 
+# a supervised run on half the labels, evaluated on 128 training images
+HALF_LABELS = ["method.label_fraction=0.5", "train.epochs=1", "train.optimizer=sgd"]
+HALF_LABELS += ["train.lr=0.1", "data.limit=null", "eval.train_limit=128"]
+
+
 def test_a_fraction_trained_run_is_evaluated_with_its_own_labels(tmp_path: Path) -> None:
     """A supervised run on half the labels: its kNN bank holds only the images whose labels it
     trained on (like-for-like with its head), and the records say which backbone."""
     cfg = method_config(
         "supervised",
-        "method.label_fraction=0.5",
-        "train.epochs=1",
-        "train.optimizer=sgd",
-        "train.lr=0.1",
-        "data.limit=null",
-        "eval.train_limit=128",
+        *HALF_LABELS,
         "eval.protocols=[knn]",
         "eval.knn.k=[5]",
         "eval.compare_random=true",
@@ -639,12 +639,7 @@ def test_a_fraction_trained_runs_finetune_uses_the_whole_split_like_every_run(
     images, other ones than the SSL runs' "finetune 10%"."""
     cfg = method_config(
         "supervised",
-        "method.label_fraction=0.5",
-        "train.epochs=1",
-        "train.optimizer=sgd",
-        "train.lr=0.1",
-        "data.limit=null",
-        "eval.train_limit=128",
+        *HALF_LABELS,
         "eval.protocols=[knn,finetune]",
         "eval.knn.k=[5]",
         "eval.finetune.fractions=[0.25]",

@@ -25,21 +25,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def env() -> dict[str, str]:
+    """This checkout's selfsup, one thread a process."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+
+
+def torchrun_command(*args: str) -> list[str]:
+    """``torchrun --standalone --nproc_per_node 2 -m selfsup pretrain ARGS``."""
+    run = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return [sys.executable, *run, "-m", "selfsup", "pretrain", *args]
+
+
 def torchrun(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "selfsup",
-        "pretrain",
-        *args,
-    ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    cmd = torchrun_command(*args)
+    return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
 
 
 def test_torchrun_trains_one_run_from_two_processes_and_resumes(tmp_path) -> None:
@@ -94,10 +93,9 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path) -> None
     two, one = tmp_path / "two", tmp_path / "one"
     done = torchrun("--config", "defaults", "--out", str(two), *common)
     assert done.returncode == 0, done.stderr[-3000:]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     new = ["pretrain", "--config", "defaults", "--out", str(one)]
     cmd = [sys.executable, "-m", "selfsup", *new, *common]
-    single = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    single = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     a = load_checkpoint(two / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
@@ -144,26 +142,10 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_checkpointed_step(tmp
     out = tmp_path / "run"
     common = [*TINY, "train.device=cpu", "train.epochs=200", "eval.protocols=[knn]"]
     common += ["eval.knn.k=[5]", "eval.compare_random=false", "eval.compare_pixels=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "selfsup",
-        "pretrain",
-        "--config",
-        "defaults",
-        "--out",
-        str(out),
-        *common,
-    ]
+    cmd = torchrun_command("--config", "defaults", "--out", str(out), *common)
     proc = subprocess.Popen(
         cmd,
-        env=env,
+        env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

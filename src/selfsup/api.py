@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from selfsup.backbones.pixels import Pixels
 from selfsup.config import Config, apply_overrides, config_from_dict, config_to_dict
 from selfsup.data.array import ImageArray
 from selfsup.data.sources import load_dataset
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.harness import evaluate_backbone
-from selfsup.features import extract_features
+from selfsup.features import extract_features, run_feature_kw
 from selfsup.layout import RunDir
 from selfsup.methods import Method
+from selfsup.pipeline import eval_inputs, random_twin
 from selfsup.precision import resolve_device
 from selfsup.rundir import eval_backbone, load_run
 
@@ -75,17 +76,8 @@ class Run:
             images = images.images
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             raise SelfsupError("Run.embed takes uint8 images (N, C, H, W) or an ImageArray")
-        cfg = self.config
-        return extract_features(
-            self.backbone,
-            images,
-            size=cfg.views.size,
-            mean=cfg.data.mean,
-            std=cfg.data.std,
-            batch_size=batch_size,
-            device=self.device,
-            precision=cfg.train.precision,
-        )
+        kw = run_feature_kw(self.config, self.device)
+        return extract_features(self.backbone, images, batch_size=batch_size, **kw)
 
     def score(
         self,
@@ -101,31 +93,24 @@ class Run:
         or ``eval.*`` keys (``train_limit=5000``). ``baselines``: also "random" (a randomly
         initialised twin) and / or "pixels" (knn, linear)."""
         cfg = self.config
-        overrides = [f"eval.{k}={_yaml(v)}" for k, v in settings.items() if not _nested(k)]
-        overrides += [f"eval.{protocol}.{k}={_yaml(v)}" for k, v in settings.items() if _nested(k)]
+        overrides = [
+            f"eval.{protocol + '.' if _nested(k) else ''}{k}={json.dumps(v)}"
+            for k, v in settings.items()
+        ]
         eval_cfg = (
             config_from_dict(apply_overrides(config_to_dict(cfg), overrides)).eval
             if overrides
             else cfg.eval
         )
-        common = dict(
-            datasets=[dataset or cfg.data.dataset],
-            protocols=[protocol],
-            size=cfg.views.size,
-            root=cfg.data.root,
-            download=cfg.data.download,
-            image_size=cfg.data.image_size,
-            seed=cfg.seed,
-            device=self.device,
-            run_cfg=cfg,
-        )
+        common = eval_inputs(cfg, [dataset or cfg.data.dataset], [protocol], self.device)
         own = (cfg.data.mean, cfg.data.std)  # the inputs the backbone was trained on
         records = evaluate_backbone(self.backbone, eval_cfg, init="pretrained", norm=own, **common)
         for base in baselines:
+            if base not in ("random", "pixels"):
+                raise SelfsupError(f"unknown baseline {base!r}; valid: random, pixels")
+            net = random_twin(cfg) if base == "random" else Pixels(len(own[0]), cfg.views.size)
             norm = None if base == "pixels" else own
-            records += evaluate_backbone(
-                _baseline(base, cfg), eval_cfg, init=base, norm=norm, **common
-            )
+            records += evaluate_backbone(net, eval_cfg, init=base, norm=norm, **common)
         return records
 
 
@@ -134,20 +119,3 @@ def _nested(key: str) -> bool:
     from selfsup.config import EvalConfig
 
     return key not in EvalConfig.__dataclass_fields__
-
-
-def _yaml(value: Any) -> str:
-    return json.dumps(value)
-
-
-def _baseline(name: str, cfg: Config) -> nn.Module:
-    from selfsup.backbones import build_backbone
-    from selfsup.backbones.pixels import Pixels
-
-    channels = len(cfg.data.mean or [])
-    if name == "pixels":
-        return Pixels(channels, cfg.views.size)
-    if name == "random":
-        torch.manual_seed(cfg.seed)
-        return build_backbone(cfg.backbone, in_channels=channels, image_size=cfg.views.size)
-    raise SelfsupError(f"unknown baseline {name!r}; valid: random, pixels")

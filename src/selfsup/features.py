@@ -86,19 +86,23 @@ def classifier_logits(
     return extract_features(nn.Sequential(backbone, head), images, **kw)
 
 
+def run_feature_kw(cfg, device: torch.device) -> dict:
+    """How a run's backbone sees images (``cfg``: its ``Config``): its view size,
+    normalisation and precision on ``device``, the keyword arguments of
+    :func:`extract_features`."""
+    return dict(
+        size=cfg.views.size,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+        device=device,
+        precision=cfg.train.precision,
+    )
+
+
 def run_logits(
     method: nn.Module, cfg, images: torch.Tensor, *, batch_size: int, device: torch.device
 ) -> torch.Tensor:
     """A supervised / joint run's own classifier (``method.head``) on ``images``, with the run's
     view size, normalisation and precision (``cfg``: its ``Config``)."""
-    return classifier_logits(
-        method.backbone,
-        method.head,
-        images,
-        size=cfg.views.size,
-        mean=cfg.data.mean,
-        std=cfg.data.std,
-        precision=cfg.train.precision,
-        batch_size=batch_size,
-        device=device,
-    )
+    kw = run_feature_kw(cfg, device)
+    return classifier_logits(method.backbone, method.head, images, batch_size=batch_size, **kw)

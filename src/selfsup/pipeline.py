@@ -364,6 +364,35 @@ def _evaluate(
     return out
 
 
+def eval_inputs(
+    cfg: Config, datasets: Sequence[str], protocols: Sequence[str], device: torch.device
+) -> dict[str, Any]:
+    """The keyword arguments of ``evaluate_backbone`` that a run's config decides (its view
+    size, data, seed, device; a pseudo-label teacher run read through the run layer), with
+    an empty split cache: ``evaluate_run``'s and ``selfsup.api``'s."""
+    d = cfg.data
+    return dict(
+        datasets=list(datasets),
+        protocols=list(protocols),
+        size=cfg.views.size,
+        root=d.root,
+        download=d.download,
+        image_size=d.image_size,
+        seed=cfg.seed,
+        device=device,
+        splits={},
+        run_cfg=cfg,
+        load_run=load_teacher_run,
+    )
+
+
+def random_twin(cfg: Config) -> nn.Module:
+    """The backbone of ``cfg`` randomly initialised, seeded by the run's seed: the baseline
+    every evaluation of the run is compared with."""
+    torch.manual_seed(cfg.seed)
+    return build_backbone(cfg.backbone, in_channels=len(cfg.data.mean), image_size=cfg.views.size)
+
+
 def _random_init_records(
     cfg: Config, protocols: Sequence[str], common: dict[str, Any], bank: Splits
 ) -> list[dict[str, Any]]:
@@ -371,12 +400,8 @@ def _random_init_records(
     with the run's input statistics (as the trained backbone, issue #24.2)."""
     if not cfg.eval.compare_random:
         return []
-    torch.manual_seed(cfg.seed)
-    random_backbone = build_backbone(
-        cfg.backbone, in_channels=len(cfg.data.mean), image_size=cfg.views.size
-    )
     own = (cfg.data.mean, cfg.data.std)
-    return _evaluate(random_backbone, "random", own, protocols, cfg, common, bank)
+    return _evaluate(random_twin(cfg), "random", own, protocols, cfg, common, bank)
 
 
 def _pixel_records(
@@ -445,20 +470,7 @@ def evaluate_run(
     check_protocols(protocols)
     datasets = list(datasets or [cfg.data.dataset, *cfg.eval.datasets])
     device = resolve_device(cfg.train.device)
-    common = dict(
-        datasets=datasets,
-        protocols=protocols,
-        size=cfg.views.size,
-        root=cfg.data.root,
-        download=cfg.data.download,
-        image_size=cfg.data.image_size,
-        seed=cfg.seed,
-        device=device,
-        splits={},
-        run_cfg=cfg,
-        work_dir=RunDir(run_dir).evals,
-        load_run=load_teacher_run,
-    )
+    common = {**eval_inputs(cfg, datasets, protocols, device), "work_dir": RunDir(run_dir).evals}
     which, backbone = eval_backbone(method, cfg.eval.backbone)
     bank = _label_fraction_bank(cfg, run_dir, common["splits"])
     own = (cfg.data.mean, cfg.data.std)  # what the backbone was trained with (issue #24.2)

@@ -30,7 +30,8 @@ def add_parsers(sub: Any) -> None:
     rt.set_defaults(handler=retrieval)
     ts = viz_sub.add_parser(
         "tsne",
-        help="one t-SNE panel per epoch saved during training (viz.embed_epochs=[1,5,...])",
+        help="one t-SNE panel per epoch saved during training (viz.embed_epochs=[1,5,...]); "
+        "a run that saved none is embedded now with its final checkpoint (one panel)",
     )
     ts.add_argument("run_dir", type=Path)
     ts.set_defaults(handler=tsne)

@@ -33,7 +33,7 @@ from selfsup.distributed import is_distributed, rank
 from selfsup.errors import ConfigError
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.metrics import classification_metrics
-from selfsup.features import extract_features, run_logits
+from selfsup.features import extract_features, run_feature_kw, run_logits
 from selfsup.layout import RunDir
 from selfsup.methods import Method
 from selfsup.methods.supervised import Classifier
@@ -44,17 +44,6 @@ from selfsup.train.guards import ADVICE, TrainingDiverged
 
 Callback = Callable[[nn.Module, float], dict[str, Any]]
 """(backbone, epochs done) -> the numbers to log (a saver: ``{}``)."""
-
-
-def _feature_kw(cfg: Config, device: torch.device) -> dict[str, Any]:
-    """How a callback extracts features: the run's view size, normalisation and precision."""
-    return dict(
-        size=cfg.views.size,
-        mean=cfg.data.mean,
-        std=cfg.data.std,
-        device=device,
-        precision=cfg.train.precision,
-    )
 
 
 def knn_monitor(
@@ -74,7 +63,7 @@ def knn_monitor(
     n_query = max(1, len(pool) // 5)
     bank, query = pool.subset(slice(n_query, None)), pool.subset(slice(0, n_query))
     num_classes = max(len(pool.classes), int(pool.labels.max()) + 1)
-    kw = _feature_kw(cfg, device)
+    kw = run_feature_kw(cfg, device)
 
     def monitor(backbone: nn.Module, epoch: float) -> dict[str, Any]:
         fb = extract_features(backbone, bank.images, **kw)
@@ -116,7 +105,7 @@ def embedding_saver(cfg: Config, data: ImageArray, device: torch.device, run_dir
         rd.embeddings.mkdir(parents=True, exist_ok=True)
         write_atomic(rd.embedding_labels, lambda f: np.save(f, sample.labels.numpy()))
         write_json_atomic(rd.embedding_classes, list(sample.classes))
-    kw = _feature_kw(cfg, device)
+    kw = run_feature_kw(cfg, device)
 
     def save(backbone: nn.Module, epoch: float) -> dict[str, Any]:
         if epoch in cfg.viz.embed_epochs:

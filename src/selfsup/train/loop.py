@@ -417,7 +417,7 @@ class Trainer:
             self.method.train()
         self.save(epoch + 1, 0, None)
         if self.stop.agreed() and epoch + 1 < self.tc.epochs:
-            raise self._stopped(f"the end of epoch {epoch + 1}")
+            raise self._stopped(f"step {self.state.step} (the end of epoch {epoch + 1})")
 
     def run(self) -> Method:
         """Train from :attr:`state` to ``train.epochs``; returns the trained method."""
