@@ -115,6 +115,15 @@ CELLS: dict[str, Cell] = {
         "isd.yaml", [*WIDE[:2], "train.lr=0.3", "train.warmup_epochs=0.5", "train.epochs=10"]
     ),
     "dino_twins-wide": Cell("dino_twins.yaml", [*WIDE[:2], "train.epochs=4"]),
+    # issue #21, third pass: SimCLR's recipe on the hour's network. Its narrow run ended with
+    # kNN-20 above its linear probe (86.4 / 85.7%) where VICReg's ends 1.6 below, and it led
+    # every method at 1 and 3 minutes; 535 img/s on one core (a 30-step probe) = ~112 s an
+    # epoch, so 28 epochs fill ~52 minutes. The second cell takes VICReg / Barlow Twins' crop
+    # scale (solo-learn's 0.2-1) against SimCLR's own 0.08-1; the held-out monitor chooses.
+    "simclr-hour": Cell("simclr.yaml", [*WIDE[:2], "train.epochs=28"], random=True),
+    "simclr-hour-crop0.2": Cell(
+        "simclr.yaml", [*WIDE[:2], "train.epochs=28", "views.crop_scale=[0.2,1.0]"]
+    ),
     "dino": Cell("dino.yaml"),
     "dino_twins": Cell("dino_twins.yaml"),
     "supervised": Cell("supervised.yaml"),
