@@ -136,6 +136,10 @@ RUNNER = (
 CELL = "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -152,7 +156,10 @@ def test_a_cell_process_ends_with_the_study_runner(tmp_path, sig) -> None:
     pid_file = tmp_path / "cell.pid"
     cell = [sys.executable, "-c", CELL, str(pid_file)]
     cmd = [sys.executable, "-c", RUNNER, str(tmp_path / "cell.log"), *cell]
-    runner = subprocess.Popen(cmd, env=_env())
+    # the runner starts with Python's own SIGINT handler even where this test's shell ignores
+    # SIGINT (a background job of a non-interactive shell: Python then keeps SIG_IGN and the
+    # SIGINT case would test the shell, not the runner)
+    runner = subprocess.Popen(cmd, env=_env(), preexec_fn=_default_sigint)
     end = time.monotonic() + 60
     while not pid_file.is_file() or not pid_file.read_text():
         assert runner.poll() is None and time.monotonic() < end
