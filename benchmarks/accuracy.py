@@ -124,6 +124,11 @@ CELLS: dict[str, Cell] = {
     "simclr-hour-crop0.2": Cell(
         "simclr.yaml", [*WIDE[:2], "train.epochs=28", "views.crop_scale=[0.2,1.0]"]
     ),
+    # ... and, as the held-out monitor favoured 0.2-1 over 0.08-1 (86.8 vs 85.6% at epoch 17),
+    # a milder crop still (Fashion-MNIST's classes differ in global shape: sleeve, length)
+    "simclr-hour-crop0.4": Cell(
+        "simclr.yaml", [*WIDE[:2], "train.epochs=28", "views.crop_scale=[0.4,1.0]"]
+    ),
     "dino": Cell("dino.yaml"),
     "dino_twins": Cell("dino_twins.yaml"),
     "supervised": Cell("supervised.yaml"),
