@@ -396,6 +396,31 @@ def test_pseudo_label_threshold_counts_confident_pool_images(
     assert passed[1.0] <= passed[median]  # and a stricter one keeps fewer
 
 
+def test_the_probe_teacher_chooses_its_penalty_on_the_held_out_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pseudo-label teacher's L2 penalty is chosen on the held-out training images (the
+    students' lr-choice images), not on a tenth carved from the few labelled ones: on 50 of
+    500 Fashion-MNIST images penalties 1e-4..1 tied, the tie kept 1.0, and that probe was so
+    smooth that no pool image passed the 0.9 threshold. The record says what chose it."""
+    from selfsup.evaluate import context
+
+    seen: list[int | None] = []
+    real = context.select_and_fit_linear
+
+    def spy(features, labels, num_classes, **kw):
+        val = kw.get("val")
+        seen.append(None if val is None else len(val[1]))
+        return real(features, labels, num_classes, **kw)
+
+    monkeypatch.setattr(context, "select_and_fit_linear", spy)
+    cfg = config("eval.pseudo.ratios=[1.0]", "eval.linear.l2=[1.0,0.001]")
+    (r,) = evaluate(tiny_backbone(), cfg, ["pseudo-label"], tmp_path, {"s": synthetic_splits(cfg)})
+    (n_val,) = seen  # None: carved from the labelled images (the code before)
+    assert n_val is not None and n_val > 0
+    assert r["teacher_n_val"] == n_val and r["teacher_l2"] in (1.0, 0.001)
+
+
 # --- the class-balanced label-fraction sampler ----------------------------------------------
 
 

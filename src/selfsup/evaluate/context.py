@@ -113,10 +113,14 @@ class EvalContext:
             precision=self.run_cfg.train.precision,
         )
 
-    def fit_probe(self, backbone: nn.Module, data: ImageArray) -> tuple[LinearProbe, dict]:
+    def fit_probe(
+        self, backbone: nn.Module, data: ImageArray, val: ImageArray | None = None
+    ) -> tuple[LinearProbe, dict]:
         """The ``linear`` protocol's probe on ``data``'s frozen features, L2 penalty chosen on
-        a validation split carved from ``data``."""
+        ``val`` (other held-out training images) when given, else on a validation split
+        carved from ``data``."""
         c = self.cfg
+        held = None if val is None else (self.features(backbone, val), val.labels)
         return select_and_fit_linear(
             self.features(backbone, data),
             data.labels,
@@ -125,6 +129,7 @@ class EvalContext:
             val_fraction=c.val_fraction,
             seed=self.seed,
             max_iter=c.linear.max_iter,
+            val=held,
         )
 
     def classifier_scores(self, model: Classifier) -> Scores:

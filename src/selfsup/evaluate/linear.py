@@ -103,31 +103,31 @@ def select_and_fit_linear(
     val_fraction: float = 0.1,
     seed: int = 0,
     max_iter: int = 1000,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[LinearProbe, dict]:
     """Pick the L2 penalty with the best accuracy on a validation split carved from the given
-    (training) features, then refit on all of them. The sweep runs from the strongest penalty
-    down, each fit warm-started from the previous one; a tie keeps the stronger penalty.
-    Returns the probe and the choice: ``l2``, its ``val_top1`` and ``val_sweep`` (validation
-    top-1 per penalty), all None when there was nothing to choose, and ``n_val``, how many
-    labelled images chose it (0: none)."""
+    (training) features, or on ``val`` (features, labels of other held-out training images)
+    when given, then refit on all the given features. The sweep runs from the strongest
+    penalty down, each fit warm-started from the previous one; a tie keeps the stronger
+    penalty. Returns the probe and the choice: ``l2``, its ``val_top1`` and ``val_sweep``
+    (validation top-1 per penalty), all None when there was nothing to choose, and ``n_val``,
+    how many labelled images chose it (0: none)."""
     order = sorted(set(l2s), reverse=True)
     best_l2, best_acc, sweep, n_val = order[0], None, None, 0
     if len(order) > 1:
-        train_idx, val_idx = carve_validation(len(features), val_fraction, seed)
-        n_val = len(val_idx)
+        if val is None:
+            train_idx, val_idx = carve_validation(len(features), val_fraction, seed)
+            fit_x, fit_y = features[train_idx], labels[train_idx]
+            val_x, val_y = features[val_idx], labels[val_idx]
+        else:
+            (fit_x, fit_y), (val_x, val_y) = (features, labels), val
+        n_val = len(val_y)
         previous, sweep = None, {}
         for l2 in order:
-            probe = fit_linear(
-                features[train_idx],
-                labels[train_idx],
-                num_classes,
-                l2=l2,
-                max_iter=max_iter,
-                init=previous,
-            )
+            probe = fit_linear(fit_x, fit_y, num_classes, l2=l2, max_iter=max_iter, init=previous)
             previous = probe.layer
-            pred = probe.predict(features[val_idx]).argmax(1).cpu()
-            acc = sweep[l2] = float((pred == labels[val_idx].cpu()).float().mean())
+            pred = probe.predict(val_x).argmax(1).cpu()
+            acc = sweep[l2] = float((pred == val_y.cpu()).float().mean())
             if best_acc is None or acc > best_acc:
                 best_l2, best_acc = l2, acc
     probe = fit_linear(features, labels, num_classes, l2=best_l2, max_iter=max_iter)
