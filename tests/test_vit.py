@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -86,6 +88,43 @@ def test_other_input_size_interpolates_position_embedding() -> None:
     assert net.last_attention(torch.randn(1, 3, 16, 16)).shape == (1, 3, 17, 17)
     with pytest.raises(ValueError, match="multiples of the patch size 4"):
         net(torch.randn(1, 3, 30, 30))
+
+
+def dino_interpolate_pos_encoding(pos_embed: torch.Tensor, height: int, width: int, patch: int):
+    """facebookresearch/dino vision_transformer.py @7c446df:174-194 (``interpolate_pos_encoding``)
+    transcribed for an input of ``height`` x ``width`` px: the patch grid resized bicubically by
+    a scale factor, each target side + 0.1 over sqrt(N) (its ``w``, ``h`` are the input's dims
+    2 and 3, prepare_tokens:197)."""
+    n = pos_embed.shape[1] - 1
+    npatch = (height // patch) * (width // patch)
+    if npatch == n and height == width:
+        return pos_embed
+    class_pos_embed, patch_pos_embed = pos_embed[:, 0], pos_embed[:, 1:]
+    dim = pos_embed.shape[-1]
+    w0, h0 = height // patch + 0.1, width // patch + 0.1
+    side = int(math.sqrt(n))
+    patch_pos_embed = torch.nn.functional.interpolate(
+        patch_pos_embed.reshape(1, side, side, dim).permute(0, 3, 1, 2),
+        scale_factor=(w0 / math.sqrt(n), h0 / math.sqrt(n)),
+        mode="bicubic",
+    )
+    assert int(w0) == patch_pos_embed.shape[-2] and int(h0) == patch_pos_embed.shape[-1]
+    patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
+
+
+@pytest.mark.parametrize(("height", "width"), [(16, 16), (12, 12), (48, 48), (12, 20), (32, 32)])
+def test_position_embedding_resize_is_dinos(height: int, width: int) -> None:
+    """Other input sizes (DINO's local crops, evaluation at another size) get the position
+    embedding of DINO's ``interpolate_pos_encoding`` (scale factor (side + 0.1) / sqrt(N)), not
+    a resize to the target size, whose sampling positions differ."""
+    net = _vit()  # 8 x 8 grid of 4-px patches
+    with torch.no_grad():
+        net.vit.pos_embed.normal_()  # a grid with structure at every scale
+        ours = net._pos_embed(height // 4, width // 4)
+    expected = dino_interpolate_pos_encoding(net.vit.pos_embed.detach(), height, width, 4)
+    assert ours.shape == expected.shape == (1, 1 + (height // 4) * (width // 4), 192)
+    torch.testing.assert_close(ours, expected, rtol=0.0, atol=1e-6)
 
 
 def test_gradients_reach_every_parameter() -> None:
