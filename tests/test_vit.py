@@ -127,6 +127,56 @@ def test_position_embedding_resize_is_dinos(height: int, width: int) -> None:
     torch.testing.assert_close(ours, expected, rtol=0.0, atol=1e-6)
 
 
+def dino_linear_feature(net: ViT, x: torch.Tensor, n: int, avgpool: bool) -> torch.Tensor:
+    """DINO's linear-evaluation input, transcribed: ``get_intermediate_layers`` (the tokens of
+    the last ``n`` blocks, each through the final norm; facebookresearch/dino
+    vision_transformer.py @7c446df:225-233), their CLS tokens concatenated and, with
+    ``avgpool``, the mean patch token of the last one interleaved (eval_linear.py:166-170)."""
+    tokens, output = net._embed(x), []
+    blocks = list(net.vit.blocks)
+    for i, blk in enumerate(blocks):
+        tokens = blk(tokens)
+        if len(blocks) - i <= n:
+            output.append(net.vit.norm(tokens))
+    out = torch.cat([t[:, 0] for t in output], dim=-1)
+    if avgpool:
+        mean = torch.mean(output[-1][:, 1:], dim=1)
+        out = torch.cat((out.unsqueeze(-1), mean.unsqueeze(-1)), dim=-1).reshape(len(x), -1)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 12])
+def test_last_blocks_feature_is_dinos_linear_evaluation_input(n: int) -> None:
+    net = _vit()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = net.forward_last_blocks(x, n)
+        torch.testing.assert_close(ours, dino_linear_feature(net, x, n, False))
+        assert ours.shape == (2, n * 192)
+        torch.testing.assert_close(ours[:, -192:], net(x))  # the last block's: the CLS feature
+
+
+def test_last_blocks_feature_with_average_pooled_patch_tokens() -> None:
+    """``--avgpool_patchtokens`` (DINO's ViT-Base setting, with n = 1): the same numbers, the
+    mean patch token after the CLS tokens rather than interleaved with them (DINO's
+    ``reshape`` only works for n = 1; a linear classifier does not see the order)."""
+    net = _vit()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        official = dino_linear_feature(net, x, 1, True)  # (cls_0, mean_0, cls_1, mean_1, ...)
+        ours = net.forward_last_blocks(x, 1, avgpool=True)
+        torch.testing.assert_close(ours, torch.cat([official[:, 0::2], official[:, 1::2]], 1))
+        four = net.forward_last_blocks(x, 4, avgpool=True)
+        assert four.shape == (2, 5 * 192)
+        torch.testing.assert_close(four[:, -192:], ours[:, -192:])
+
+
+@pytest.mark.parametrize("n", [0, 13])
+def test_last_blocks_out_of_range_names_the_depth(n: int) -> None:
+    with pytest.raises(ValueError, match=r"1\.\.12"):
+        _vit().forward_last_blocks(torch.randn(1, 3, 32, 32), n)
+
+
 def test_gradients_reach_every_parameter() -> None:
     net = _vit(1, 28).train()
     net(torch.randn(2, 1, 28, 28)).square().sum().backward()

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from selfsup.analysis.plots import save_run_plots
 from selfsup.atomic import write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
+from selfsup.backbones.config import is_vit
 from selfsup.backbones.pixels import Pixels
 from selfsup.checkpoint import load_checkpoint
 from selfsup.config import (
@@ -421,6 +422,7 @@ def _pixel_records(
             )
     inputs = dict(seed=cfg.seed, size=cfg.views.size, channels=len(d.mean))
     inputs.update(image_size=d.image_size, precision=cfg.train.precision)
+    inputs.update(vit=is_vit(cfg.backbone.name))  # a ViT run's records carry its probe feature
     key = baseline_key(cfg.eval, {**common["splits"], **bank}, pixel_protocols, **inputs)
     return cached_records(
         key, lambda: _evaluate(pixels, "pixels", None, pixel_protocols, cfg, common, bank)

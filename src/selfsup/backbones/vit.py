@@ -76,7 +76,8 @@ class ViT(nn.Module):
     """A timm ViT without classifier: ``forward(x) -> (B, num_features)``, the final-normed CLS.
 
     Also ``forward_tokens(x) -> (B, 1 + N, D)`` and ``last_attention(x) -> (B, heads, 1 + N,
-    1 + N)`` for attention maps; N = (H / patch) * (W / patch).
+    1 + N)`` for attention maps, N = (H / patch) * (W / patch), and ``forward_last_blocks``,
+    the linear probes' feature.
     """
 
     def __init__(
@@ -142,6 +143,27 @@ class ViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_tokens(x)[:, 0]
+
+    def forward_last_blocks(self, x: torch.Tensor, n: int, avgpool: bool = False) -> torch.Tensor:
+        """DINO's linear-evaluation feature (B, (n + avgpool) * D): the CLS tokens of the last
+        ``n`` blocks, each through the final norm, concatenated in block order
+        (facebookresearch/dino vision_transformer.py @7c446df:225-233 ``get_intermediate_layers``,
+        eval_linear.py:166-167; ``--n_last_blocks`` 4 for ViT-Small, 1 for ViT-Base, :256),
+        and with ``avgpool`` the mean of the last block's normed patch tokens after them
+        (``--avgpool_patchtokens``, :168-170, where it is interleaved and works for n = 1 only;
+        the order is immaterial to a linear classifier). n = 1 without avgpool is ``forward``."""
+        blocks = list(self.vit.blocks)
+        if not 1 <= n <= len(blocks):
+            raise ValueError(f"n must be in 1..{len(blocks)} (this ViT's blocks), got {n}")
+        tokens, outs = self._embed(x), []
+        for i, block in enumerate(blocks):
+            tokens = block(tokens)
+            if i >= len(blocks) - n:
+                outs.append(self.vit.norm(tokens))
+        feats = [t[:, 0] for t in outs]
+        if avgpool:
+            feats.append(outs[-1][:, 1:].mean(dim=1))
+        return torch.cat(feats, dim=-1)
 
     @torch.no_grad()
     def last_attention(self, x: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,11 @@ def pseudo_label_teacher(
     c = ctx.cfg
     if c.pseudo.teacher in (None, "pretrained"):
         probe, _ = ctx.fit_probe(backbone, labelled)
-        return "probe", lambda data: probe.predict(ctx.features(backbone, data)).softmax(1).cpu()
+
+        def probe_probs(data: ImageArray) -> torch.Tensor:
+            return probe.predict(ctx.features(backbone, data, probe=True)).softmax(1).cpu()
+
+        return "probe", probe_probs
     if c.pseudo.teacher in ("finetuned", "scratch"):
         net = backbone
         if c.pseudo.teacher == "scratch":

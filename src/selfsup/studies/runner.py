@@ -34,6 +34,7 @@ from typing import Any
 
 import selfsup
 from selfsup.atomic import write_json_atomic
+from selfsup.backbones.config import is_vit
 from selfsup.config import apply_overrides
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import eval_settings, settings_id
@@ -294,7 +295,8 @@ def evaluate(cell: Cell, run_dir: Path, log: Path) -> list[dict]:
     cfg = load_run_config(run_dir, cell.overrides)
     datasets = cell.datasets or [cfg.data.dataset, *cfg.eval.datasets]
     seeds = cfg.eval.seeds or [cfg.seed]
-    ids = {p: settings_id(eval_settings(p, cfg.eval)) for p in cell.protocols}
+    vit = is_vit(cfg.backbone.name)  # as the harness records a ViT run's probe settings
+    ids = {p: settings_id(eval_settings(p, cfg.eval, vit=vit)) for p in cell.protocols}
     return [
         r
         for r in (read_results(run_dir) or {}).get("evals", [])
