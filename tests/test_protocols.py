@@ -749,3 +749,35 @@ def test_too_many_vit_blocks_is_a_config_error_naming_the_depth(tmp_path: Path) 
         ctx.features(vit, train, probe=True)
     resnet = tiny_backbone()  # a ResNet ignores it: its probe reads its pooled feature
     assert torch.equal(ctx.features(resnet, train, probe=True), ctx.features(resnet, train))
+
+
+def test_records_of_imagenet_size_views_say_they_were_centre_cropped(tmp_path: Path) -> None:
+    """From 112 px the evaluation view is Resize(size / 0.875) + CenterCrop(size) (issue
+    #24.7b): those records carry ``eval_center_crop`` in their settings (another settings id
+    than a whole-image evaluation's); smaller views' settings are unchanged."""
+    from selfsup.evaluate.table import eval_settings
+
+    cfg = config("eval.train_limit=40", "eval.test_limit=10", "eval.knn.k=[5]")
+    splits = {"synthetic": synthetic_splits(cfg)}
+    big = load_eval_splits("synthetic", cfg.eval, root=None, download=False, image_size=128)
+    knn = evaluate(tiny_backbone(), cfg, ["knn"], tmp_path, splits)[0]
+    assert "eval_center_crop" not in knn["settings"]
+    assert knn["settings"] == eval_settings("knn", cfg.eval)
+    big_knn = evaluate_backbone(
+        tiny_backbone(),
+        cfg.eval,
+        datasets=["synthetic"],
+        protocols=["knn"],
+        size=112,
+        init="pretrained",
+        root=None,
+        download=False,
+        image_size=128,
+        seed=0,
+        device=CPU,
+        splits={"synthetic": big},
+        run_cfg=cfg,
+        work_dir=tmp_path,
+    )[0]
+    assert big_knn["settings"] == {**knn["settings"], "eval_center_crop": 0.875}
+    assert big_knn["settings"] == eval_settings("knn", cfg.eval, center_crop=0.875)

@@ -32,6 +32,7 @@ from selfsup.data.array import ImageArray, channel_stats, seeded_subset
 from selfsup.data.classes import select_classes
 from selfsup.data.sampling import class_balanced_indices
 from selfsup.data.sources import load_dataset
+from selfsup.data.views import eval_center_crop
 from selfsup.distributed import barrier, rank, shutdown
 from selfsup.errors import DataError
 from selfsup.evaluate.baseline_cache import baseline_key, cached_records
@@ -302,6 +303,8 @@ def head_records(
         **{k: getattr(t, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay")},
         "crop_scale": cfg.views.crop_scale,
     }
+    if eval_center_crop(cfg.views.size) != 1.0:  # scored on the centre-cropped evaluation view
+        settings["eval_center_crop"] = eval_center_crop(cfg.views.size)
     return [
         {
             "protocol": "supervised" if cfg.method.name == "supervised" else "joint",

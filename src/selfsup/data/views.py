@@ -50,6 +50,7 @@ __all__ = [
     "adjust_saturation",
     "clamp_unit",
     "color_jitter",
+    "eval_center_crop",
     "eval_view",
     "gaussian_blur",
     "gaussian_kernels",
@@ -437,6 +438,12 @@ EVAL_CENTER_CROP = 0.875
 EVAL_CROP_FROM = 112
 
 
+def eval_center_crop(size: int) -> float:
+    """The share of the resized image the evaluation view at ``size`` px keeps: 0.875 from
+    ``EVAL_CROP_FROM`` px, 1 (the whole image) below (records carry it, ``eval_center_crop``)."""
+    return EVAL_CENTER_CROP if size >= EVAL_CROP_FROM else 1.0
+
+
 def eval_view(
     size: int, mean: Sequence[float], std: Sequence[float], *, whole: bool = False
 ) -> ViewSpec:
@@ -445,7 +452,7 @@ def eval_view(
     From ``EVAL_CROP_FROM`` (112) px: ``Resize(floor(size / 0.875))`` then ``CenterCrop(size)``
     (at 224: DINO's and torchvision's Resize(256) + CenterCrop(224)); below it, or ``whole``
     (attention maps drawn over the whole image), the whole image resized to (size, size)."""
-    crop = EVAL_CENTER_CROP if size >= EVAL_CROP_FROM and not whole else 1.0
+    crop = 1.0 if whole else eval_center_crop(size)
     return ViewSpec(
         size=size,
         crop_scale=(1.0, 1.0),

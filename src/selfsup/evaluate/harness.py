@@ -27,6 +27,7 @@ from selfsup.backbones.config import is_vit
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
 from selfsup.data.classes import select_classes
 from selfsup.data.sources import load_dataset
+from selfsup.data.views import eval_center_crop
 from selfsup.errors import DataError
 from selfsup.evaluate import protocols as _protocols  # noqa: F401  (registers knn, linear, ...)
 from selfsup.evaluate import semisupervised as _semisupervised  # noqa: F401  (pseudo-label)
@@ -183,7 +184,7 @@ def _protocol_records(
     fit_seconds = (time.perf_counter() - t0) / max(1, len(predictors))
     # a ViT run's records (its baselines' too: one row) say which ViT feature its probes read
     vit = is_vit(ctx.run_cfg.backbone.name) or hasattr(backbone, "forward_last_blocks")
-    settings = eval_settings(protocol, ctx.cfg, vit=vit)
+    settings = eval_settings(protocol, ctx.cfg, vit=vit, center_crop=eval_center_crop(ctx.size))
     records = []
     for fitted in predictors:
         t0 = time.perf_counter()

@@ -75,10 +75,13 @@ LATER_SETTINGS: dict[str, tuple[Any, ...]] = {
 SAME_AS_BEFORE: dict[str, dict[Any, Any]] = {"pseudo.teacher": {"pretrained": None}}
 
 
-def eval_settings(protocol: str, cfg: Any, *, vit: bool = False) -> dict[str, Any]:
+def eval_settings(
+    protocol: str, cfg: Any, *, vit: bool = False, center_crop: float = 1.0
+) -> dict[str, Any]:
     """The settings of ``cfg`` (an ``EvalConfig``) that change ``protocol``'s number; ``vit``:
     the run's backbone is a ViT (``backbones.config.is_vit``), whose probes read
-    ``VIT_PROBE``."""
+    ``VIT_PROBE``; ``center_crop``: the evaluation view's (``data.views.eval_center_crop`` of
+    the view size), recorded as ``eval_center_crop`` where it is not the whole image."""
     names = COMMON_SETTINGS + PROTOCOL_SETTINGS.get(protocol, ())
     pool = getattr(getattr(cfg, "pseudo", None), "pool", "fraction")
     skip = {"pseudo.pool_split"} if pool == "fraction" else {"pseudo.fraction"}
@@ -90,6 +93,8 @@ def eval_settings(protocol: str, cfg: Any, *, vit: bool = False) -> dict[str, An
             node = getattr(node, part, _MISSING)
         if node is not _MISSING and name not in skip and node not in LATER_SETTINGS.get(name, ()):
             out[name] = SAME_AS_BEFORE[name].get(node, node) if name in SAME_AS_BEFORE else node
+    if center_crop != 1.0:  # ImageNet-size views: Resize(size / crop) + CenterCrop(size)
+        out["eval_center_crop"] = center_crop
     return out
 
 
