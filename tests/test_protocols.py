@@ -17,6 +17,7 @@ from selfsup.backbones import build_backbone
 from selfsup.config import Config, load_config
 from selfsup.data.array import ImageArray, channel_stats
 from selfsup.data.sampling import class_balanced_indices, complement
+from selfsup.data.views import eval_view, make_views
 from selfsup.errors import ConfigError, DataError
 from selfsup.evaluate import protocols, semisupervised
 from selfsup.evaluate.context import PROTOCOLS, EvalContext, Fitted
@@ -692,3 +693,116 @@ def test_records_say_how_many_labelled_images_chose_each_hyper_parameter() -> No
     assert choice["n_val"] == 20
     _, single = select_and_fit_linear(feats, labels, 4, l2s=[1.0])
     assert single["n_val"] == 0 and single["val_top1"] is None
+
+
+# --- the ViT's linear-probe feature: DINO's last four CLS tokens (issue #24.7a) --------------
+
+
+def vit_context(tmp_path: Path, *overrides: str) -> tuple[EvalContext, nn.Module, ImageArray]:
+    cfg = config("backbone.name=vit_tiny_p4", "train.precision=fp32", *overrides)
+    train, _ = synthetic_splits(cfg)
+    train = train.subset(torch.arange(40))
+    torch.manual_seed(0)
+    vit = build_backbone(cfg.backbone, in_channels=3, image_size=16)
+    mean, std = channel_stats(train.images)
+    ctx = EvalContext("synthetic", train, 10, 16, mean, std, 3, CPU, 0, cfg.eval, cfg, tmp_path)
+    return ctx, vit, train
+
+
+def test_a_vits_probes_read_the_last_four_cls_tokens_and_knn_the_last(tmp_path: Path) -> None:
+    """DINO eval_linear.py (--n_last_blocks 4 for ViT-Small) feeds its linear classifier the
+    CLS tokens of the last 4 blocks; eval_knn.py keeps the final CLS. The probe's features are
+    4 x 192 wide, the last 192 of them the kNN feature."""
+    ctx, vit, train = vit_context(tmp_path)
+    assert ctx.cfg.vit_last_blocks == 4 and not ctx.cfg.vit_avgpool
+    knn = ctx.features(vit, train)
+    probe = ctx.features(vit, train, probe=True)
+    assert knn.shape == (40, 192) and probe.shape == (40, 4 * 192)
+    torch.testing.assert_close(probe[:, -192:], knn)
+    x = make_views(train.images, [eval_view(16, ctx.mean, ctx.std)], torch.Generator())[0]
+    with torch.no_grad():
+        torch.testing.assert_close(probe, vit.eval().forward_last_blocks(x, 4))
+    one, _, _ = vit_context(tmp_path, "eval.vit_last_blocks=1")
+    assert torch.equal(one.features(vit, train, probe=True), one.features(vit, train))
+
+
+def test_linear_aug_trains_its_head_on_the_probe_feature(tmp_path: Path, monkeypatch) -> None:
+    ctx, vit, _ = vit_context(tmp_path, "eval.vit_avgpool=true", "eval.min_steps=1")
+    trained = []
+    real = protocols.train_choosing_lr
+
+    def spy(ctx, backbone, *args, **kw):
+        trained.append(backbone)
+        return real(ctx, backbone, *args, **kw)
+
+    monkeypatch.setattr(protocols, "train_choosing_lr", spy)
+    protocols.linear_aug_protocol(vit, ctx)
+    (net,) = trained
+    assert net.num_features == (4 + 1) * 192  # the 4 CLS tokens and the mean patch token
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), vit.eval().forward_last_blocks(x, 4, True))
+
+
+def test_records_say_which_vit_feature_and_resnets_keep_their_settings(tmp_path: Path) -> None:
+    """``eval.vit_last_blocks`` is part of a ViT run's probe records' settings (a table then
+    labels 1 and 4 apart); kNN records and every record of a ResNet run keep the settings (and
+    ids) they had, as does ``eval.vit_last_blocks=1``, the feature before it existed."""
+    from selfsup.evaluate.table import eval_settings, settings_id
+
+    limits = ("eval.train_limit=60", "eval.test_limit=20")
+    cfg = config("backbone.name=vit_tiny_p4", *limits)
+    splits = {"synthetic": synthetic_splits(cfg)}
+    torch.manual_seed(0)
+    vit = build_backbone(cfg.backbone, in_channels=3, image_size=16)
+    records = {r["protocol"]: r for r in evaluate(vit, cfg, ["knn", "linear"], tmp_path, splits)}
+    assert records["linear"]["settings"]["vit_last_blocks"] == 4
+    assert "vit_avgpool" not in records["linear"]["settings"]  # False: as before
+    assert "vit_last_blocks" not in records["knn"]["settings"]
+    for protocol in ("linear", "linear-aug", "pseudo-label"):
+        before = eval_settings(protocol, cfg.eval)  # a ResNet run: no ViT keys
+        assert "vit_last_blocks" not in before
+        old = config("backbone.name=vit_tiny_p4", "eval.vit_last_blocks=1", *limits).eval
+        assert settings_id(eval_settings(protocol, old, vit=True)) == settings_id(before)
+    ids = settings_id(eval_settings("linear", cfg.eval, vit=True))
+    assert records["linear"]["settings_id"] == ids  # what the study runner looks for
+
+
+def test_too_many_vit_blocks_is_a_config_error_naming_the_depth(tmp_path: Path) -> None:
+    ctx, vit, train = vit_context(tmp_path, "eval.vit_last_blocks=13")
+    with pytest.raises(ConfigError, match=r"eval\.vit_last_blocks=13.*12 blocks"):
+        ctx.features(vit, train, probe=True)
+    resnet = tiny_backbone()  # a ResNet ignores it: its probe reads its pooled feature
+    assert torch.equal(ctx.features(resnet, train, probe=True), ctx.features(resnet, train))
+
+
+def test_records_of_imagenet_size_views_say_they_were_centre_cropped(tmp_path: Path) -> None:
+    """From 112 px the evaluation view is Resize(size / 0.875) + CenterCrop(size) (issue
+    #24.7b): those records carry ``eval_center_crop`` in their settings (another settings id
+    than a whole-image evaluation's); smaller views' settings are unchanged."""
+    from selfsup.evaluate.table import eval_settings
+
+    cfg = config("eval.train_limit=40", "eval.test_limit=10", "eval.knn.k=[5]")
+    splits = {"synthetic": synthetic_splits(cfg)}
+    big = load_eval_splits("synthetic", cfg.eval, root=None, download=False, image_size=128)
+    knn = evaluate(tiny_backbone(), cfg, ["knn"], tmp_path, splits)[0]
+    assert "eval_center_crop" not in knn["settings"]
+    assert knn["settings"] == eval_settings("knn", cfg.eval)
+    big_knn = evaluate_backbone(
+        tiny_backbone(),
+        cfg.eval,
+        datasets=["synthetic"],
+        protocols=["knn"],
+        size=112,
+        init="pretrained",
+        root=None,
+        download=False,
+        image_size=128,
+        seed=0,
+        device=CPU,
+        splits={"synthetic": big},
+        run_cfg=cfg,
+        work_dir=tmp_path,
+    )[0]
+    assert big_knn["settings"] == {**knn["settings"], "eval_center_crop": 0.875}
+    assert big_knn["settings"] == eval_settings("knn", cfg.eval, center_crop=0.875)

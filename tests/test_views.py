@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import math
 import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -621,6 +622,8 @@ def test_make_views_rejects_bad_input(images, spec, match) -> None:
         {"hue": 0.6},
         {"solarize_p": 1.5},
         {"hflip_p": -0.1},
+        {"center_crop": 0.0, "random_crop": False},
+        {"center_crop": 0.875},  # a centre crop is the evaluation view's, never a random crop's
     ],
 )
 def test_view_spec_validates(fields) -> None:
@@ -647,6 +650,58 @@ def test_eval_view_is_resize_then_normalize(height: int, width: int, size: int) 
     close(view, expected, RESIZE_ATOL / min(STD))  # normalising scales the error by 1 / std
     # deterministic: no randomness consumed from the generator matters
     assert torch.equal(view, make_views(images, [eval_view(size, MEAN, STD)], gen(1))[0])
+
+
+def photo() -> torch.Tensor:
+    """A real photograph, uint8 (1, 3, 600, 512): matplotlib's sample Grace Hopper portrait."""
+    image_module = pytest.importorskip("PIL.Image")
+    mpl = pytest.importorskip("matplotlib")
+    path = Path(mpl.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not path.is_file():
+        pytest.skip(f"no sample photograph at {path}")
+    with image_module.open(path) as im:
+        return TF.pil_to_tensor(im.convert("RGB")).unsqueeze(0)
+
+
+@pytest.mark.parametrize("square", [False, True])
+def test_eval_view_at_imagenet_size_is_resize_256_then_center_crop_224(square: bool) -> None:
+    """At 224 px the evaluation view is DINO's / torchvision's ``Resize(256, BICUBIC)`` (the
+    shorter side, aspect kept, antialiased) then ``CenterCrop(224)``: on float images up to
+    resampling rounding. DINO eval_linear.py runs it on PIL images, whose uint8 arithmetic
+    rounds each pass to whole levels and clamps between them (torchvision's uint8 kernel gives
+    PIL's result exactly here): observed on this photograph, mean 0.29 levels, 0.08% of the
+    pixels more than a level apart, at most 6.5 levels at clamped edges."""
+    images = photo()
+    if square:  # what an image folder stores: the centre square (imagefolder.decode)
+        images = images[..., 44:556, :]
+    (view,) = make_views(images, [eval_view(224, (0.0,), (1.0,))], gen(0))
+    assert view.shape == (1, 3, 224, 224)
+    x = images[0].float() / 255
+    resized = TF.resize(x, [256], InterpolationMode.BICUBIC, antialias=True)
+    close(view[0], TF.center_crop(resized.clamp(0.0, 1.0), [224]), RESIZE_ATOL)
+    pil = TF.to_pil_image(images[0])
+    pil = TF.center_crop(TF.resize(pil, [256], InterpolationMode.BICUBIC), [224])
+    levels = (view[0] * 255 - TF.pil_to_tensor(pil).float()).abs()
+    assert levels.mean() < 0.35 and (levels > 1.0).float().mean() < 0.002 and levels.max() < 8
+
+
+def test_eval_view_of_an_imagenet100_config_is_the_centre_crop() -> None:
+    """configs/imagenet100: 128-px images, 112-px views; 112 / 0.875 = 128, so the evaluation
+    view is the centre 112 x 112 of the stored image, untouched (the identity resize)."""
+    images = uint8_images(3, 3, 128, 128)
+    (view,) = make_views(images, [eval_view(112, (0.0,), (1.0,))], gen(0))
+    close(view, images[..., 8:120, 8:120].float() / 255, RESIZE_ATOL)
+
+
+@pytest.mark.parametrize("size", [28, 32, 64, 96])
+def test_small_eval_views_keep_the_whole_image(size: int) -> None:
+    """Below ImageNet sizes (Fashion-MNIST 28, CIFAR 32, Tiny-ImageNet 64, STL-10 96) the
+    official recipes evaluate the whole image (solo-learn's STL-10 ``Resize((96, 96))``), as
+    before: the view is the whole image resized to (size, size)."""
+    images = uint8_images(3, 3, 100, 100)
+    (view,) = make_views(images, [eval_view(size, (0.0,), (1.0,))], gen(0))
+    whole = TF.resize(images.float() / 255, [size, size], InterpolationMode.BICUBIC, antialias=True)
+    close(view, whole.clamp(0.0, 1.0), RESIZE_ATOL)
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -86,6 +88,93 @@ def test_other_input_size_interpolates_position_embedding() -> None:
     assert net.last_attention(torch.randn(1, 3, 16, 16)).shape == (1, 3, 17, 17)
     with pytest.raises(ValueError, match="multiples of the patch size 4"):
         net(torch.randn(1, 3, 30, 30))
+
+
+def dino_interpolate_pos_encoding(pos_embed: torch.Tensor, height: int, width: int, patch: int):
+    """facebookresearch/dino vision_transformer.py @7c446df:174-194 (``interpolate_pos_encoding``)
+    transcribed for an input of ``height`` x ``width`` px: the patch grid resized bicubically by
+    a scale factor, each target side + 0.1 over sqrt(N) (its ``w``, ``h`` are the input's dims
+    2 and 3, prepare_tokens:197)."""
+    n = pos_embed.shape[1] - 1
+    npatch = (height // patch) * (width // patch)
+    if npatch == n and height == width:
+        return pos_embed
+    class_pos_embed, patch_pos_embed = pos_embed[:, 0], pos_embed[:, 1:]
+    dim = pos_embed.shape[-1]
+    w0, h0 = height // patch + 0.1, width // patch + 0.1
+    side = int(math.sqrt(n))
+    patch_pos_embed = torch.nn.functional.interpolate(
+        patch_pos_embed.reshape(1, side, side, dim).permute(0, 3, 1, 2),
+        scale_factor=(w0 / math.sqrt(n), h0 / math.sqrt(n)),
+        mode="bicubic",
+    )
+    assert int(w0) == patch_pos_embed.shape[-2] and int(h0) == patch_pos_embed.shape[-1]
+    patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
+
+
+@pytest.mark.parametrize(("height", "width"), [(16, 16), (12, 12), (48, 48), (12, 20), (32, 32)])
+def test_position_embedding_resize_is_dinos(height: int, width: int) -> None:
+    """Other input sizes (DINO's local crops, evaluation at another size) get the position
+    embedding of DINO's ``interpolate_pos_encoding`` (scale factor (side + 0.1) / sqrt(N)), not
+    a resize to the target size, whose sampling positions differ."""
+    net = _vit()  # 8 x 8 grid of 4-px patches
+    with torch.no_grad():
+        net.vit.pos_embed.normal_()  # a grid with structure at every scale
+        ours = net._pos_embed(height // 4, width // 4)
+    expected = dino_interpolate_pos_encoding(net.vit.pos_embed.detach(), height, width, 4)
+    assert ours.shape == expected.shape == (1, 1 + (height // 4) * (width // 4), 192)
+    torch.testing.assert_close(ours, expected, rtol=0.0, atol=1e-6)
+
+
+def dino_linear_feature(net: ViT, x: torch.Tensor, n: int, avgpool: bool) -> torch.Tensor:
+    """DINO's linear-evaluation input, transcribed: ``get_intermediate_layers`` (the tokens of
+    the last ``n`` blocks, each through the final norm; facebookresearch/dino
+    vision_transformer.py @7c446df:225-233), their CLS tokens concatenated and, with
+    ``avgpool``, the mean patch token of the last one interleaved (eval_linear.py:166-170)."""
+    tokens, output = net._embed(x), []
+    blocks = list(net.vit.blocks)
+    for i, blk in enumerate(blocks):
+        tokens = blk(tokens)
+        if len(blocks) - i <= n:
+            output.append(net.vit.norm(tokens))
+    out = torch.cat([t[:, 0] for t in output], dim=-1)
+    if avgpool:
+        mean = torch.mean(output[-1][:, 1:], dim=1)
+        out = torch.cat((out.unsqueeze(-1), mean.unsqueeze(-1)), dim=-1).reshape(len(x), -1)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 12])
+def test_last_blocks_feature_is_dinos_linear_evaluation_input(n: int) -> None:
+    net = _vit()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = net.forward_last_blocks(x, n)
+        torch.testing.assert_close(ours, dino_linear_feature(net, x, n, False))
+        assert ours.shape == (2, n * 192)
+        torch.testing.assert_close(ours[:, -192:], net(x))  # the last block's: the CLS feature
+
+
+def test_last_blocks_feature_with_average_pooled_patch_tokens() -> None:
+    """``--avgpool_patchtokens`` (DINO's ViT-Base setting, with n = 1): the same numbers, the
+    mean patch token after the CLS tokens rather than interleaved with them (DINO's
+    ``reshape`` only works for n = 1; a linear classifier does not see the order)."""
+    net = _vit()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        official = dino_linear_feature(net, x, 1, True)  # (cls_0, mean_0, cls_1, mean_1, ...)
+        ours = net.forward_last_blocks(x, 1, avgpool=True)
+        torch.testing.assert_close(ours, torch.cat([official[:, 0::2], official[:, 1::2]], 1))
+        four = net.forward_last_blocks(x, 4, avgpool=True)
+        assert four.shape == (2, 5 * 192)
+        torch.testing.assert_close(four[:, -192:], ours[:, -192:])
+
+
+@pytest.mark.parametrize("n", [0, 13])
+def test_last_blocks_out_of_range_names_the_depth(n: int) -> None:
+    with pytest.raises(ValueError, match=r"1\.\.12"):
+        _vit().forward_last_blocks(torch.randn(1, 3, 32, 32), n)
 
 
 def test_gradients_reach_every_parameter() -> None:

@@ -9,6 +9,7 @@ from torch import nn
 
 from selfsup.data.view_ops import GRAY_WEIGHTS
 from selfsup.data.views import eval_view, make_views
+from selfsup.errors import ConfigError
 from selfsup.precision import autocast_for, use_bf16
 
 
@@ -84,6 +85,36 @@ def classifier_logits(
     head, a pseudo-label teacher, a trained evaluation). ``kw`` as :func:`extract_features`."""
     images = match_channels(images, input_channels(backbone))
     return extract_features(nn.Sequential(backbone, head), images, **kw)
+
+
+class LastBlocks(nn.Module):
+    """A ViT seen by a linear probe: ``forward(x) -> (B, (n + avgpool) * D)``, its
+    ``forward_last_blocks(x, n, avgpool)`` (DINO eval_linear.py's feature), with
+    ``num_features`` to match, so a probe trains and scores on it as on any backbone."""
+
+    def __init__(self, vit: nn.Module, n: int, avgpool: bool) -> None:
+        super().__init__()
+        depth = len(vit.vit.blocks)
+        if not 1 <= n <= depth:
+            raise ConfigError(
+                f"eval.vit_last_blocks={n}, but this ViT has {depth} blocks; give 1..{depth} "
+                "(DINO's linear evaluation: 4 for ViT-Small, 1 for ViT-Base)"
+            )
+        self.vit, self.n, self.avgpool = vit, n, avgpool
+        self.num_features: int = vit.num_features * (n + int(avgpool))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_last_blocks(x, self.n, self.avgpool)
+
+
+def probe_backbone(backbone: nn.Module, last_blocks: int, avgpool: bool) -> nn.Module:
+    """The network a linear probe reads (``eval.vit_last_blocks`` / ``eval.vit_avgpool``): a
+    ViT's last ``last_blocks`` CLS tokens (:class:`LastBlocks`), or the backbone itself where
+    that is its own feature (a ViT's final CLS: n = 1 without avgpool) or it is no ViT
+    (ResNets, raw pixels: their pooled feature, as DINO's eval_linear.py ``model(inp)``)."""
+    if not hasattr(backbone, "forward_last_blocks") or (last_blocks, avgpool) == (1, False):
+        return backbone
+    return LastBlocks(backbone, last_blocks, avgpool)
 
 
 def run_feature_kw(cfg, device: torch.device) -> dict:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from selfsup.analysis.plots import save_run_plots
 from selfsup.atomic import write_atomic, write_json_atomic
 from selfsup.backbones import BACKBONES, build_backbone
+from selfsup.backbones.config import is_vit
 from selfsup.backbones.pixels import Pixels
 from selfsup.checkpoint import load_checkpoint
 from selfsup.config import (
@@ -31,6 +32,7 @@ from selfsup.data.array import ImageArray, channel_stats, seeded_subset
 from selfsup.data.classes import select_classes
 from selfsup.data.sampling import class_balanced_indices
 from selfsup.data.sources import load_dataset
+from selfsup.data.views import eval_center_crop
 from selfsup.distributed import barrier, rank, shutdown
 from selfsup.errors import DataError
 from selfsup.evaluate.baseline_cache import baseline_key, cached_records
@@ -301,6 +303,8 @@ def head_records(
         **{k: getattr(t, k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay")},
         "crop_scale": cfg.views.crop_scale,
     }
+    if eval_center_crop(cfg.views.size) != 1.0:  # scored on the centre-cropped evaluation view
+        settings["eval_center_crop"] = eval_center_crop(cfg.views.size)
     return [
         {
             "protocol": "supervised" if cfg.method.name == "supervised" else "joint",
@@ -421,6 +425,7 @@ def _pixel_records(
             )
     inputs = dict(seed=cfg.seed, size=cfg.views.size, channels=len(d.mean))
     inputs.update(image_size=d.image_size, precision=cfg.train.precision)
+    inputs.update(vit=is_vit(cfg.backbone.name))  # a ViT run's records carry its probe feature
     key = baseline_key(cfg.eval, {**common["splits"], **bank}, pixel_protocols, **inputs)
     return cached_records(
         key, lambda: _evaluate(pixels, "pixels", None, pixel_protocols, cfg, common, bank)

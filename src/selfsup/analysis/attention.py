@@ -60,7 +60,7 @@ def attention_figure(
     data = seeded_subset(enc.load_split(dataset, split), images, seed)
     mean, std = enc.normalisation(data)
     batch = match_channels(data.images, enc.channels)
-    spec = eval_view(enc.cfg.views.size, mean, std)
+    spec = eval_view(enc.cfg.views.size, mean, std, whole=True)  # the maps cover the image
     device = next(vit.parameters()).device
     (x,) = make_views(batch.to(device), [spec], torch.Generator(device=device).manual_seed(0))
     maps = cls_attention(vit, x).cpu()

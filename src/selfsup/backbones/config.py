@@ -8,6 +8,12 @@ from selfsup.errors import ConfigError
 from selfsup.fields import AT_LEAST_1, Range, setting
 
 
+def is_vit(name: str) -> bool:
+    """Whether the backbone named ``name`` is one of the ViTs (``backbones/vit.py``, every
+    name ``vit_*``): a run-level fact, known without building the network."""
+    return name.startswith("vit_")
+
+
 @dataclass
 class BackboneConfig:
     name: str = "resnet18"  # resnet18 | resnet34 | resnet50 | small_resnet | vit_tiny_p4

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from selfsup.backbones.vit import VIT_SIZES
+from selfsup.backbones.vit import resize_pos_embed as vit_pos_embed
 from selfsup.errors import CheckpointError
 
 CONTAINERS = ("teacher", "model", "state_dict", "model_state_dict", "backbone", "student")
@@ -133,18 +133,17 @@ def to_backbone_state(obj: Any, target: dict[str, torch.Tensor]) -> Converted:
 
 
 def resize_pos_embed(pos: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """A ViT position embedding (1, 1 + g*g, D) resized bicubically to (1, 1 + G*G, D), as DINO's
-    ``interpolate_pos_encoding`` does for other input sizes; the CLS entry is kept."""
+    """A ViT position embedding (1, 1 + g*g, D) resized to (1, 1 + G*G, D) by the rule our ViT
+    applies to inputs of another size (:func:`selfsup.backbones.vit.resize_pos_embed`, DINO's
+    ``interpolate_pos_encoding``), so loaded weights see the embedding DINO's model would give
+    our image size; the CLS entry is kept."""
     if pos.ndim != 3 or len(shape) != 3:
         return pos  # not a position embedding at all: the shape error names it
     n_old, n_new = pos.shape[1] - 1, shape[1] - 1
     g, new = round(n_old**0.5), round(n_new**0.5)
     if g * g != n_old or new * new != n_new or pos.shape[2] != shape[2]:
         return pos  # not a square grid of the same width: the shape error explains it
-    grid = pos[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new * new, -1).to(pos.dtype)
-    return torch.cat([pos[:, :1], grid], dim=1)
+    return vit_pos_embed(pos, new, new)
 
 
 def few(keys: list[str], n: int = 4) -> str:

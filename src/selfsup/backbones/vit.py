@@ -14,6 +14,7 @@ timm's newer ``dynamic_img_size``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -50,11 +51,33 @@ def attention_probs(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
+def resize_pos_embed(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A ViT position embedding (1, 1 + g * g, D) for an h x w patch grid: (1, 1 + h * w, D),
+    the CLS entry kept, the g x g patch grid resized bicubically as DINO's
+    ``interpolate_pos_encoding`` does (facebookresearch/dino vision_transformer.py
+    @7c446df:174-194): by the scale factor ``(h + 0.1) / g`` (resp. w) rather than to the size
+    (h, w). The 0.1 (line 186, dino issue #8) makes ``floor(g * factor)`` come out as h despite
+    float rounding; the sampling positions then follow the factor, ``(i + 0.5) * g / (h + 0.1)
+    - 0.5``, not ``(i + 0.5) * g / h - 0.5`` as a resize to the size (timm's
+    ``resample_abs_pos_embed``, DINOv2) would place them. Computed in float32."""
+    n = pos.shape[1] - 1
+    g = math.isqrt(n)
+    if g * g != n:
+        raise ValueError(f"a position embedding of {n} patches is not a square grid")
+    d = pos.shape[-1]
+    grid = pos[:, 1:].reshape(1, g, g, d).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, scale_factor=((h + 0.1) / g, (w + 0.1) / g), mode="bicubic")
+    assert grid.shape[-2:] == (h, w), "the 0.1 offset keeps floor(g * factor) == side"
+    grid = grid.permute(0, 2, 3, 1).reshape(1, h * w, d).to(pos.dtype)
+    return torch.cat([pos[:, :1], grid], dim=1)
+
+
 class ViT(nn.Module):
     """A timm ViT without classifier: ``forward(x) -> (B, num_features)``, the final-normed CLS.
 
     Also ``forward_tokens(x) -> (B, 1 + N, D)`` and ``last_attention(x) -> (B, heads, 1 + N,
-    1 + N)`` for attention maps; N = (H / patch) * (W / patch).
+    1 + N)`` for attention maps, N = (H / patch) * (W / patch), and ``forward_last_blocks``,
+    the linear probes' feature.
     """
 
     def __init__(
@@ -91,15 +114,12 @@ class ViT(nn.Module):
         self.grid = image_size // patch_size
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
-        """Position embedding (1, 1 + h * w, D), the patch part resized bicubically if needed."""
+        """Position embedding (1, 1 + h * w, D), resized as DINO does (:func:`resize_pos_embed`)
+        for an h x w patch grid other than the one it was built for."""
         pos = self.vit.pos_embed
         if (h, w) == (self.grid, self.grid):
             return pos
-        cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
-        d = patch_pos.shape[-1]
-        patch_pos = patch_pos.reshape(1, self.grid, self.grid, d).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos, size=(h, w), mode="bicubic", align_corners=False)
-        return torch.cat([cls_pos, patch_pos.permute(0, 2, 3, 1).reshape(1, h * w, d)], dim=1)
+        return resize_pos_embed(pos, h, w)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> input tokens (B, 1 + N, D) of the first block."""
@@ -123,6 +143,27 @@ class ViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_tokens(x)[:, 0]
+
+    def forward_last_blocks(self, x: torch.Tensor, n: int, avgpool: bool = False) -> torch.Tensor:
+        """DINO's linear-evaluation feature (B, (n + avgpool) * D): the CLS tokens of the last
+        ``n`` blocks, each through the final norm, concatenated in block order
+        (facebookresearch/dino vision_transformer.py @7c446df:225-233 ``get_intermediate_layers``,
+        eval_linear.py:166-167; ``--n_last_blocks`` 4 for ViT-Small, 1 for ViT-Base, :256),
+        and with ``avgpool`` the mean of the last block's normed patch tokens after them
+        (``--avgpool_patchtokens``, :168-170, where it is interleaved and works for n = 1 only;
+        the order is immaterial to a linear classifier). n = 1 without avgpool is ``forward``."""
+        blocks = list(self.vit.blocks)
+        if not 1 <= n <= len(blocks):
+            raise ValueError(f"n must be in 1..{len(blocks)} (this ViT's blocks), got {n}")
+        tokens, outs = self._embed(x), []
+        for i, block in enumerate(blocks):
+            tokens = block(tokens)
+            if i >= len(blocks) - n:
+                outs.append(self.vit.norm(tokens))
+        feats = [t[:, 0] for t in outs]
+        if avgpool:
+            feats.append(outs[-1][:, 1:].mean(dim=1))
+        return torch.cat(feats, dim=-1)
 
     @torch.no_grad()
     def last_attention(self, x: torch.Tensor) -> torch.Tensor:

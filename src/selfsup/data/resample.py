@@ -136,3 +136,40 @@ def separable(x: Tensor, rows: tuple[Tensor, Tensor], cols: tuple[Tensor, Tensor
         return separable(x.contiguous(), rows, cols)
     y = resample_rows(xt, *cols)  # memory (B, C, W_out, H)
     return resample_rows(y.transpose(2, 3).contiguous(), *rows)  # memory (B, C, H_out, W_out)
+
+
+def resized_side(height: int, width: int, short: int) -> tuple[int, int]:
+    """(height, width) after resizing the shorter side to ``short``, the aspect ratio kept:
+    torchvision ``Resize(short)`` (``_compute_resized_output_size``: the longer side
+    ``int(short * long / short_side)``)."""
+    if height <= width:
+        return short, int(short * width / height)
+    return int(short * height / width), short
+
+
+def _centre_taps(
+    n_in: int, resized: int, size: int, like: Tensor, interpolation: str
+) -> tuple[Tensor, Tensor]:
+    """The taps (B, size, taps) of the middle ``size`` outputs of a resize of a whole axis of
+    ``n_in`` pixels to ``resized``: torchvision ``center_crop``'s window, starting at
+    ``int(round((resized - size) / 2))``."""
+    zero = torch.zeros(like.shape[0], dtype=torch.long, device=like.device)
+    index, weight = resize_taps(n_in, zero, zero + n_in, resized, interpolation)
+    start = round((resized - size) / 2.0)  # Python rounds half to even, as torchvision
+    return index[:, start : start + size].contiguous(), weight[:, start : start + size].contiguous()
+
+
+def resize_center_crop(x: Tensor, short: int, size: int, interpolation: str = "bicubic") -> Tensor:
+    """torchvision ``CenterCrop(size)(Resize(short, interpolation, antialias=True)(img))`` for
+    each image of ``x`` (B, C, H, W) -> (B, C, size, size), ``short >= size``.
+
+    Only the taps of the output pixels the crop keeps are computed (those of the whole resize,
+    :func:`resize_taps`, sliced), so the result is the resize-then-crop one up to float
+    rounding, without resampling the border the crop drops."""
+    if short < size:
+        raise ValueError(f"a centre crop of {size} px needs a resize to at least it, got {short}")
+    h, w = x.shape[-2:]
+    rh, rw = resized_side(h, w, short)
+    rows = _centre_taps(h, rh, size, x, interpolation)
+    cols = _centre_taps(w, rw, size, x, interpolation)
+    return separable(x, rows, cols)

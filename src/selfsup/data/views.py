@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from selfsup.data.host_memory import keep_freed_memory
-from selfsup.data.resample import resize_weights, resized_crop
+from selfsup.data.resample import resize_center_crop, resize_weights, resized_crop
 from selfsup.data.view_ops import (
     adjust_brightness,
     adjust_contrast,
@@ -50,6 +50,7 @@ __all__ = [
     "adjust_saturation",
     "clamp_unit",
     "color_jitter",
+    "eval_center_crop",
     "eval_view",
     "gaussian_blur",
     "gaussian_kernels",
@@ -77,7 +78,10 @@ class ViewSpec:
     bicubic crop of floats overshoots; see :func:`~selfsup.data.view_ops.clamp_unit`).
 
     An op whose probability (or every jitter strength) is 0 is skipped entirely. ``random_crop``
-    False replaces the crop by the whole image, resized to (size, size) (the evaluation view).
+    False replaces the crop by the whole image, resized to (size, size) (the evaluation view),
+    or, with ``center_crop`` < 1, by torchvision's ``Resize(floor(size / center_crop))`` (the
+    shorter side, aspect kept) then ``CenterCrop(size)``: 0.875 = 224 / 256 is the ImageNet
+    evaluation view (:func:`eval_view`).
     """
 
     size: int = 32
@@ -99,10 +103,15 @@ class ViewSpec:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     random_crop: bool = True
+    center_crop: float = 1.0
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError(f"size must be positive, got {self.size}")
+        if not 0 < self.center_crop <= 1 or (self.center_crop < 1 and self.random_crop):
+            raise ValueError(
+                f"center_crop must be in (0, 1], and 1 with a random crop: {self.center_crop}"
+            )
         if self.interpolation not in ("bilinear", "bicubic"):
             raise ValueError(
                 f"interpolation must be 'bilinear' or 'bicubic': {self.interpolation!r}"
@@ -264,12 +273,22 @@ def compiled_ops() -> ViewOps:
     )
 
 
+def resize_short(spec: ViewSpec) -> int:
+    """The shorter side a centre-cropped view resizes to: ``floor(size / center_crop)``, timm's
+    ``transforms_imagenet_eval`` rule (256 for 224 at 0.875, 128 for 112)."""
+    return math.floor(spec.size / spec.center_crop)
+
+
 def apply_view(
     x: Tensor, spec: ViewSpec, p: ViewParams, mean: Tensor, std: Tensor, ops: ViewOps = EAGER
 ) -> Tensor:
     """One view of the float batch ``x`` (B, C, H, W) in [0, 1] -> (B, C, size, size), with the
     parameters ``p`` of :func:`_draw`: a pure function of tensors."""
-    x = ops.resized_crop(x, *p["box"], spec.size, spec.interpolation, flip=p["flip"])
+    if spec.center_crop < 1:
+        x = resize_center_crop(x, resize_short(spec), spec.size, spec.interpolation)
+        x = x if p["flip"] is None else hflip(x, p["flip"])
+    else:
+        x = ops.resized_crop(x, *p["box"], spec.size, spec.interpolation, flip=p["flip"])
     if spec.interpolation == "bicubic":  # bilinear weights are convex: no overshoot to clamp
         x = ops.clamp_unit(x)
     if _jitters(spec):
@@ -406,15 +425,40 @@ def ssl_view(
     )
 
 
-def eval_view(size: int, mean: Sequence[float], std: Sequence[float]) -> ViewSpec:
-    """The deterministic evaluation view: the whole image resized (bicubic, antialiased,
-    clamped to [0, 1] as a uint8 resize is) to (size, size) and normalised; no crop randomness,
-    flip, jitter, grayscale, blur or solarize."""
+# The evaluation view of ImageNet-size images: DINO eval_linear.py / eval_knn.py
+# (facebookresearch/dino @7c446df, eval_linear.py:66-67, eval_knn.py:33-34) and torchvision's
+# references resize the shorter side to 256 and keep the centre 224 (224 / 256 = 0.875, timm's
+# DEFAULT_CROP_PCT). Small-image recipes evaluate the whole image: CIFAR (32 px) and
+# Fashion-MNIST (28) as they are, STL-10 (96) by solo-learn's Resize((96, 96))
+# (solo/data/classification_dataloader.py @9187ea3:103-105; its ImageNet / image-folder views
+# are Resize(256) + CenterCrop(224), :55-58, :121-124). The crop starts at 112 px, the
+# smallest view of an ImageNet recipe here (configs/imagenet100: 112-px views of 128-px
+# images, 112 / 128 = 0.875), above every small-image size (<= 96).
+EVAL_CENTER_CROP = 0.875
+EVAL_CROP_FROM = 112
+
+
+def eval_center_crop(size: int) -> float:
+    """The share of the resized image the evaluation view at ``size`` px keeps: 0.875 from
+    ``EVAL_CROP_FROM`` px, 1 (the whole image) below (records carry it, ``eval_center_crop``)."""
+    return EVAL_CENTER_CROP if size >= EVAL_CROP_FROM else 1.0
+
+
+def eval_view(
+    size: int, mean: Sequence[float], std: Sequence[float], *, whole: bool = False
+) -> ViewSpec:
+    """The deterministic evaluation view, normalised, bicubic and antialiased, clamped to
+    [0, 1] as a uint8 resize is; no crop randomness, flip, jitter, grayscale, blur or solarize.
+    From ``EVAL_CROP_FROM`` (112) px: ``Resize(floor(size / 0.875))`` then ``CenterCrop(size)``
+    (at 224: DINO's and torchvision's Resize(256) + CenterCrop(224)); below it, or ``whole``
+    (attention maps drawn over the whole image), the whole image resized to (size, size)."""
+    crop = 1.0 if whole else eval_center_crop(size)
     return ViewSpec(
         size=size,
         crop_scale=(1.0, 1.0),
         crop_ratio=(1.0, 1.0),
         random_crop=False,
+        center_crop=crop,
         hflip_p=0.0,
         jitter_p=0.0,
         grayscale_p=0.0,

@@ -26,7 +26,8 @@ from selfsup.atomic import write_json_atomic
 from selfsup.data.array import ImageArray
 from selfsup.evaluate.config import EvalConfig
 
-VERSION = 1  # raise when a pixel protocol's result would change for the same inputs
+VERSION = 2  # raise when a pixel protocol's result would change for the same inputs
+# 2: views from 112 px are centre-cropped (Resize(size / 0.875) + CenterCrop), issue #24.7b
 # EvalConfig fields that cannot change a pixel record (which runs, monitors, other protocols'
 # batch size): every other field is in the key
 IRRELEVANT = ("compare_random", "compare_pixels", "protocols", "backbone", "datasets")

@@ -154,6 +154,15 @@ class EvalConfig:
     )
     # training crops
     crop_scale: list[float] = setting(factory=lambda: [0.08, 1.0], scale="e.g. [0.08, 1.0]")
+    # a ViT's linear-probe feature (linear, linear-aug, the pseudo-label probe teacher): the CLS
+    # tokens of its last N blocks, each after the final norm, concatenated, as DINO's
+    # eval_linear.py (--n_last_blocks: 4 for ViT-Small, 1 for ViT-Base); kNN keeps the final
+    # CLS token (eval_knn.py), and other backbones their pooled feature
+    vit_last_blocks: int = setting(
+        4, valid=AT_LEAST_1, what="last ViT blocks whose CLS tokens a probe reads"
+    )
+    # also the mean patch token of the last block (--avgpool_patchtokens; DINO's ViT-Base)
+    vit_avgpool: bool = False
     knn: KnnEval = setting(factory=KnnEval)
     linear: LinearEval = setting(factory=LinearEval)
     linear_aug: LinearAugEval = setting(factory=LinearAugEval)

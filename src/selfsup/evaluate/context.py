@@ -22,7 +22,12 @@ from selfsup.evaluate.linear import (
     LinearProbe,
     select_and_fit_linear,
 )
-from selfsup.features import classifier_logits, extract_features, match_channels
+from selfsup.features import (
+    classifier_logits,
+    extract_features,
+    match_channels,
+    probe_backbone,
+)
 from selfsup.methods.supervised import Classifier
 from selfsup.registry import Registry
 from selfsup.train.config import TrainConfig
@@ -82,21 +87,32 @@ class EvalContext:
     run_cfg: RunSettings
     work_dir: Path
     load_run: LoadRun | None = None
-    _features: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, torch.Tensor]] = field(
+    _features: dict[tuple[int, int, bool], tuple[weakref.ref, weakref.ref, torch.Tensor]] = field(
         default_factory=dict
     )
 
     def images(self, data: ImageArray) -> torch.Tensor:
         return match_channels(data.images, self.channels)
 
-    def features(self, backbone: nn.Module, data: ImageArray) -> torch.Tensor:
-        """Frozen features (N, D) of ``data``, extracted once per (backbone, split). The entry
-        holds weak references to both, so that an object allocated where a freed one lived (same
-        ``id``, e.g. the pseudo-label pool of the next ratio) is not given the stale features."""
-        key = (id(backbone), id(data))
+    def probe_net(self, backbone: nn.Module) -> nn.Module:
+        """What the linear probes (``linear``, ``linear-aug``, the pseudo-label probe teacher)
+        read of ``backbone``: a ViT's last ``eval.vit_last_blocks`` CLS tokens (DINO
+        eval_linear.py), any other backbone's own feature (:func:`probe_backbone`)."""
+        return probe_backbone(backbone, self.cfg.vit_last_blocks, self.cfg.vit_avgpool)
+
+    def features(
+        self, backbone: nn.Module, data: ImageArray, *, probe: bool = False
+    ) -> torch.Tensor:
+        """Frozen features (N, D) of ``data``, extracted once per (backbone, split, kind): the
+        backbone's own (kNN), or with ``probe`` the linear probes' (:meth:`probe_net`; the same
+        entry where they are the same feature). The entry holds weak references to both, so
+        that an object allocated where a freed one lived (same ``id``, e.g. the pseudo-label
+        pool of the next ratio) is not given the stale features."""
+        net = self.probe_net(backbone) if probe else backbone
+        key = (id(backbone), id(data), net is not backbone)
         hit = self._features.get(key)
         if hit is None or hit[0]() is not backbone or hit[1]() is not data:
-            feats = self.extract(backbone, data)
+            feats = self.extract(net, data)
             self._features[key] = (weakref.ref(backbone), weakref.ref(data), feats)
         return self._features[key][2]
 
@@ -116,13 +132,13 @@ class EvalContext:
     def fit_probe(
         self, backbone: nn.Module, data: ImageArray, val: ImageArray | None = None
     ) -> tuple[LinearProbe, dict]:
-        """The ``linear`` protocol's probe on ``data``'s frozen features, L2 penalty chosen on
-        ``val`` (other held-out training images) when given, else on a validation split
-        carved from ``data``."""
+        """The ``linear`` protocol's probe on ``data``'s frozen probe features
+        (:meth:`probe_net`), L2 penalty chosen on ``val`` (other held-out training images) when
+        given, else on a validation split carved from ``data``."""
         c = self.cfg
-        held = None if val is None else (self.features(backbone, val), val.labels)
+        held = None if val is None else (self.features(backbone, val, probe=True), val.labels)
         return select_and_fit_linear(
-            self.features(backbone, data),
+            self.features(backbone, data, probe=True),
             data.labels,
             self.num_classes,
             l2s=c.linear.l2,

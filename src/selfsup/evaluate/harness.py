@@ -23,9 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from selfsup.backbones.config import is_vit
 from selfsup.data.array import ImageArray, channel_stats, labelled, seeded_subset
 from selfsup.data.classes import select_classes
 from selfsup.data.sources import load_dataset
+from selfsup.data.views import eval_center_crop
 from selfsup.errors import DataError
 from selfsup.evaluate import protocols as _protocols  # noqa: F401  (registers knn, linear, ...)
 from selfsup.evaluate import semisupervised as _semisupervised  # noqa: F401  (pseudo-label)
@@ -180,7 +182,9 @@ def _protocol_records(
     t0 = time.perf_counter()
     predictors = PROTOCOLS.get(protocol)(backbone, ctx)  # fit: train split only
     fit_seconds = (time.perf_counter() - t0) / max(1, len(predictors))
-    settings = eval_settings(protocol, ctx.cfg)
+    # a ViT run's records (its baselines' too: one row) say which ViT feature its probes read
+    vit = is_vit(ctx.run_cfg.backbone.name) or hasattr(backbone, "forward_last_blocks")
+    settings = eval_settings(protocol, ctx.cfg, vit=vit, center_crop=eval_center_crop(ctx.size))
     records = []
     for fitted in predictors:
         t0 = time.perf_counter()

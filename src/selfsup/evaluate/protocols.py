@@ -226,25 +226,28 @@ def knn_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
 
 @PROTOCOLS.register("linear")
 def linear_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
-    """L2-regularised logistic regression on precomputed frozen features (no augmentation);
-    the penalty is chosen on a validation split carved from the training split."""
+    """L2-regularised logistic regression on precomputed frozen features (no augmentation; a
+    ViT's last ``eval.vit_last_blocks`` CLS tokens, :meth:`EvalContext.probe_net`); the penalty
+    is chosen on a validation split carved from the training split."""
     probe, choice = ctx.fit_probe(backbone, ctx.train)
     info = {"l2": choice["l2"], "val_top1": choice["val_top1"], "n_val": choice["n_val"]}
-    return [Fitted(info, lambda test: probe.predict(ctx.features(backbone, test)))]
+    return [Fitted(info, lambda test: probe.predict(ctx.features(backbone, test, probe=True)))]
 
 
 @PROTOCOLS.register("linear-aug")
 def linear_aug_protocol(backbone: nn.Module, ctx: EvalContext) -> list[Fitted]:
-    """A linear head on the frozen backbone, trained on random resized crops + flips with SGD
-    and a cosine schedule; each lr of ``eval.linear_aug.lrs`` is tried and the best on
-    held-out training images kept (the model then trained on the rest of the split)."""
+    """A linear head on the frozen backbone's probe feature (a ViT's last
+    ``eval.vit_last_blocks`` CLS tokens, as DINO's eval_linear.py), trained on random resized
+    crops + flips with SGD and a cosine schedule; each lr of ``eval.linear_aug.lrs`` is tried
+    and the best on held-out training images kept (the model then trained on the rest of the
+    split)."""
     c = ctx.cfg
     fit_idx = val_idx = torch.arange(len(ctx.train))
     if len(c.linear_aug.lrs) > 1 or c.val_images:  # held-out images to choose on / for curves
         fit_idx, val_idx = held_out(ctx, fit_idx)
     model, info = train_choosing_lr(
         ctx,
-        backbone,
+        ctx.probe_net(backbone),
         ctx.train.subset(fit_idx),
         ctx.train.subset(val_idx),
         name=f"linear-aug-s{ctx.seed}",

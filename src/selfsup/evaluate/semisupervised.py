@@ -75,8 +75,11 @@ def pseudo_label_teacher(
         # on 50 of 500 images penalties 1e-4..1 tied at 68% and the tie kept 1.0, a probe so
         # smooth that no pool image reached the 0.9 threshold (max probability median 0.24)
         probe, choice = ctx.fit_probe(backbone, labelled, val if _val_held_out(c) else None)
-        probs = lambda data: probe.predict(ctx.features(backbone, data)).softmax(1).cpu()  # noqa: E731
-        return "probe", probs, {"teacher_l2": choice["l2"], "teacher_n_val": choice["n_val"]}
+
+        def probe_probs(data: ImageArray) -> torch.Tensor:
+            return probe.predict(ctx.features(backbone, data, probe=True)).softmax(1).cpu()
+
+        return "probe", probe_probs, {"teacher_l2": choice["l2"], "teacher_n_val": choice["n_val"]}
     if c.pseudo.teacher in ("finetuned", "scratch"):
         net = backbone
         if c.pseudo.teacher == "scratch":

@@ -21,6 +21,9 @@ from selfsup.records import IDENTITY, measurement_key
 
 # the eval settings that change each protocol's number (besides the record's own fields)
 COMMON_SETTINGS = ("train_limit", "test_limit", "classes")
+# the linear probes' ViT feature (DINO eval_linear.py's last CLS tokens): recorded for a ViT run
+# only (every init of it, so its baselines share the row), a ResNet's probe never reads them
+VIT_PROBE = ("vit_last_blocks", "vit_avgpool")
 _TRAINED = ("val_fraction", "min_steps")
 _FINETUNE = (
     "finetune.epochs",
@@ -33,7 +36,7 @@ _FINETUNE = (
 )
 PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
     "knn": ("knn.temperature",),
-    "linear": ("linear.l2", "linear.max_iter", "val_fraction"),
+    "linear": ("linear.l2", "linear.max_iter", "val_fraction", *VIT_PROBE),
     "linear-aug": (
         "linear_aug.epochs",
         "finetune.batch_size",
@@ -41,6 +44,7 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
         "linear_aug.weight_decay",
         "crop_scale",
         *_TRAINED,
+        *VIT_PROBE,
     ),
     "finetune": _FINETUNE,
     "pseudo-label": (
@@ -53,6 +57,7 @@ PROTOCOL_SETTINGS: dict[str, tuple[str, ...]] = {
         "pseudo.steps",
         "linear.l2",
         "linear.max_iter",
+        *VIT_PROBE,
     ),
 }
 
@@ -63,16 +68,24 @@ LATER_SETTINGS: dict[str, tuple[Any, ...]] = {
     "classes": (None,),
     "pseudo.pool": ("fraction",),
     "pseudo.steps": ("epochs",),
+    "vit_last_blocks": (1,),  # the final CLS token alone
+    "vit_avgpool": (False,),
 }
 # values that mean what an earlier value meant, recorded as that one (same settings id)
 SAME_AS_BEFORE: dict[str, dict[Any, Any]] = {"pseudo.teacher": {"pretrained": None}}
 
 
-def eval_settings(protocol: str, cfg: Any) -> dict[str, Any]:
-    """The settings of ``cfg`` (an ``EvalConfig``) that change ``protocol``'s number."""
+def eval_settings(
+    protocol: str, cfg: Any, *, vit: bool = False, center_crop: float = 1.0
+) -> dict[str, Any]:
+    """The settings of ``cfg`` (an ``EvalConfig``) that change ``protocol``'s number; ``vit``:
+    the run's backbone is a ViT (``backbones.config.is_vit``), whose probes read
+    ``VIT_PROBE``; ``center_crop``: the evaluation view's (``data.views.eval_center_crop`` of
+    the view size), recorded as ``eval_center_crop`` where it is not the whole image."""
     names = COMMON_SETTINGS + PROTOCOL_SETTINGS.get(protocol, ())
     pool = getattr(getattr(cfg, "pseudo", None), "pool", "fraction")
     skip = {"pseudo.pool_split"} if pool == "fraction" else {"pseudo.fraction"}
+    skip |= set() if vit else set(VIT_PROBE)
     out = {}
     for name in names:  # dotted: "knn.temperature" is cfg.knn.temperature
         node: Any = cfg
@@ -80,6 +93,8 @@ def eval_settings(protocol: str, cfg: Any) -> dict[str, Any]:
             node = getattr(node, part, _MISSING)
         if node is not _MISSING and name not in skip and node not in LATER_SETTINGS.get(name, ()):
             out[name] = SAME_AS_BEFORE[name].get(node, node) if name in SAME_AS_BEFORE else node
+    if center_crop != 1.0:  # ImageNet-size views: Resize(size / crop) + CenterCrop(size)
+        out["eval_center_crop"] = center_crop
     return out
 
 

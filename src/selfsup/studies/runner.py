@@ -34,7 +34,9 @@ from typing import Any
 
 import selfsup
 from selfsup.atomic import write_json_atomic
+from selfsup.backbones.config import is_vit
 from selfsup.config import apply_overrides
+from selfsup.data.views import eval_center_crop
 from selfsup.errors import SelfsupError
 from selfsup.evaluate.table import eval_settings, settings_id
 from selfsup.layout import RunDir
@@ -294,7 +296,9 @@ def evaluate(cell: Cell, run_dir: Path, log: Path) -> list[dict]:
     cfg = load_run_config(run_dir, cell.overrides)
     datasets = cell.datasets or [cfg.data.dataset, *cfg.eval.datasets]
     seeds = cfg.eval.seeds or [cfg.seed]
-    ids = {p: settings_id(eval_settings(p, cfg.eval)) for p in cell.protocols}
+    # as the harness records them: a ViT run's probe feature, an ImageNet-size view's crop
+    kw = dict(vit=is_vit(cfg.backbone.name), center_crop=eval_center_crop(cfg.views.size))
+    ids = {p: settings_id(eval_settings(p, cfg.eval, **kw)) for p in cell.protocols}
     return [
         r
         for r in (read_results(run_dir) or {}).get("evals", [])
