@@ -40,7 +40,7 @@ from selfsup.errors import ConfigError
 from selfsup.layout import RunDir
 from selfsup.methods.base import Method
 from selfsup.parts.schedules import warmup_cosine, warmup_steps
-from selfsup.precision import autocast_for, resolve_device, use_bf16
+from selfsup.precision import amp_dtype, autocast_for, resolve_device
 from selfsup.progress import progress
 from selfsup.train.config import TrainConfig
 from selfsup.train.guards import (
@@ -202,7 +202,11 @@ class Trainer:
         self.main = rank() == 0
         self.rd = RunDir(run_dir)
         self.device = resolve_device(train.device)
-        self.autocast = autocast_for(self.device, use_bf16(train.precision, self.device))
+        dtype = amp_dtype(train.precision, self.device)
+        self.autocast = autocast_for(self.device, dtype)
+        # fp16 scales the loss so that small gradients do not flush to zero, and skips a step
+        # whose gradients overflowed (halving the scale); disabled, each call is a no-op
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype is torch.float16)
         self._place(images, labels)
         self._schedule()
         self.log = MetricsLog(self.rd.metrics, enabled=self.main, tensorboard=train.tensorboard)
@@ -252,6 +256,8 @@ class Trainer:
         check_compatible(ckpt, self.identity, path)
         self.method.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):  # (none before fp16 existed, nor from a bf16 / fp32 run)
+            self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"], self.device)
         self.state = TrainState.from_checkpoint(ckpt)
         self.resumed = True
@@ -271,6 +277,7 @@ class Trainer:
             self.rd.checkpoint,
             model=self.method.state_dict(),
             optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),  # {} unless fp16
             **s.checkpoint_fields(),
             rng=rng_state(self.device),
             config=self.identity,
@@ -345,15 +352,25 @@ class Trainer:
             limit, path = tc.skip_nonfinite, self.rd.checkpoint
             log_skipped(self.log, self.bar, s.step, self.epoch, s.skipped, limit, path)
         else:
-            out.loss.backward()
-            method.after_backward()
-            if tc.grad_clip is not None:
-                nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
-            self.optimizer.step()
+            self._update(out.loss)
             method.on_step_end(s.step, self.total)
             self.pending.add(s.step, out.loss, out.parts, lr, len(batch) * world_size())
         s.step += 1
         self.bar.update(1)
+
+    def _update(self, loss: torch.Tensor) -> None:
+        """Backward, the method's gradient surgery, the clip and the optimizer step. In fp16
+        the loss is scaled for the backward and the gradients unscaled before the clip and the
+        optimizer (LARS' trust ratio reads their norm), as the GradScaler docs prescribe; a step
+        whose gradients hold an inf / NaN is skipped by the scaler (one host sync a step, the
+        scaler's own) and the scale halved."""
+        self.scaler.scale(loss).backward()
+        self.method.after_backward()
+        self.scaler.unscale_(self.optimizer)
+        if self.tc.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.method.parameters(), self.tc.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def _stopped(self, where: str) -> TrainingStopped:
         barrier()  # rank 0 has written the checkpoint the message names
