@@ -1,6 +1,5 @@
-"""Precision and device state: bf16 / fp16 autocast on the training device, bf16 only where
-native, fp16 through a GradScaler, a checkpoint's GPU RNG state restorable on a machine with
-fewer GPUs."""
+"""Precision: bf16 / fp16 autocast on the training device, bf16 only where native, fp16
+through a GradScaler (a checkpoint's RNG states across devices: tests/test_train.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import pytest
 import torch
 
 from selfsup import precision
-from selfsup.train import state
 
 
 def test_bf16_on_the_cpu_really_autocasts_the_cpu() -> None:
@@ -33,29 +31,6 @@ def test_auto_precision_picks_bf16_only_where_native(monkeypatch) -> None:
     assert precision.amp_dtype("auto", torch.device("cpu")) is None
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert precision.amp_dtype("auto", torch.device("cpu")) is torch.bfloat16
-
-
-def test_checkpoint_with_more_gpu_states_than_gpus_resumes(monkeypatch) -> None:
-    """Older checkpoints stored one CUDA RNG state per visible GPU; set_rng_state_all raised
-    IndexError on a machine with fewer. Now one state (the training GPU's) is stored and an
-    old list restores its first entry on the training device."""
-    calls = []
-    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: calls.append((s, d)))
-    monkeypatch.setattr(
-        torch.cuda, "set_rng_state_all", lambda s: (_ for _ in ()).throw(IndexError("no GPU 3"))
-    )
-    cpu_state = torch.get_rng_state()
-    states = [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]  # four GPUs' states
-    device = torch.device("cuda", 0)
-    state.set_rng_state({"torch": cpu_state, "cuda": states}, device)
-    assert len(calls) == 1 and torch.equal(calls[0][0], states[0]) and calls[0][1] == device
-    state.set_rng_state({"torch": cpu_state, "cuda": states[2]}, device)  # the new format
-    assert torch.equal(calls[1][0], states[2])
-    state.set_rng_state({"torch": cpu_state}, torch.device("cpu"))  # a CPU run: none needed
-    assert len(calls) == 2
-    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d: states[1])
-    saved = state.rng_state(device)
-    assert torch.equal(saved["cuda"], states[1])  # one state, not a list per visible GPU
 
 
 def test_feature_extraction_follows_the_runs_precision() -> None:

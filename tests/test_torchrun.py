@@ -241,3 +241,36 @@ def test_joint_training_on_two_processes_is_one_process_on_the_global_batch(tmp_
         for key in ("loss", "ssl_loss", "cross_entropy"):
             assert r[key] == pytest.approx(s[key], rel=1e-4, abs=1e-6), (r["step"], key)
 
+
+def worker(out: Path, mode: str) -> None:
+    """``tests/torchrun_worker.py OUT MODE`` on 2 CPU processes (see its docstring)."""
+    script = Path(__file__).with_name("torchrun_worker.py")
+    cmd = [sys.executable, *LAUNCH, str(script), str(out), mode]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_ranks_draw_their_own_dropout_and_a_two_rank_mid_epoch_resume_is_exact(tmp_path) -> None:
+    """Issue #26.5: every rank drew the same dropout masks (one seed everywhere). Now each
+    step seeds the global RNG from (seed, step, rank): the masks differ across ranks, and a
+    2-rank run cut after a mid-epoch checkpoint and resumed ends with the uninterrupted run's
+    weights and losses. The uninterrupted run also has a training-time monitor mark, which
+    rank 0 alone holds: its flush is decided by both ranks (rank 0 flushing alone waited
+    for a collective the other rank never joined)."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    worker(full, "full")
+    first, second = (torch.load(full / f"masks-rank{r}.pt") for r in (0, 1))
+    both = ~(first[0].isnan() | second[0].isnan())
+    agree = (first[0][both] == second[0][both]).float().mean().item()
+    assert agree < 0.8, agree  # independent masks agree on about half the features
+    assert any("probe" in r for r in map(json.loads, (full / "metrics.jsonl").open()))
+    worker(cut, "cut")
+    ckpt = load_checkpoint(cut / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["epoch_step"], ckpt["step"]) == (1, 2, 6)
+    assert ckpt["view_generator_device"] == "cpu"  # each generator state with its device type
+    worker(cut, "resume")
+    a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["loss"] for r in losses(full)] == [r["loss"] for r in losses(cut)]

@@ -8,13 +8,15 @@ steps the buffered per-step losses are copied to the host once (one sync), check
 non-finite values, and appended to ``metrics.jsonl`` (:mod:`selfsup.train.metrics`). Each epoch
 ends with an atomic ``checkpoints/last.pt`` from which ``resume`` continues exactly (the
 shuffling and the views of epoch e are seeded by (seed, epoch) alone, the same on every rank, so
-they do not depend on what ran before, and N processes draw what one process would). Where the
+they do not depend on what ran before, and N processes draw what one process would; dropout is
+seeded by (seed, step, rank): :mod:`selfsup.train.rng`). Where the
 run stands is one :class:`~selfsup.train.state.TrainState`; what stops it is in
 :mod:`selfsup.train.guards`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 from selfsup.atomic import remove_temporaries
 from selfsup.checkpoint import load_checkpoint, save_checkpoint
@@ -56,7 +59,8 @@ from selfsup.train.guards import (
 from selfsup.train.metrics import MetricsLog, Pending, flush, log_skipped
 from selfsup.train.optim import build_optimizer
 from selfsup.train.reader import Batches, free_device_memory
-from selfsup.train.state import TrainState, check_compatible, rng_state, set_rng_state
+from selfsup.train.rng import restore_generator, seed_step, view_seed
+from selfsup.train.state import TrainState, check_compatible
 
 __all__ = [
     "ADVICE",
@@ -249,7 +253,8 @@ class Trainer:
         self.optimizer = build_optimizer(groups, tc, self.base_lr)
 
     def resume(self) -> None:
-        """Continue from ``checkpoints/last.pt``: weights, optimizer, RNG and :attr:`state`;
+        """Continue from ``checkpoints/last.pt``: weights, optimizer, grad scaler and
+        :attr:`state` (the global RNG is seeded per step: :mod:`selfsup.train.rng`);
         metric records past its step are dropped, temporaries of an interrupted write removed."""
         path = self.rd.checkpoint
         ckpt = load_checkpoint(path)
@@ -258,7 +263,6 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):  # (none before fp16 existed, nor from a bf16 / fp32 run)
             self.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"], self.device)
         self.state = TrainState.from_checkpoint(ckpt)
         self.resumed = True
         self.log.truncate_after(self.state.step)
@@ -273,13 +277,13 @@ class Trainer:
             return
         s.epoch, s.epoch_step = epoch, epoch_step
         s.view_state = None if view_gen is None else view_gen.get_state()
+        s.view_device = None if view_gen is None else torch.device(view_gen.device).type
         save_checkpoint(
             self.rd.checkpoint,
             model=self.method.state_dict(),
             optimizer=self.optimizer.state_dict(),
             scaler=self.scaler.state_dict(),  # {} unless fp16
             **s.checkpoint_fields(),
-            rng=rng_state(self.device),
             config=self.identity,
         )
 
@@ -336,6 +340,7 @@ class Trainer:
     def step(self, batch: torch.Tensor, idx: torch.Tensor, view_gen: torch.Generator) -> None:
         """One optimizer step on a batch (or, with ``train.skip_nonfinite``, a skipped one)."""
         tc, method, s = self.tc, self.method, self.state
+        seed_step(self.seed, s.step, rank())  # dropout: each rank its own, resumable exactly
         views = self._views(batch, view_gen)
         lr = self._set_schedules()
         method.before_step(s.step, self.total, self.stream.steps_per_epoch)
@@ -397,20 +402,43 @@ class Trainer:
             if stopping:
                 where = f"step {s.step} (epoch {ep.epoch}, batch {done} of {n})"
                 raise self._stopped(where)
-        if self.marks.due(s.train_seconds + time.perf_counter() - ep.started):
-            self.flush(ep.epoch)
+        self._time_mark(ep, done, flushed)
+
+    def _time_mark(self, ep: _Epoch, done: int, flushed: bool) -> None:
+        """The monitor at a training-time mark, when one is due. Under torchrun rank 0 alone
+        holds the marks and runs the monitor, but the flush before it is a collective: the
+        ranks decide together at a flush (which syncs anyway); rank 0 deciding alone flushed
+        alone and waited for a collective the others never joined."""
+        s = self.state
+        due = self.marks.due(s.train_seconds + time.perf_counter() - ep.started)
+        if is_distributed():  # (every rank has the same marks: no collective without them)
+            due = flushed and bool(self.monitor_seconds) and any_rank(due)
+        if not due:
+            return
+        self.flush(ep.epoch)
+        if self.main:
             t = time.perf_counter()
-            at = {"epoch_fraction": round(ep.epoch + done / n, 4), "step": s.step}
+            at = {"epoch_fraction": round(ep.epoch + done / len(ep.batches), 4), "step": s.step}
             at["train_seconds"] = s.train_seconds + t - ep.started
             self.log.write([self.marks.run(self.method, at)])
             ep.started += time.perf_counter() - t  # the monitor's time is not training
 
     def _start_epoch(self, epoch: int, start: TrainState) -> _Epoch:
         view_gen = torch.Generator(device=self.device)
-        view_gen.manual_seed((self.seed * 100_003 + epoch) * 1_009)
+        view_gen.manual_seed(view_seed(self.seed, epoch))
         resumed = epoch == start.epoch
         if resumed and start.view_state is not None:
-            view_gen.set_state(start.view_state)
+            fallback = view_seed(self.seed, epoch) + start.step
+            other = restore_generator(view_gen, start.view_state, start.view_device, fallback)
+            if other is not None and self.main:
+                tqdm.write(
+                    f"selfsup: the checkpoint was written mid-epoch on {other} and this run "
+                    f"trains on {self.device.type}, whose view generator cannot take a {other} "
+                    f"generator's state: the views of the rest of epoch {epoch} are reseeded "
+                    f"from step {start.step}, so this resume is not bit-exact (deterministic, "
+                    "but not the uninterrupted run's views)",
+                    file=sys.stderr,
+                )
         first = start.epoch_step if resumed else 0
         return _Epoch(epoch, view_gen, list(self.stream.epoch(epoch)), first)
 
