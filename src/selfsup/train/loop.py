@@ -57,7 +57,7 @@ from selfsup.train.guards import (
     snapshot_buffers,
 )
 from selfsup.train.metrics import MetricsLog, Pending, flush, log_skipped
-from selfsup.train.optim import build_optimizer
+from selfsup.train.optim import build_optimizer, model_footprint
 from selfsup.train.reader import Batches, free_device_memory
 from selfsup.train.rng import restore_generator, seed_step, view_seed
 from selfsup.train.state import TrainState, check_compatible
@@ -71,6 +71,7 @@ __all__ = [
     "TrainingStopped",
     "check_compatible",
     "fit",
+    "images_on_device",
     "place_images",
     "resolve_device",
 ]
@@ -78,13 +79,28 @@ __all__ = [
 Monitor = Callable[..., dict[str, float]]  # (backbone, epoch, *, mid_epoch=False) -> scores
 
 
-def place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move the uint8 images to ``device`` when they take under half of its free memory
-    (PyTorch's cached blocks counted as free); otherwise keep them on the host, where
-    :class:`~selfsup.train.reader.Batches` gathers each batch into a reusable pinned buffer
-    (pinning the whole array would copy it all into locked RAM: impossible for a memmap bigger
-    than memory)."""
-    if device.type == "cuda" and images.numel() < free_device_memory(device) // 2:
+def images_on_device(images: torch.Tensor, device: torch.device, on_device: str, room: int) -> bool:
+    """Whether the training images go to the GPU ``device`` (``data.on_device``): ``always``,
+    ``never``, or ``auto``: when they take at most half of the free memory (PyTorch's cached
+    blocks counted as free) left once ``room`` bytes are set aside for the model (its weights,
+    gradients and optimizer state: :func:`~selfsup.train.optim.model_footprint`); the other
+    half is for the activations. A CPU run leaves them where they are."""
+    if device.type != "cuda" or on_device == "never":
+        return False
+    if on_device == "always":
+        return True
+    free = free_device_memory(device) - room
+    return images.numel() * images.element_size() <= free // 2
+
+
+def place_images(
+    images: torch.Tensor, device: torch.device, *, on_device: str = "auto", room: int = 0
+) -> torch.Tensor:
+    """The uint8 images on ``device`` when :func:`images_on_device` says so; otherwise on the
+    host, where :class:`~selfsup.train.reader.Batches` gathers each batch into a reusable
+    pinned buffer (pinning the whole array would copy it all into locked RAM: impossible for a
+    memmap bigger than memory)."""
+    if images_on_device(images, device, on_device, room):
         return images.to(device)
     return images
 
@@ -195,6 +211,7 @@ class Trainer:
         monitor_seconds: Sequence[float] = (),
         labels: torch.Tensor | None = None,
         label: str = "train",
+        on_device: str = "auto",
     ) -> None:
         self.method, self.tc, self.seed, self.identity = method, train, seed, identity
         self.compile_views, self.label, self.run_dir = compile_views, label, run_dir
@@ -211,21 +228,23 @@ class Trainer:
         # fp16 scales the loss so that small gradients do not flush to zero, and skips a step
         # whose gradients overflowed (halving the scale); disabled, each call is a no-op
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype is torch.float16)
-        self._place(images, labels)
+        self._place(images, labels, on_device)
         self._schedule()
         self.log = MetricsLog(self.rd.metrics, enabled=self.main, tensorboard=train.tensorboard)
         self.state = TrainState()
         self.resumed = False
         self.pending = Pending.empty()
 
-    def _place(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
-        """The method and the images on the training device (images where they fit)."""
+    def _place(self, images: torch.Tensor, labels: torch.Tensor | None, on_device: str) -> None:
+        """The images (where ``data.on_device`` puts them; measured before the method is on
+        the device, whose footprint is set aside) and the method on the training device."""
         if self.main:
             self.rd.checkpoints.mkdir(parents=True, exist_ok=True)
+        room = model_footprint(self.method, self.tc.optimizer)
+        self.images = place_images(images, self.device, on_device=on_device, room=room)
         self.method.to(self.device)
         if self.tc.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        self.images = place_images(images, self.device)
         self.labels = None if labels is None else labels.to(self.images.device)
         self.stream = BatchStream(
             len(self.images),
@@ -502,6 +521,7 @@ def fit(
     (:func:`~selfsup.train.state.check_compatible`).
 
     ``options`` (:class:`Trainer`): ``compile_views`` (``torch.compile`` the view ops);
+    ``on_device`` (``data.on_device``: auto, always, never: where the images live);
     ``labels`` (N,) int64 (-1 = unlabeled), with which the method is called as
     ``method(views, labels_of_the_batch)``: supervised fine-tuning and joint SSL + supervised
     training run through this same loop; ``label``, what is trained, on the progress bar;
