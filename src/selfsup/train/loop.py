@@ -421,17 +421,19 @@ class Trainer:
             if stopping:
                 where = f"step {s.step} (epoch {ep.epoch}, batch {done} of {n})"
                 raise self._stopped(where)
-        self._time_mark(ep, done, flushed)
+        self._time_mark(ep, done)
 
-    def _time_mark(self, ep: _Epoch, done: int, flushed: bool) -> None:
+    def _time_mark(self, ep: _Epoch, done: int) -> None:
         """The monitor at a training-time mark, when one is due. Under torchrun rank 0 alone
         holds the marks and runs the monitor, but the flush before it is a collective: the
-        ranks decide together at a flush (which syncs anyway); rank 0 deciding alone flushed
-        alone and waited for a collective the others never joined."""
+        ranks decide together every ``log_every`` steps (one sync, as a flush), and only in a
+        run with marks; rank 0 deciding alone flushed alone and waited forever for a
+        collective the others never joined."""
         s = self.state
         due = self.marks.due(s.train_seconds + time.perf_counter() - ep.started)
-        if is_distributed():  # (every rank has the same marks: no collective without them)
-            due = flushed and bool(self.monitor_seconds) and any_rank(due)
+        if is_distributed():
+            agree = bool(self.monitor_seconds) and s.step % self.tc.log_every == 0
+            due = agree and any_rank(due)
         if not due:
             return
         self.flush(ep.epoch)
