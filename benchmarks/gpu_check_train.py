@@ -4,9 +4,8 @@ ResNet-50 in bf16 and fp16, bf16 against fp32 losses, and ``torch.compile``.
 Methods are built as a run builds them (``load_config`` + ``selfsup.rundir.make_method``) and
 stepped as ``selfsup.train.loop.fit`` steps them: views on the device, channels_last, the
 method's ``before_step`` / ``after_backward`` / ``on_step_end``, the config's optimizer. fp16 is
-plain ``torch.autocast(dtype=torch.float16)`` around the method's forward with a
-``torch.amp.GradScaler`` (the recipe of official VICReg, Barlow Twins and DINO), since
-``train.precision`` offers auto / bf16 / fp32 only.
+``train.precision=fp16`` as the loop runs it: autocast to float16 around the method's forward
+and a ``torch.amp.GradScaler`` (the recipe of official VICReg, Barlow Twins and DINO).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from gpu_check_core import ROOT, Ctx, Part, attempt, dry_skip
 from selfsup.config import Config, load_config
 from selfsup.data.views import make_views
 from selfsup.methods import Method
-from selfsup.precision import autocast_for
+from selfsup.precision import amp_dtype, autocast_for
 from selfsup.rundir import make_method
 from selfsup.train.optim import build_optimizer
 
@@ -60,10 +59,8 @@ def build(config: str, overrides: list[str], device: torch.device) -> tuple[Conf
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """fp16: torch.autocast(float16); bf16 / fp32: the project's own ``autocast_for``."""
-    if precision == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return autocast_for(device, precision == "bf16")
+    """The project's own ``autocast_for`` of ``train.precision`` (bf16, fp16 or fp32)."""
+    return autocast_for(device, amp_dtype(precision, device))
 
 
 class Steps:
@@ -110,8 +107,8 @@ class Steps:
             out = self.model(views)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
-        self.scaler.unscale_(self.optimizer)  # (a no-op unless fp16)
         self.method.after_backward()
+        self.scaler.unscale_(self.optimizer)  # (a no-op unless fp16), as the loop's _update
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.on_step_end(i, self.total)

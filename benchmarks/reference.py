@@ -25,7 +25,7 @@ from selfsup.config import TrainConfig
 from selfsup.data.views import ViewSpec
 from selfsup.methods import Method
 from selfsup.parts.schedules import warmup_cosine
-from selfsup.precision import autocast_for, use_bf16
+from selfsup.precision import amp_dtype, autocast_for
 from selfsup.train.loop import _weight_decay  # the loop's own weight-decay schedule
 from selfsup.train.optim import build_optimizer
 
@@ -136,7 +136,9 @@ def reference_fit(
         for g, d in zip(groups, decays, strict=True)
     ]
     optimizer = build_optimizer(groups, tc, base_lr)
-    autocast = autocast_for(device, use_bf16(tc.precision, device))
+    dtype = amp_dtype(tc.precision, device)
+    autocast = autocast_for(device, dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)  # as the loop
     step, seconds = 0, 0.0
     method.train()
     for epoch in range(tc.epochs):
@@ -155,11 +157,13 @@ def reference_fit(
             with autocast:
                 out = method(views)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            scaler.scale(out.loss).backward()
             method.after_backward()
+            scaler.unscale_(optimizer)
             if tc.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             method.on_step_end(step, total)
             step += 1
         if device.type == "cuda":

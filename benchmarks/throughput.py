@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from reference import hardware, loader, pytorch_default_step
 from selfsup.config import load_config
 from selfsup.data.views import make_views
-from selfsup.precision import autocast_for, use_bf16
+from selfsup.precision import amp_dtype, autocast_for
 from selfsup.rundir import make_method
 from selfsup.train.loop import resolve_device
 from selfsup.train.optim import build_optimizer
@@ -139,7 +139,7 @@ def run_cell(
         m.to(memory_format=torch.channels_last)
     model = torch.compile(m) if compiled else m
     optimizer = build_optimizer(m.param_groups(tc.weight_decay), tc, tc.lr * tc.batch_size / 256)
-    autocast = autocast_for(device, use_bf16(tc.precision, device))
+    autocast = autocast_for(device, amp_dtype(tc.precision, device))
     warmup = 3 if compiled else 1
     n = tc.batch_size * (warmup + steps + 1)
     gen = torch.Generator().manual_seed(0)
@@ -221,7 +221,7 @@ def run_cell(
         "gflops_per_image": flops_per_step / tc.batch_size / 1e9,
         "achieved_tflops": flops_per_step / compute_s / 1e12,
         "peak_mib": peak / 2**20,
-        "bf16": use_bf16(tc.precision, device),
+        "bf16": amp_dtype(tc.precision, device) is torch.bfloat16,
         "device": hardware(device),
     }
 

@@ -306,6 +306,53 @@ def test_host_fallback_keeps_images_unpinned_and_counts_cached_blocks(monkeypatc
     assert place_images(images, torch.device("cuda")) is images  # not copied, not pinned whole
 
 
+def test_auto_leaves_room_for_the_model_and_data_on_device_overrides_it(monkeypatch) -> None:
+    """Issue #26.7: the images went to the GPU when they took under half of its free memory,
+    whatever the model needed. ``data.on_device=auto`` now first sets aside the model's
+    footprint (weights, gradients, optimizer state: ``model_footprint``) and keeps the images
+    on the host unless they fit in half of what is left; ``always`` / ``never`` decide."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1000, 4000))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 0)
+    cuda, images = torch.device("cuda"), torch.zeros(400, 1, 1, 1, dtype=torch.uint8)
+    assert loop.images_on_device(images, cuda, "auto", room=0)  # 400 of 1000 free: as before
+    # a model of 300 bytes: 400 of the data + 300 is under the 1000 free, but leaves the
+    # activations less than the data takes
+    assert not loop.images_on_device(images, cuda, "auto", room=300)
+    assert place_images(images, cuda, on_device="auto", room=300) is images  # on the host
+    assert not loop.images_on_device(images, cuda, "auto", room=900)  # model + data > free
+    assert loop.images_on_device(images, cuda, "always", room=900)  # the user's call
+    one = images[:1]
+    assert not loop.images_on_device(one, cuda, "never", room=0)
+    assert place_images(one, cuda, on_device="never") is one
+    assert not loop.images_on_device(images, torch.device("cpu"), "always", room=0)
+
+
+def test_the_model_footprint_counts_weights_gradients_and_optimizer_state() -> None:
+    from selfsup.train.optim import model_footprint
+
+    net = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.BatchNorm1d(10))
+    trainable = (110 + 20) * 4  # the linear layer's weight and bias, BN's affine
+    weights = trainable + 20 * 4 + 8  # + BN's running mean and var, and its int64 counter
+    assert model_footprint(net, "sgd") == weights + 2 * trainable  # + gradients + momentum
+    assert model_footprint(net, "adamw") == weights + 3 * trainable  # + two moments
+    net[0].requires_grad_(False)  # a frozen teacher: weights only
+    assert model_footprint(net, "lars") == weights + 2 * 20 * 4
+
+
+def test_data_on_device_is_a_setting_that_reaches_the_trainer(monkeypatch) -> None:
+    from selfsup import pipeline
+    from selfsup.config import load_config
+
+    with pytest.raises(ConfigError, match=r"data\.on_device.*auto.*always.*never"):
+        load_config(None, ["data.on_device=sometimes"])
+    cfg = load_config(None, ["data.on_device=never"])
+    seen = {}
+    monkeypatch.setattr(pipeline, "fit", lambda *args, **kwargs: seen.update(kwargs))
+    pipeline.train_run(None, torch.zeros(1), cfg, Path("unused"))
+    assert seen["on_device"] == "never"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned buffers need CUDA")
 def test_cuda_batches_come_from_pinned_buffers(tmp_path: Path, monkeypatch) -> None:
     images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)

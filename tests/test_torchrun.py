@@ -30,15 +30,38 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
 
 
-def torchrun_command(*args: str) -> list[str]:
-    """``torchrun --standalone --nproc_per_node 2 -m selfsup pretrain ARGS``."""
-    run = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    return [sys.executable, *run, "-m", "selfsup", "pretrain", *args]
+LAUNCH = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    cmd = torchrun_command(*args)
+def torchrun_command(*args: str, command: str = "pretrain") -> list[str]:
+    """``torchrun --standalone --nproc_per_node 2 -m selfsup COMMAND ARGS``."""
+    return [sys.executable, *LAUNCH, "-m", "selfsup", command, *args]
+
+
+def torchrun(*args: str, command: str = "pretrain") -> subprocess.CompletedProcess:
+    cmd = torchrun_command(*args, command=command)
     return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+
+
+def one_process(*args: str, command: str = "pretrain") -> subprocess.CompletedProcess:
+    """``python -m selfsup COMMAND ARGS``: the same run in a single process."""
+    cmd = [sys.executable, "-m", "selfsup", command, *args]
+    return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+
+
+def losses(run: Path) -> list[dict]:
+    """The per-step records of ``run``'s metrics.jsonl."""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if "loss" in r]
+
+
+def in_batch_order(queue: torch.Tensor) -> torch.Tensor:
+    """A 2-process MoCo queue of 64 keys in one process's order: it holds the same keys,
+    gathered in rank order (the 16 even then the 16 odd samples of each global batch of 32),
+    where one process writes them in batch order."""
+    j = torch.arange(64)
+    block, within = j // 32, j % 32
+    return queue[block * 32 + (within % 2) * 16 + within // 2]
 
 
 def test_torchrun_trains_one_run_from_two_processes_and_resumes(tmp_path) -> None:
@@ -93,19 +116,13 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path) -> None
     two, one = tmp_path / "two", tmp_path / "one"
     done = torchrun("--config", "defaults", "--out", str(two), *common)
     assert done.returncode == 0, done.stderr[-3000:]
-    new = ["pretrain", "--config", "defaults", "--out", str(one)]
-    cmd = [sys.executable, "-m", "selfsup", *new, *common]
-    single = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    single = one_process("--config", "defaults", "--out", str(one), *common)
     assert single.returncode == 0, single.stderr[-3000:]
     a = load_checkpoint(two / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
     assert a.keys() == b.keys()
     moved = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], b[k])]
-    # the queue holds the same keys, gathered in rank order: the 16 even then the 16 odd
-    # samples of each global batch of 32, where one process writes them in batch order
-    j = torch.arange(64)
-    block, within = j // 32, j % 32
-    a["queue.queue"] = a["queue.queue"][block * 32 + (within % 2) * 16 + within // 2]
+    a["queue.queue"] = in_batch_order(a["queue.queue"])
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     assert moved  # not bit-identical (the sums run in another order), but equal within rounding
@@ -181,3 +198,79 @@ def _signal_rank_one(proc: subprocess.Popen, out: Path) -> None:
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == step
     assert any("SIGTERM" in line for line in said)
     assert any("a signal to another rank" in line for line in said)
+
+
+def test_joint_training_on_two_processes_is_one_process_on_the_global_batch(tmp_path) -> None:
+    """Issue #26.5: joint training's cross-entropy was each rank's mean over its own labelled
+    images, and metrics.jsonl logged rank 0's local loss. Now the cross-entropy is the mean
+    over the global batch's labelled images (their count summed over ranks) and the logged
+    loss and parts are the mean over ranks: 2 processes x 16 images end with the weights and
+    log the losses of 1 process x 32 (MoCo on a ViT, whose InfoNCE is a per-rank mean too)."""
+    common = [
+        *TINY,
+        "method.name=moco",
+        "method.queue_size=64",
+        "method.projector=32-16",
+        "backbone.name=vit_tiny_p4",
+        "joint.label_fraction=0.3",  # labelled images fall unevenly on the two ranks
+        "train.optimizer=sgd",
+        "train.lr=0.5",
+        "train.device=cpu",
+        "train.precision=fp32",
+        "train.channels_last=false",
+        "train.epochs=1",
+        "train.log_every=2",
+        "eval.protocols=[knn]",
+        "eval.knn.k=[5]",
+        "eval.compare_random=false",
+        "eval.compare_pixels=false",
+    ]
+    two, one = tmp_path / "two", tmp_path / "one"
+    done = torchrun("--config", "defaults", "--out", str(two), *common, command="joint")
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = one_process("--config", "defaults", "--out", str(one), *common, command="joint")
+    assert single.returncode == 0, single.stderr[-3000:]
+    a = load_checkpoint(two / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
+    a["ssl.queue.queue"] = in_batch_order(a["ssl.queue.queue"])
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    logged, alone = losses(two), losses(one)
+    assert [r["step"] for r in logged] == [r["step"] for r in alone] == list(range(4))
+    for r, s in zip(logged, alone, strict=True):
+        for key in ("loss", "ssl_loss", "cross_entropy"):
+            assert r[key] == pytest.approx(s[key], rel=1e-4, abs=1e-6), (r["step"], key)
+
+
+def worker(out: Path, mode: str) -> None:
+    """``tests/torchrun_worker.py OUT MODE`` on 2 CPU processes (see its docstring)."""
+    script = Path(__file__).with_name("torchrun_worker.py")
+    cmd = [sys.executable, *LAUNCH, str(script), str(out), mode]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_ranks_draw_their_own_dropout_and_a_two_rank_mid_epoch_resume_is_exact(tmp_path) -> None:
+    """Issue #26.5: every rank drew the same dropout masks (one seed everywhere). Now each
+    step seeds the global RNG from (seed, step, rank): the masks differ across ranks, and a
+    2-rank run cut after a mid-epoch checkpoint and resumed ends with the uninterrupted run's
+    weights and losses. The uninterrupted run also has a training-time monitor mark, which
+    rank 0 alone holds: its flush is decided by both ranks (rank 0 flushing alone waited
+    for a collective the other rank never joined)."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    worker(full, "full")
+    first, second = (torch.load(full / f"masks-rank{r}.pt") for r in (0, 1))
+    both = ~(first[0].isnan() | second[0].isnan())
+    agree = (first[0][both] == second[0][both]).float().mean().item()
+    assert agree < 0.8, agree  # independent masks agree on about half the features
+    assert any("probe" in r for r in map(json.loads, (full / "metrics.jsonl").open()))
+    worker(cut, "cut")
+    ckpt = load_checkpoint(cut / "checkpoints" / "last.pt")
+    assert (ckpt["epoch"], ckpt["epoch_step"], ckpt["step"]) == (1, 2, 6)
+    assert ckpt["view_generator_device"] == "cpu"  # each generator state with its device type
+    worker(cut, "resume")
+    a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["loss"] for r in losses(full)] == [r["loss"] for r in losses(cut)]

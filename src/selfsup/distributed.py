@@ -79,6 +79,16 @@ def mean_across_ranks(x: torch.Tensor) -> torch.Tensor:
     return y / world_size()
 
 
+def sum_across_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over processes (``x`` itself in one process), without gradient; no
+    host sync (with NCCL the reduction is queued on the GPU like any other op)."""
+    if not is_distributed() or world_size() == 1:
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y)
+    return y
+
+
 def _collective_device() -> torch.device:
     """NCCL reduces CUDA tensors only; gloo CPU ones."""
     if dist.get_backend() == "nccl":

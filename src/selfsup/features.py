@@ -10,7 +10,7 @@ from torch import nn
 from selfsup.data.view_ops import GRAY_WEIGHTS
 from selfsup.data.views import eval_view, make_views
 from selfsup.errors import ConfigError
-from selfsup.precision import autocast_for, use_bf16
+from selfsup.precision import amp_dtype, autocast_for
 
 
 def input_channels(backbone: nn.Module) -> int:
@@ -53,15 +53,16 @@ def extract_features(
 ) -> torch.Tensor:
     """Pooled features (N, D) float32 of uint8 ``images`` (N, C, H, W), resized to ``size`` and
     normalised, with the backbone in eval mode (batch-norm running statistics), under the
-    run's ``train.precision`` (bf16 autocast where it trained in bf16: the same decision as
-    the loop, :mod:`selfsup.precision`)."""
+    run's ``train.precision`` (bf16 or fp16 autocast where it trained in it: the same decision
+    as the loop, :mod:`selfsup.precision`; inference needs no loss scaling, and a feature that
+    overflows fp16 is refused downstream as non-finite, with advice)."""
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval().to(device)
     channels = input_channels(backbone)
     spec = eval_view(size, mean, std)
     gen = torch.Generator(device=device).manual_seed(0)
-    autocast = autocast_for(device, use_bf16(precision, device))
+    autocast = autocast_for(device, amp_dtype(precision, device))
     channels_last = device.type == "cuda"  # as the training step (bf16 convolutions on CUDA)
     if channels_last:
         backbone.to(memory_format=torch.channels_last)

@@ -143,6 +143,7 @@ def train_run(method: Method, images: torch.Tensor, cfg: Config, run_dir: Path, 
         seed=cfg.seed,
         identity=identity,
         compile_views=cfg.views.compile,
+        on_device=cfg.data.on_device,
         label=label,
         **kw,
     )

@@ -1,8 +1,10 @@
-"""The one bf16 decision: where training and feature extraction autocast to bfloat16.
+"""The one precision decision: where training and feature extraction autocast, and to what.
 
-``train.precision``: ``bf16``, ``fp32``, or ``auto`` (bf16 where the device computes it
-natively). The training loop and every feature extraction (evaluations, the online monitor,
-pseudo-label teachers) read it through :func:`use_bf16` and :func:`autocast_for`.
+``train.precision``: ``bf16``, ``fp16``, ``fp32``, or ``auto`` (bf16 where the device computes
+it natively, fp16 on a CUDA GPU without native bf16, fp32 on a CPU without it). The training
+loop and every feature extraction (evaluations, the online monitor, pseudo-label teachers) read
+it through :func:`amp_dtype` and :func:`autocast_for`; training in fp16 also scales the loss
+(a ``torch.amp.GradScaler`` in :mod:`selfsup.train.loop`), inference needs no scaler.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from selfsup.distributed import is_distributed, local_rank
 from selfsup.errors import ConfigError
 from selfsup.fields import check_choice
 
-PRECISIONS = ("auto", "bf16", "fp32")
-"""``train.precision``: auto (bf16 where the device computes it natively), bf16, fp32."""
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+"""``train.precision``: auto (bf16 where native, fp16 on older GPUs, fp32 on other CPUs), bf16,
+fp16 (with a gradient scaler in training), fp32."""
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -29,17 +32,31 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and is_bf16 is not None and bool(is_bf16())
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """``train.precision``: bf16, fp32, or auto (bf16 where the device computes it natively)."""
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` on ``device`` (None: float32). ``auto`` is
+    bf16 where the device computes it natively; on a CUDA GPU without (compute capability
+    under 8: T4, V100, whose tensor cores compute fp16 but only emulate bf16) fp16, with the
+    loss scaled in training as the official VICReg, Barlow Twins and DINO code does on such
+    GPUs; on a CPU without AVX-512 BF16 float32 (its fp16 kernels are no faster)."""
     check_choice("train.precision", precision, PRECISIONS)
-    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+    if precision != "auto":
+        return _DTYPES[precision]
+    if native_bf16(device):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None
 
 
-def autocast_for(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on the training device itself (a CUDA autocast does nothing on the CPU)."""
-    if not bf16:
+def autocast_for(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` (:func:`amp_dtype`) on the training device itself (a CUDA
+    autocast does nothing on the CPU); None runs in float32."""
+    if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 DEVICES = ("auto", "cpu", "cuda")

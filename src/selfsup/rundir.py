@@ -99,6 +99,7 @@ RESUME_MAY_CHANGE = (
     "train.log_every",
     "train.checkpoint_every",
     "train.skip_nonfinite",
+    "data.on_device",  # where the images live: the same batches either way
     "eval.",  # how the trained backbone is measured, except ...
     "viz.",  # pictures of the representation saved along the way
 )

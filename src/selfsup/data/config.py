@@ -8,6 +8,10 @@ from selfsup.data.classes import parse_class_spec
 from selfsup.data.imagefolder import BAD_IMAGE
 from selfsup.fields import AT_LEAST_1, POSITIVE, SIDE, SIDE_LIMIT, setting
 
+ON_DEVICE = ("auto", "always", "never")
+"""``data.on_device``: whether the uint8 training images live on the GPU (see
+:func:`selfsup.train.loop.images_on_device`)."""
+
 
 @dataclass
 class DataConfig:
@@ -33,6 +37,9 @@ class DataConfig:
     # keep only these classes, relabelled 0..K-1 in this order (names kept): a list of class
     # indices or ranges such as "0-49"; null keeps every class (see selfsup.data.classes)
     classes: list[int] | str | None = None
+    # the training images on the GPU: auto (when they fit beside the model), always, never
+    # (read ahead from the host each step); a CPU run keeps them where they are
+    on_device: str = setting("auto", choices=ON_DEVICE)
 
     def check(self) -> None:
         parse_class_spec(self.classes, "data.classes")

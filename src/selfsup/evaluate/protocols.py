@@ -106,6 +106,7 @@ def train_classifier(
         seed=ctx.seed,
         identity=identity,
         labels=data.labels,
+        on_device=ctx.run_cfg.data.on_device,
         monitor=monitor,
         monitor_every=1 if monitor else 0,
         label=label or f"{name} ({ctx.work_dir.name})",

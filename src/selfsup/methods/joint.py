@@ -5,6 +5,12 @@ images of the batch (labels >= 0; the rest are unlabeled) + ``ssl_weight`` x the
 loss on every image, the single-objective form of S4L (Zhai et al., ICCV 2019). The classifier
 sees the method's first (augmented) view. The SSL method's hooks (teacher, queue, centre,
 schedules) run unchanged.
+
+Under torchrun the cross-entropy is the mean over the labelled images of the *global* batch,
+whose count is summed over ranks (a rank may hold more of them than another): each rank's
+value is ``world_size x (its sum) / (global count)``, so DDP's average of the ranks' gradients
+is the gradient of the global mean (the one-process step on the whole batch), and the mean of
+the ranks' values, which the loop logs, is the global mean itself.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.distributed import sum_across_ranks, world_size
 from selfsup.fields import FRACTION, NON_NEGATIVE, setting
 from selfsup.methods.base import Method, StepOutput
 
@@ -61,7 +68,8 @@ class Joint(Method):
         logits = self.head(feats).float()
         known = labels >= 0
         ce_each = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
-        ce = (ce_each * known).sum() / known.sum().clamp(min=1)  # no host sync
+        labelled = sum_across_ranks(known.sum())  # in the global batch (see the module doc)
+        ce = world_size() * (ce_each * known).sum() / labelled.clamp(min=1)  # no host sync
         loss = ce + self.ssl_weight * out.loss
         parts = {**out.parts, "ssl_loss": out.loss.detach(), "cross_entropy": ce.detach()}
         return StepOutput(loss, parts, feats)

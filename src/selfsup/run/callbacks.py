@@ -37,7 +37,7 @@ from selfsup.features import extract_features, run_feature_kw, run_logits
 from selfsup.layout import RunDir
 from selfsup.methods import Method
 from selfsup.methods.supervised import Classifier
-from selfsup.precision import autocast_for, use_bf16
+from selfsup.precision import amp_dtype, autocast_for
 from selfsup.tensorboard import add_embedding
 from selfsup.train import heldout
 from selfsup.train.guards import ADVICE, TrainingDiverged
@@ -133,7 +133,7 @@ def correlation_saver(
     sample = seeded_subset(data, cfg.viz.corr_limit, cfg.seed + 4).images
     specs = (list(method.view_specs) * 2)[:2]
     kind, (source, net) = corr_kind(method), embedder(method)
-    autocast = autocast_for(device, use_bf16(cfg.train.precision, device))
+    autocast = autocast_for(device, amp_dtype(cfg.train.precision, device))
 
     @torch.no_grad()
     def save(_backbone: nn.Module, epoch: float) -> dict[str, Any]:

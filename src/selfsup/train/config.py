@@ -58,7 +58,8 @@ class TrainConfig:
         None, valid=POSITIVE, what="a max gradient norm, e.g. 1.0; null turns it off"
     )
     device: str = setting("auto", choices=DEVICES)
-    # auto: bf16 where native (CUDA >= sm80, CPU with AVX-512 BF16)
+    # auto: bf16 where native (CUDA >= sm80, CPU with AVX-512 BF16), fp16 on older CUDA GPUs
+    # (with a GradScaler), else fp32
     precision: str = setting("auto", choices=PRECISIONS)
     channels_last: bool = True
     compile: bool = False  # torch.compile the method

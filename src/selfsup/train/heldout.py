@@ -27,7 +27,7 @@ from selfsup.data.sampling import stratified_holdout
 from selfsup.data.views import make_views
 from selfsup.methods.base import Method
 from selfsup.methods.joint import Joint
-from selfsup.precision import autocast_for, use_bf16
+from selfsup.precision import amp_dtype, autocast_for
 
 Scores = Callable[[ImageArray], torch.Tensor]  # images -> logits (M, K)
 HOLDOUT_SEED = 5  # offset of the carve's seed (data.limit uses the seed, the kNN monitor +2)
@@ -125,7 +125,7 @@ def heldout_ssl_loss(
     batch = min(batch_size, n)
     net = copy.deepcopy(method.ssl if isinstance(method, Joint) else method).train()
     gen = torch.Generator(device=device).manual_seed(seed)
-    autocast = autocast_for(device, use_bf16(precision, device))
+    autocast = autocast_for(device, amp_dtype(precision, device))
     total = torch.zeros((), device=device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for start in range(0, n - batch + 1, batch):

@@ -8,13 +8,15 @@ steps the buffered per-step losses are copied to the host once (one sync), check
 non-finite values, and appended to ``metrics.jsonl`` (:mod:`selfsup.train.metrics`). Each epoch
 ends with an atomic ``checkpoints/last.pt`` from which ``resume`` continues exactly (the
 shuffling and the views of epoch e are seeded by (seed, epoch) alone, the same on every rank, so
-they do not depend on what ran before, and N processes draw what one process would). Where the
+they do not depend on what ran before, and N processes draw what one process would; dropout is
+seeded by (seed, step, rank): :mod:`selfsup.train.rng`). Where the
 run stands is one :class:`~selfsup.train.state.TrainState`; what stops it is in
 :mod:`selfsup.train.guards`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 from selfsup.atomic import remove_temporaries
 from selfsup.checkpoint import load_checkpoint, save_checkpoint
@@ -40,7 +43,7 @@ from selfsup.errors import ConfigError
 from selfsup.layout import RunDir
 from selfsup.methods.base import Method
 from selfsup.parts.schedules import warmup_cosine, warmup_steps
-from selfsup.precision import autocast_for, resolve_device, use_bf16
+from selfsup.precision import amp_dtype, autocast_for, resolve_device
 from selfsup.progress import progress
 from selfsup.train.config import TrainConfig
 from selfsup.train.guards import (
@@ -54,9 +57,10 @@ from selfsup.train.guards import (
     snapshot_buffers,
 )
 from selfsup.train.metrics import MetricsLog, Pending, flush, log_skipped
-from selfsup.train.optim import build_optimizer
+from selfsup.train.optim import build_optimizer, model_footprint
 from selfsup.train.reader import Batches, free_device_memory
-from selfsup.train.state import TrainState, check_compatible, rng_state, set_rng_state
+from selfsup.train.rng import restore_generator, seed_step, view_seed
+from selfsup.train.state import TrainState, check_compatible
 
 __all__ = [
     "ADVICE",
@@ -67,6 +71,7 @@ __all__ = [
     "TrainingStopped",
     "check_compatible",
     "fit",
+    "images_on_device",
     "place_images",
     "resolve_device",
 ]
@@ -74,13 +79,28 @@ __all__ = [
 Monitor = Callable[..., dict[str, float]]  # (backbone, epoch, *, mid_epoch=False) -> scores
 
 
-def place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move the uint8 images to ``device`` when they take under half of its free memory
-    (PyTorch's cached blocks counted as free); otherwise keep them on the host, where
-    :class:`~selfsup.train.reader.Batches` gathers each batch into a reusable pinned buffer
-    (pinning the whole array would copy it all into locked RAM: impossible for a memmap bigger
-    than memory)."""
-    if device.type == "cuda" and images.numel() < free_device_memory(device) // 2:
+def images_on_device(images: torch.Tensor, device: torch.device, on_device: str, room: int) -> bool:
+    """Whether the training images go to the GPU ``device`` (``data.on_device``): ``always``,
+    ``never``, or ``auto``: when they take at most half of the free memory (PyTorch's cached
+    blocks counted as free) left once ``room`` bytes are set aside for the model (its weights,
+    gradients and optimizer state: :func:`~selfsup.train.optim.model_footprint`); the other
+    half is for the activations. A CPU run leaves them where they are."""
+    if device.type != "cuda" or on_device == "never":
+        return False
+    if on_device == "always":
+        return True
+    free = free_device_memory(device) - room
+    return images.numel() * images.element_size() <= free // 2
+
+
+def place_images(
+    images: torch.Tensor, device: torch.device, *, on_device: str = "auto", room: int = 0
+) -> torch.Tensor:
+    """The uint8 images on ``device`` when :func:`images_on_device` says so; otherwise on the
+    host, where :class:`~selfsup.train.reader.Batches` gathers each batch into a reusable
+    pinned buffer (pinning the whole array would copy it all into locked RAM: impossible for a
+    memmap bigger than memory)."""
+    if images_on_device(images, device, on_device, room):
         return images.to(device)
     return images
 
@@ -191,6 +211,7 @@ class Trainer:
         monitor_seconds: Sequence[float] = (),
         labels: torch.Tensor | None = None,
         label: str = "train",
+        on_device: str = "auto",
     ) -> None:
         self.method, self.tc, self.seed, self.identity = method, train, seed, identity
         self.compile_views, self.label, self.run_dir = compile_views, label, run_dir
@@ -202,22 +223,28 @@ class Trainer:
         self.main = rank() == 0
         self.rd = RunDir(run_dir)
         self.device = resolve_device(train.device)
-        self.autocast = autocast_for(self.device, use_bf16(train.precision, self.device))
-        self._place(images, labels)
+        dtype = amp_dtype(train.precision, self.device)
+        self.autocast = autocast_for(self.device, dtype)
+        # fp16 scales the loss so that small gradients do not flush to zero, and skips a step
+        # whose gradients overflowed (halving the scale); disabled, each call is a no-op
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype is torch.float16)
+        self._place(images, labels, on_device)
         self._schedule()
         self.log = MetricsLog(self.rd.metrics, enabled=self.main, tensorboard=train.tensorboard)
         self.state = TrainState()
         self.resumed = False
         self.pending = Pending.empty()
 
-    def _place(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
-        """The method and the images on the training device (images where they fit)."""
+    def _place(self, images: torch.Tensor, labels: torch.Tensor | None, on_device: str) -> None:
+        """The images (where ``data.on_device`` puts them; measured before the method is on
+        the device, whose footprint is set aside) and the method on the training device."""
         if self.main:
             self.rd.checkpoints.mkdir(parents=True, exist_ok=True)
+        room = model_footprint(self.method, self.tc.optimizer)
+        self.images = place_images(images, self.device, on_device=on_device, room=room)
         self.method.to(self.device)
         if self.tc.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        self.images = place_images(images, self.device)
         self.labels = None if labels is None else labels.to(self.images.device)
         self.stream = BatchStream(
             len(self.images),
@@ -245,14 +272,16 @@ class Trainer:
         self.optimizer = build_optimizer(groups, tc, self.base_lr)
 
     def resume(self) -> None:
-        """Continue from ``checkpoints/last.pt``: weights, optimizer, RNG and :attr:`state`;
+        """Continue from ``checkpoints/last.pt``: weights, optimizer, grad scaler and
+        :attr:`state` (the global RNG is seeded per step: :mod:`selfsup.train.rng`);
         metric records past its step are dropped, temporaries of an interrupted write removed."""
         path = self.rd.checkpoint
         ckpt = load_checkpoint(path)
         check_compatible(ckpt, self.identity, path)
         self.method.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"], self.device)
+        if ckpt.get("scaler"):  # (none before fp16 existed, nor from a bf16 / fp32 run)
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState.from_checkpoint(ckpt)
         self.resumed = True
         self.log.truncate_after(self.state.step)
@@ -267,12 +296,13 @@ class Trainer:
             return
         s.epoch, s.epoch_step = epoch, epoch_step
         s.view_state = None if view_gen is None else view_gen.get_state()
+        s.view_device = None if view_gen is None else torch.device(view_gen.device).type
         save_checkpoint(
             self.rd.checkpoint,
             model=self.method.state_dict(),
             optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),  # {} unless fp16
             **s.checkpoint_fields(),
-            rng=rng_state(self.device),
             config=self.identity,
         )
 
@@ -329,6 +359,7 @@ class Trainer:
     def step(self, batch: torch.Tensor, idx: torch.Tensor, view_gen: torch.Generator) -> None:
         """One optimizer step on a batch (or, with ``train.skip_nonfinite``, a skipped one)."""
         tc, method, s = self.tc, self.method, self.state
+        seed_step(self.seed, s.step, rank())  # dropout: each rank its own, resumable exactly
         views = self._views(batch, view_gen)
         lr = self._set_schedules()
         method.before_step(s.step, self.total, self.stream.steps_per_epoch)
@@ -345,15 +376,25 @@ class Trainer:
             limit, path = tc.skip_nonfinite, self.rd.checkpoint
             log_skipped(self.log, self.bar, s.step, self.epoch, s.skipped, limit, path)
         else:
-            out.loss.backward()
-            method.after_backward()
-            if tc.grad_clip is not None:
-                nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
-            self.optimizer.step()
+            self._update(out.loss)
             method.on_step_end(s.step, self.total)
             self.pending.add(s.step, out.loss, out.parts, lr, len(batch) * world_size())
         s.step += 1
         self.bar.update(1)
+
+    def _update(self, loss: torch.Tensor) -> None:
+        """Backward, the method's gradient surgery, the clip and the optimizer step. In fp16
+        the loss is scaled for the backward and the gradients unscaled before the clip and the
+        optimizer (LARS' trust ratio reads their norm), as the GradScaler docs prescribe; a step
+        whose gradients hold an inf / NaN is skipped by the scaler (one host sync a step, the
+        scaler's own) and the scale halved."""
+        self.scaler.scale(loss).backward()
+        self.method.after_backward()
+        self.scaler.unscale_(self.optimizer)
+        if self.tc.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.method.parameters(), self.tc.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def _stopped(self, where: str) -> TrainingStopped:
         barrier()  # rank 0 has written the checkpoint the message names
@@ -380,20 +421,45 @@ class Trainer:
             if stopping:
                 where = f"step {s.step} (epoch {ep.epoch}, batch {done} of {n})"
                 raise self._stopped(where)
-        if self.marks.due(s.train_seconds + time.perf_counter() - ep.started):
-            self.flush(ep.epoch)
+        self._time_mark(ep, done)
+
+    def _time_mark(self, ep: _Epoch, done: int) -> None:
+        """The monitor at a training-time mark, when one is due. Under torchrun rank 0 alone
+        holds the marks and runs the monitor, but the flush before it is a collective: the
+        ranks decide together every ``log_every`` steps (one sync, as a flush), and only in a
+        run with marks; rank 0 deciding alone flushed alone and waited forever for a
+        collective the others never joined."""
+        s = self.state
+        due = self.marks.due(s.train_seconds + time.perf_counter() - ep.started)
+        if is_distributed():
+            agree = bool(self.monitor_seconds) and s.step % self.tc.log_every == 0
+            due = agree and any_rank(due)
+        if not due:
+            return
+        self.flush(ep.epoch)
+        if self.main:
             t = time.perf_counter()
-            at = {"epoch_fraction": round(ep.epoch + done / n, 4), "step": s.step}
+            at = {"epoch_fraction": round(ep.epoch + done / len(ep.batches), 4), "step": s.step}
             at["train_seconds"] = s.train_seconds + t - ep.started
             self.log.write([self.marks.run(self.method, at)])
             ep.started += time.perf_counter() - t  # the monitor's time is not training
 
     def _start_epoch(self, epoch: int, start: TrainState) -> _Epoch:
         view_gen = torch.Generator(device=self.device)
-        view_gen.manual_seed((self.seed * 100_003 + epoch) * 1_009)
+        view_gen.manual_seed(view_seed(self.seed, epoch))
         resumed = epoch == start.epoch
         if resumed and start.view_state is not None:
-            view_gen.set_state(start.view_state)
+            fallback = view_seed(self.seed, epoch) + start.step
+            other = restore_generator(view_gen, start.view_state, start.view_device, fallback)
+            if other is not None and self.main:
+                tqdm.write(
+                    f"selfsup: the checkpoint was written mid-epoch on {other} and this run "
+                    f"trains on {self.device.type}, whose view generator cannot take a {other} "
+                    f"generator's state: the views of the rest of epoch {epoch} are reseeded "
+                    f"from step {start.step}, so this resume is not bit-exact (deterministic, "
+                    "but not the uninterrupted run's views)",
+                    file=sys.stderr,
+                )
         first = start.epoch_step if resumed else 0
         return _Epoch(epoch, view_gen, list(self.stream.epoch(epoch)), first)
 
@@ -457,6 +523,7 @@ def fit(
     (:func:`~selfsup.train.state.check_compatible`).
 
     ``options`` (:class:`Trainer`): ``compile_views`` (``torch.compile`` the view ops);
+    ``on_device`` (``data.on_device``: auto, always, never: where the images live);
     ``labels`` (N,) int64 (-1 = unlabeled), with which the method is called as
     ``method(views, labels_of_the_batch)``: supervised fine-tuning and joint SSL + supervised
     training run through this same loop; ``label``, what is trained, on the progress bar;

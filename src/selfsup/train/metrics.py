@@ -1,5 +1,7 @@
 """The run's ``metrics.jsonl``: per-step values kept on the device and flushed to the host in
-one copy every ``train.log_every`` steps (:func:`flush`), checked for NaN / inf there."""
+one copy every ``train.log_every`` steps (:func:`flush`), checked for NaN / inf there. Under
+torchrun the logged values are the mean over ranks (one all-reduce per flush, as official
+DINO's ``MetricLogger.synchronize_between_processes``), not rank 0's own."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 import torch
 
 from selfsup.atomic import write_text_atomic
-from selfsup.distributed import any_rank
+from selfsup.distributed import mean_across_ranks
 from selfsup.progress import Progress
 from selfsup.tensorboard import TensorBoardLog
 from selfsup.train.guards import ADVICE, TrainingDiverged, kept
@@ -80,26 +82,21 @@ def flush(pending: Pending, epoch: int, log: MetricsLog, bar: Progress, ckpt_pat
     if not pending.steps:
         return Pending.empty()
     names = list(pending.parts[0])
-    stacked = torch.stack(
-        [
-            torch.stack([loss, *(p[n].float().to(loss.device) for n in names)])
-            for loss, p in zip(pending.losses, pending.parts, strict=True)
-        ]
-    ).tolist()
+    local, stacked = _local_and_mean(pending, names)
     elapsed = max(time.perf_counter() - pending.started, 1e-9)
     ips = pending.images / elapsed
-    finite = [all(v == v and abs(v) != float("inf") for v in values) for values in stacked]
-    if any_rank(not all(finite)) and all(finite):  # another rank diverged: stop with it
-        raise TrainingDiverged(
+    finite = [_all_finite(values) for values in local]
+    if not all(_all_finite(values) for values in stacked) and all(finite):
+        raise TrainingDiverged(  # another rank diverged (its values reach the mean): stop with it
             f"the loss became non-finite on another process by step {pending.steps[-1]} (epoch "
             f"{epoch}); see its message. Lower train.lr, set train.grad_clip (e.g. 1.0) or use "
             "train.precision=fp32."
         )
     records = []
-    for s, lr, values, ok in zip(pending.steps, pending.lrs, stacked, finite, strict=True):
-        if not ok:
+    for s, lr, values, mine in zip(pending.steps, pending.lrs, stacked, local, strict=True):
+        if not _all_finite(mine):
             raise TrainingDiverged(
-                f"the loss became non-finite ({values[0]}) at step {s} (epoch {epoch}); "
+                f"the loss became non-finite ({mine[0]}) at step {s} (epoch {epoch}); "
                 f"{kept(ckpt_path)}. {ADVICE}"
             )
         rec = {"step": s, "epoch": epoch, "loss": values[0], "lr": lr, "images_per_s": ips}
@@ -108,6 +105,23 @@ def flush(pending: Pending, epoch: int, log: MetricsLog, bar: Progress, ckpt_pat
     log.write(records)
     bar.set_postfix(loss=f"{stacked[-1][0]:.4f}", ips=f"{ips:.0f}", refresh=False)
     return Pending.empty()
+
+
+def _local_and_mean(pending: Pending, names: list[str]) -> tuple[list[list[float]], ...]:
+    """Each step's [loss, *parts] on this rank and their mean over ranks, in one all-reduce
+    and one copy to the host (a non-finite value on any rank makes the mean non-finite)."""
+    local = torch.stack(
+        [
+            torch.stack([loss, *(p[n].float().to(loss.device) for n in names)])
+            for loss, p in zip(pending.losses, pending.parts, strict=True)
+        ]
+    )
+    both = torch.stack([local, mean_across_ranks(local)]).tolist()
+    return both[0], both[1]
+
+
+def _all_finite(values: list[float]) -> bool:
+    return all(v == v and abs(v) != float("inf") for v in values)
 
 
 def log_skipped(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from selfsup.fields import check_choice, choices_of
 from selfsup.train.config import TrainConfig
@@ -109,3 +110,19 @@ def build_optimizer(groups: list[dict], cfg: TrainConfig, lr: float) -> torch.op
         return torch.optim.SGD(plain, lr=lr, momentum=cfg.momentum)
     check_choice("train.optimizer", cfg.optimizer, choices_of(TrainConfig, "optimizer"))
     raise AssertionError(f"train.optimizer={cfg.optimizer!r} is a choice without an optimizer")
+
+
+STATE_PER_PARAMETER = {"lars": 1, "sgd": 1, "adamw": 2}
+"""Tensors of optimizer state per trainable parameter: a momentum buffer; Adam's two moments."""
+
+
+def model_footprint(method: nn.Module, optimizer: str) -> int:
+    """Bytes ``method`` takes on the device once it trains with ``optimizer``: its weights and
+    buffers (a frozen teacher's too), and for each trainable parameter its gradient and the
+    optimizer's state (:data:`STATE_PER_PARAMETER`). Activations are not counted: they depend
+    on the batch and the step, and :func:`selfsup.train.loop.images_on_device` leaves them
+    as much room as the images take."""
+    tensors = [*method.parameters(), *method.buffers()]
+    weights = sum(t.numel() * t.element_size() for t in tensors)
+    trainable = sum(p.numel() * p.element_size() for p in method.parameters() if p.requires_grad)
+    return weights + trainable * (1 + STATE_PER_PARAMETER[optimizer])

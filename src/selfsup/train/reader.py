@@ -2,7 +2,8 @@
 
 When the images are resident on the training device (they fit), a batch is one indexing op on
 the device and nothing here runs in the background. When they stay on the host (a prepared
-cache bigger than memory, or a dataset larger than half the GPU's free memory), a background
+cache bigger than memory, a dataset that does not fit on the GPU beside the model, or
+``data.on_device=never``), a background
 thread gathers batch k+1 while the device trains on batch k:
 
 * the indices are sorted before reading (rows of a memmap are then read in file order, which

@@ -19,12 +19,13 @@ from selfsup.train.heldout import HELD_OUT
 
 @dataclass
 class TrainState:
-    """The progress a checkpoint stores beside the weights, the optimizer and the RNG."""
+    """The progress a checkpoint stores beside the weights and the optimizer."""
 
     epoch: int = 0  # the epoch to continue from
     step: int = 0  # optimizer steps taken (skipped ones included)
     epoch_step: int = 0  # batches of ``epoch`` already done (a mid-epoch checkpoint)
     view_state: torch.Tensor | None = None  # the view generator's state there
+    view_device: str | None = None  # its device type (None in older checkpoints)
     train_seconds: float = 0.0  # training time, monitors excluded
     skipped: int = 0  # steps skipped for a non-finite loss (train.skip_nonfinite)
 
@@ -35,6 +36,7 @@ class TrainState:
             step=ckpt["step"],
             epoch_step=int(ckpt.get("epoch_step", 0)),
             view_state=ckpt.get("view_generator"),
+            view_device=ckpt.get("view_generator_device"),
             train_seconds=float(ckpt.get("train_seconds", 0.0)),
             skipped=int(ckpt.get("skipped_nonfinite", 0)),
         )
@@ -45,29 +47,11 @@ class TrainState:
             "epoch": self.epoch,
             "epoch_step": self.epoch_step,
             "view_generator": self.view_state,
+            "view_generator_device": self.view_device,
             "step": self.step,
             "train_seconds": self.train_seconds,
             "skipped_nonfinite": self.skipped,
         }
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """The CPU generator, and the training GPU's only: a checkpoint must resume on a machine
-    with fewer visible GPUs (``get_rng_state_all`` would store one state per visible GPU)."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if device.type == "cuda" and cuda is not None:
-        if isinstance(cuda, (list, tuple)):  # older checkpoints: one state per visible GPU
-            cuda = cuda[0] if cuda else None
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda, device)
 
 
 def architecture(identity: dict[str, Any]) -> list[tuple[str, str]]:
