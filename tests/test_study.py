@@ -345,7 +345,7 @@ def test_teacher_row_keeps_its_random_init_twin(tmp_path) -> None:
 def test_face_results_become_table_records() -> None:
     """``selfsup faces`` writes identification / verification, not harness records."""
     verification = {
-        "pretrained": {"mean": 0.7, "unseen_people": {"mean": 0.68}},
+        "pretrained": {"mean": 0.7, "n_pairs": 60, "unseen_people": {"mean": 0.68, "n_pairs": 20}},
         "finetuned": {"mean": 0.95, "unseen_people": {"mean": 0.8}},
     }
     results = {
@@ -361,13 +361,17 @@ def test_face_results_become_table_records() -> None:
     assert got == [
         ("knn", 1, 0.4),
         ("knn", 20, 0.5),
-        ("verification", None, 0.68),
-        ("verification all pairs", None, 0.7),
+        ("verification, unseen people", None, 0.68),
+        ("verification, all pairs", None, 0.7),
         ("finetuned knn", 1, 0.9),
-        ("finetuned verification", None, 0.8),
-        ("finetuned verification all pairs", None, 0.95),
+        ("finetuned verification, unseen people", None, 0.8),
+        ("finetuned verification, all pairs", None, 0.95),
     ]
     assert runner.face_records({}) == []
+    from selfsup.studies.table import measure
+
+    first = runner.face_records(results)[2:4]  # the pair counts are the rows' measure
+    assert [measure(r) for r in first] == ["20 pairs", "60 pairs"]
 
 
 def test_a_run_stopped_before_its_plots_is_resumed_not_counted_finished(

@@ -268,18 +268,18 @@ def face_records(results: dict) -> list[dict]:
             )
         ver = verif.get(stage) or {}
         unseen = ver.get("unseen_people") or {}
-        if unseen.get("mean") is not None:  # LFW's protocol: people fine-tuning never saw
-            records.append(
-                {"dataset": "lfw", "protocol": f"{prefix}verification", "top1": unseen["mean"]}
-            )
-        if ver.get("mean") is not None:  # every pair (after fine-tuning: seen people included)
-            records.append(
-                {
-                    "dataset": "lfw",
-                    "protocol": f"{prefix}verification all pairs",
-                    "top1": ver["mean"],
-                }
-            )
+        # LFW's protocol first: the pairs of people fine-tuning never saw; then every pair
+        # (after fine-tuning, seen people included); the pair counts as the row's measure
+        for scored, name in ((unseen, "unseen people"), (ver, "all pairs")):
+            if scored.get("mean") is not None:
+                records.append(
+                    {
+                        "dataset": "lfw",
+                        "protocol": f"{prefix}verification, {name}",
+                        "top1": scored["mean"],
+                        "n_pairs": scored.get("n_pairs"),
+                    }
+                )
     return records
 
 

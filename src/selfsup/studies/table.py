@@ -63,6 +63,8 @@ def measure(rec: dict[str, Any]) -> str:
         parts.append(f"{100 * rec['fraction']:g}% labels")
     if rec.get("ratio") is not None:
         parts.append(f"ratio 1:{rec['ratio']:g}")
+    if rec.get("n_pairs") is not None:
+        parts.append(f"{rec['n_pairs']:,} pairs")
     return ", ".join(parts)
 
 
