@@ -27,6 +27,7 @@ from selfsup.distributed import any_rank, mark_synced, mean_across_ranks, synced
 from selfsup.losses import barlow_twins_loss, dino_center_update, nt_xent_loss, vicreg_loss
 from selfsup.parts.queue import FeatureQueue
 from selfsup.parts.shuffle_bn import shuffled_forward
+from selfsup.train.loop import BatchStream
 
 WORLD, N, D, IN_DIM, K = 2, 8, 5, 6, 6
 B = N // WORLD
@@ -111,6 +112,9 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         seen: list[torch.Tensor] = []
         keys = shuffled_forward(lambda t: seen.append(t.clone()) or t * 2, x)
         results["shuffle"] = {"x": x, "keys": keys, "seen": seen[0]}
+        torch.manual_seed(100 + rank)  # each process's own RNG state differs (issue #26.2)
+        stream = BatchStream(20, 4, seed=3, rank=rank, world=WORLD)
+        results["shards"] = [[b.tolist() for b in stream.epoch(e)] for e in range(2)]
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -230,3 +234,17 @@ def test_a_cpu_run_under_torchrun_on_a_gpu_host_uses_gloo(monkeypatch) -> None:
     monkeypatch.setattr(dist, "init_process_group", chosen.append)
     assert distributed.init_from_env("cpu") and chosen == ["gloo"] and gpus == []
     assert distributed.init_from_env("auto") and chosen[-1] == "nccl" and gpus == [0]
+
+
+def test_the_ranks_shards_of_an_epoch_are_disjoint_and_cover_it(ranks: list[dict]) -> None:
+    """Issue #26.2 in two processes: whatever each process's own random state (or, on GPUs,
+    where it put its images: the shuffle is drawn by a CPU generator, tests/test_train.py), the
+    two ranks' shards of an epoch never overlap and together cover every image; the next epoch
+    reshuffles."""
+    epochs = []
+    for e in range(2):
+        mine, theirs = ([i for batch in r["shards"][e] for i in batch] for r in ranks)
+        assert len(mine) == len(theirs) == 10 and not set(mine) & set(theirs)
+        assert sorted(mine + theirs) == list(range(20))
+        epochs.append(ranks[0]["shards"][e])
+    assert epochs[0] != epochs[1]
