@@ -35,6 +35,7 @@ SKIPS = (  # (pattern in the command, why it is skipped here)
     (r"^make ", "make itself: CI runs `make test`; `make demo` is benchmarks/RESULTS.md's"),
     (r"^wget ", "downloads weights (no internet here); tests/test_official_weights.py"),
     (r"^torchrun ", "several GPUs or nodes; tests/test_torchrun.py runs 2 CPU processes"),
+    (r"^(HEAD=|srun )", "a SLURM allocation; tests/test_torchrun.py runs 2 CPU processes"),
     (r"^selfsup study ", "a whole study; tests/test_study.py runs studies at test scale"),
     (r"^selfsup faces ", "needs LFW; tests/test_faces.py runs it on files in LFW's layout"),
     (r"cifar10|cifar100|stl10|imagenet100", "needs CIFAR / STL-10 / ImageNet-100 files"),
