@@ -24,7 +24,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.data.views import make_views, ssl_view
 from selfsup.distributed import any_rank, mark_synced, mean_across_ranks, synced_buffer_names
-from selfsup.losses import barlow_twins_loss, dino_center_update, nt_xent_loss, vicreg_loss
+from selfsup.losses import (
+    barlow_twins_loss,
+    dino_center_update,
+    multi_crop_nt_xent_loss,
+    nt_xent_loss,
+    vicreg_loss,
+)
 from selfsup.parts.queue import FeatureQueue
 from selfsup.parts.shuffle_bn import shuffled_forward
 from selfsup.train.loop import BatchStream
@@ -35,6 +41,10 @@ LOSSES: dict[str, Callable] = {
     "vicreg": vicreg_loss,
     "barlow": barlow_twins_loss,
     "nt_xent": functools.partial(nt_xent_loss, temperature=0.5),
+    # three crops of each image: the third a mix of the two, row by row as the shards are
+    "multi_crop_nt_xent": lambda a, b: multi_crop_nt_xent_loss(
+        [a, b, 0.5 * a - b], temperature=0.5
+    ),
 }
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 

@@ -98,10 +98,6 @@ def test_a_fine_tune_sweep_says_its_size_before_it_starts(tmp_path, capsys) -> N
     args = [*TINY, "train.epochs=1", "eval.compare_random=false", "eval.compare_pixels=false"]
     args += ["eval.protocols=[finetune]", "eval.finetune.fractions=[0.25]"]
     args += ["eval.finetune.epochs=1", "eval.min_steps=6", "eval.finetune.lrs=[0.05,0.1]"]
-    # batch 16: with the default batch (64 here) and 2 threads, torch aborted inside backward
-    # in this configuration (fp32 too), reproduced before and after issue #23's refactor;
-    # under investigation, the fine-tune path itself is covered by tests/test_protocols.py
-    args += ["eval.finetune.batch_size=16"]
     assert main(["pretrain", "--config", "defaults", "--out", str(out), *args]) == 0
     err = capsys.readouterr().err
     assert "raised from 1 by eval.min_steps=6" in err and "for each of 2 lr(s)" in err
@@ -131,3 +127,34 @@ def test_a_backbone_is_evaluated_with_the_statistics_it_was_trained_with(tmp_pat
     by_init = {r["init"]: r["normalisation"] for r in recs}
     assert by_init["pretrained"] == by_init["random"] == "the backbone's own"
     assert by_init["pixels"] == "measured on synthetic train"
+
+
+def test_a_cpu_fine_tune_trains_in_the_contiguous_layout(tmp_path, monkeypatch) -> None:
+    """torch 2.14.1's CPU channels_last backward aborted this fine-tune (a batch of 63, two
+    threads: docs/reliability.md): on the CPU a fine-tune's copy of the backbone and its
+    batches are contiguous, while the linear probe (no backward through the backbone) keeps
+    the run's channels_last."""
+    from torch import nn
+
+    from selfsup.evaluate import protocols
+
+    seen: dict[bool, tuple[bool, bool]] = {}
+    real_fit = protocols.fit
+
+    def spy(model, images, train, out, **kw):
+        result = real_fit(model, images, train, out, **kw)
+        conv = next(
+            m for m in model.backbone.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1
+        )
+        seen[model.frozen] = (train.channels_last, conv.weight.is_contiguous())
+        return result
+
+    monkeypatch.setattr(protocols, "fit", spy)
+    args = [*TINY, "train.epochs=1", "eval.compare_random=false", "eval.compare_pixels=false"]
+    args += ["eval.protocols=[linear-aug,finetune]", "eval.finetune.fractions=[0.25]"]
+    args += ["eval.finetune.epochs=1", "eval.linear_aug.epochs=1", "eval.linear_aug.lrs=[0.1]"]
+    args += ["train.channels_last=true"]
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", "defaults", "--out", str(out), *args]) == 0
+    assert seen[False] == (False, True)  # fine-tune: contiguous
+    assert seen[True] == (True, False)  # linear probe: the run's channels_last

@@ -14,6 +14,7 @@ from selfsup.losses import (
     dino_loss,
     infonce_loss,
     isd_loss,
+    multi_crop_nt_xent_loss,
     nt_xent_loss,
     vicreg_loss,
 )
@@ -113,6 +114,36 @@ def test_nt_xent_matches_loop_reference() -> None:
     _close(loss, ref)
     _close(parts["pos_sim"], pos)
     _close(parts["neg_sim"], neg)
+
+
+def reference_multi_crop_nt_xent(crops: list[Rows], t: float) -> float:
+    """solo-learn's ``simclr_loss_func``, anchor by anchor: positives are the other crops of
+    the anchor's image, the denominator every crop but the anchor itself."""
+    n = len(crops[0])
+    z = [(c, i, _unit(row)) for c, rows in enumerate(crops) for i, row in enumerate(rows)]
+    total = 0.0
+    for c, i, u in z:
+        pos = sum(math.exp(_dot(u, w) / t) for d, j, w in z if j == i and d != c)
+        rest = sum(math.exp(_dot(u, w) / t) for d, j, w in z if (d, j) != (c, i))
+        total += -math.log(pos / rest)
+    return total / (len(crops) * n)
+
+
+def test_multi_crop_nt_xent_matches_loop_reference_and_is_nt_xent_at_two_crops() -> None:
+    base = _randn(5, 4, seed=4)
+    crops = [base + 0.6 * _randn(5, 4, seed=10 + c) for c in range(4)]
+    loss, parts = multi_crop_nt_xent_loss(crops, temperature=0.3)
+    _close(loss, reference_multi_crop_nt_xent([c.tolist() for c in crops], 0.3))
+    pairs = [(c, d) for c in range(4) for d in range(4) if c != d]
+    pos = sum(torch.cosine_similarity(crops[c], crops[d]).mean().item() for c, d in pairs)
+    _close(parts["pos_sim"], pos / len(pairs))
+    a, b = crops[:2]
+    two, two_parts = multi_crop_nt_xent_loss([a, b], temperature=0.3)
+    pair, pair_parts = nt_xent_loss(a, b, temperature=0.3)
+    _close(two, pair.item())
+    _close(two_parts["neg_sim"], pair_parts["neg_sim"].item())
+    with pytest.raises(ValueError, match="at least two views"):
+        multi_crop_nt_xent_loss([a], temperature=0.3)
 
 
 def reference_infonce(q: Rows, k: Rows, queue: Rows, t: float) -> tuple[float, float]:

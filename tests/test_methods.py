@@ -206,3 +206,33 @@ def test_shuffle_bn_splits_both_encoders_and_can_be_turned_off(method: str) -> N
     assert plain.sync_batchnorm
     assert not any(isinstance(m, SplitBatchNorm2d) for m in plain.modules())
     assert set(plain.state_dict()) == set(model.state_dict())  # checkpoints stay compatible
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_simclr_multi_crop_trains_every_crop_through_one_loss(backbone: str, tmp_path) -> None:
+    from selfsup.losses import multi_crop_nt_xent_loss
+    from selfsup.methods.siamese import Siamese
+    from selfsup.methods.simclr import MultiCropSimCLR
+
+    cfg, data = setup("simclr", backbone, ["method.local_crops=2"])
+    model = make_method(cfg, data.channels)
+    assert isinstance(model, MultiCropSimCLR)
+    specs = model.view_specs
+    assert [s.size for s in specs] == [16, 16, 8, 8]  # 96/224 of 16 px, in 4-px patches
+    assert [s.blur_p for s in specs] == [0.5, 0.5, 0.0, 0.0]  # solo-learn: no blur on small
+    assert {s.crop_scale for s in specs} == {(0.08, 1.0)}  # the views' own scale
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(4, data.channels, s.size, s.size, generator=g) for s in specs]
+    out = model(views)
+    z = [model.projector(model.backbone(v)) for v in views]
+    expected, _ = multi_crop_nt_xent_loss(z, temperature=cfg.method.temperature)
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    small = [views[0], views[1], views[2], views[3] + 1.0]  # a small crop moves the loss
+    assert not torch.allclose(model(small).loss, out.loss)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_run(model, data.images, cfg, tmp_path)
+    losses = [r["loss"] for r in map(eval_json, (tmp_path / "metrics.jsonl").open())]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
+    two, _ = setup("simclr", backbone)
+    assert isinstance(make_method(two, data.channels), Siamese)  # 0 small crops: the pair

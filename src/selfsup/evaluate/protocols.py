@@ -25,19 +25,27 @@ from selfsup.evaluate.linear import (
     epochs_for,
 )
 from selfsup.methods.supervised import Classifier
+from selfsup.precision import resolve_device
 from selfsup.train.config import TrainConfig
 from selfsup.train.heldout import classification_curves, curve_samples
 from selfsup.train.loop import fit
 
 
 def _classifier_schedule(
-    ctx: EvalContext, n: int, epochs: int, lr: float, weight_decay: float
+    ctx: EvalContext, n: int, epochs: int, lr: float, weight_decay: float, *, frozen: bool
 ) -> TrainConfig:
     """A trained evaluation's train settings: SGD, cosine without warm-up, the finetune batch
     (at most the ``n`` images), epochs raised to reach ``eval.min_steps``, and the run's own
-    device, precision, memory layout, logging and progress bar."""
+    device, precision, memory layout, logging and progress bar.
+
+    A fine-tune on the CPU (the backbone trained) runs in the contiguous layout whatever
+    ``train.channels_last`` says: torch's CPU channels_last backward aborts the process at some
+    batch sizes (2.14.1, two threads, a batch of 63: docs/reliability.md), and the layout's
+    CPU gain is within the noise (benchmarks/RESULTS.md). A linear probe (frozen backbone, no
+    backward through it) and every GPU run keep the run's setting."""
     rc = ctx.run_cfg
     batch = min(ctx.cfg.finetune.batch_size, n)
+    cpu_backward = not frozen and resolve_device(rc.train.device).type == "cpu"
     return TrainConfig(
         epochs=epochs_for(n // batch, epochs, ctx.cfg.min_steps),
         batch_size=batch,
@@ -48,7 +56,7 @@ def _classifier_schedule(
         final_lr_ratio=0.0,
         device=rc.train.device,
         precision=rc.train.precision,
-        channels_last=rc.train.channels_last,
+        channels_last=rc.train.channels_last and not cpu_backward,
         log_every=rc.train.log_every,
         progress=rc.train.progress,
     )
@@ -85,7 +93,7 @@ def train_classifier(
         head_lr_scale=1.0 if frozen else ctx.cfg.finetune.head_lr_scale,
         dropout=0.0 if frozen else ctx.run_cfg.backbone.dropout,  # no dropout in a linear probe
     )
-    train = _classifier_schedule(ctx, len(data), epochs, lr, weight_decay)
+    train = _classifier_schedule(ctx, len(data), epochs, lr, weight_decay, frozen=frozen)
     epochs = train.epochs
     out = ctx.work_dir / name
     shutil.rmtree(out, ignore_errors=True)  # a derived artefact: always trained afresh

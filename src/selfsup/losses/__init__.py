@@ -1,7 +1,7 @@
 """Losses: pure functions of tensors returning ``(loss, parts)``."""
 
 from selfsup.losses.barlow_twins import barlow_twins_loss
-from selfsup.losses.contrastive import infonce_loss, nt_xent_loss
+from selfsup.losses.contrastive import infonce_loss, multi_crop_nt_xent_loss, nt_xent_loss
 from selfsup.losses.dino import dino_center_update, dino_loss
 from selfsup.losses.isd import isd_loss
 from selfsup.losses.vicreg import vicreg_loss
@@ -12,6 +12,7 @@ __all__ = [
     "dino_loss",
     "infonce_loss",
     "isd_loss",
+    "multi_crop_nt_xent_loss",
     "nt_xent_loss",
     "vicreg_loss",
 ]

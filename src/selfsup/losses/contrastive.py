@@ -1,4 +1,5 @@
-"""Contrastive losses: SimCLR's NT-Xent and MoCo's InfoNCE against a queue of keys."""
+"""Contrastive losses: SimCLR's NT-Xent (two views or multi-crop) and MoCo's InfoNCE against a
+queue of keys."""
 
 from __future__ import annotations
 
@@ -45,6 +46,39 @@ def nt_xent_loss(
         neg_total = cos.sum() - cos.diagonal().sum() - pos.sum()
         neg_sim = neg_total / (2 * n * (2 * n - 2)) if n > 1 else torch.zeros_like(neg_total)
     return loss, {"pos_sim": pos.mean(), "neg_sim": neg_sim}
+
+
+@full_precision
+def multi_crop_nt_xent_loss(
+    views: list[torch.Tensor], *, temperature: float = 0.1
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SimCLR's NT-Xent over V >= 2 crops of each image (V projections (B, D), globals first):
+    ``simclr_loss_func`` of vturrisi/solo-learn solo/losses/simclr.py, as its SimCLR trains with
+    small crops (solo/methods/simclr.py ``training_step``: every crop of an image shares its
+    index). Each of the V*N crops is an anchor; its positives are the V - 1 other crops of its
+    image and its negatives the crops of every other image; the anchor's loss is
+    ``-log(sum_pos exp(cos / t) / sum_{all but itself} exp(cos / t))``, averaged over anchors.
+    With V = 2 it is :func:`nt_xent_loss`. Under torchrun every view is gathered from every
+    process, as there.
+
+    Parts: ``pos_sim`` (mean cosine over positive pairs) and ``neg_sim`` (over negative pairs).
+    """
+    if len(views) < 2:
+        raise ValueError(f"multi-crop NT-Xent takes at least two views, got {len(views)}")
+    z = torch.cat([gather_cat(F.normalize(v.float(), dim=1)) for v in views])  # (V*N, D)
+    v, n = len(views), z.shape[0] // len(views)
+    image = torch.arange(n, device=z.device).repeat(v)
+    same = image[:, None] == image[None, :]
+    self_mask = torch.eye(v * n, dtype=torch.bool, device=z.device)
+    cos = z @ z.T
+    logits = (cos / temperature).masked_fill(self_mask, float("-inf"))
+    positives = logits.masked_fill(~same, float("-inf"))
+    loss = (logits.logsumexp(dim=1) - positives.logsumexp(dim=1)).mean()
+    with torch.no_grad():
+        pos_mask, neg_mask = same & ~self_mask, ~same
+        pos_sim = cos[pos_mask].mean()
+        neg_sim = cos[neg_mask].mean() if n > 1 else torch.zeros_like(pos_sim)
+    return loss, {"pos_sim": pos_sim, "neg_sim": neg_sim}
 
 
 @full_precision

@@ -61,6 +61,8 @@ class TrainConfig:
     # auto: bf16 where native (CUDA >= sm80, CPU with AVX-512 BF16), fp16 on older CUDA GPUs
     # (with a GradScaler), else fp32
     precision: str = setting("auto", choices=PRECISIONS)
+    # the NHWC memory layout for the model and its batches; a CPU fine-tune stays contiguous
+    # (torch's CPU channels_last backward can abort: docs/reliability.md)
     channels_last: bool = True
     compile: bool = False  # torch.compile the method
     # steps between metric flushes (one host sync per flush)

@@ -243,8 +243,9 @@ class Trainer:
         room = model_footprint(self.method, self.tc.optimizer)
         self.images = place_images(images, self.device, on_device=on_device, room=room)
         self.method.to(self.device)
-        if self.tc.channels_last:
-            self.method.to(memory_format=torch.channels_last)
+        # both ways: a copied backbone (an evaluation's) may arrive in the other layout
+        layout = torch.channels_last if self.tc.channels_last else torch.contiguous_format
+        self.method.to(memory_format=layout)
         self.labels = None if labels is None else labels.to(self.images.device)
         self.stream = BatchStream(
             len(self.images),
