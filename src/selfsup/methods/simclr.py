@@ -61,7 +61,8 @@ def local_side(size: int) -> int:
 
 def simclr_crops(cfg: Any, size: int, mean: Sequence[float], std: Sequence[float]):
     """The two views (:func:`simclr_views`) and ``method.local_crops`` small crops, the same
-    distortion without blur (solo-learn imagenet-100-multicrop/augmentations/symmetric.yaml:
+    distortion without blur (solo-learn @9187ea3
+    scripts/pretrain/imagenet-100-multicrop/augmentations/symmetric.yaml:36-37,
     ``gaussian_blur.prob: 0.0`` on the small crops)."""
     m = cfg.method
     scale = METHODS.get("simclr").scale(cfg)
