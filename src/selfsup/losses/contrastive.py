@@ -55,8 +55,9 @@ def multi_crop_nt_xent_loss(
     """SimCLR's NT-Xent over V >= 2 crops of each image (V projections (B, D), globals first):
     ``simclr_loss_func`` of vturrisi/solo-learn solo/losses/simclr.py @9187ea3 (:25-59), as its
     SimCLR trains with small crops (solo/methods/simclr.py ``training_step``, :117-147: every
-    crop of an image shares its index). Each of the V*N crops is an anchor; its positives are the V - 1 other crops of its
-    image and its negatives the crops of every other image; the anchor's loss is
+    crop of an image shares its index). Each of the V*N crops is an anchor; its positives are
+    the V - 1 other crops of its image and its negatives the crops of every other image; the
+    anchor's loss is
     ``-log(sum_pos exp(cos / t) / sum_{all but itself} exp(cos / t))``, averaged over anchors.
     With V = 2 it is :func:`nt_xent_loss`. Under torchrun every view is gathered from every
     process, as there.

@@ -34,7 +34,7 @@ class SimCLRConfig(MethodConfig):
     local_crops: int = setting(
         0, valid=NON_NEGATIVE, what="small crops per image; 0 turns multi-crop off"
     )
-    # small crop side; None: 96/224 of the view side (solo-learn's 96 beside 224), as DINO's
+    # small crop side; None: 96/224 of the view side (solo-learn's 96 beside 224), in 4-px steps
     local_size: int | None = setting(
         None, valid=SIDE, what="small crop side; null: about 96/224 of the view side"
     )
