@@ -236,3 +236,15 @@ def test_simclr_multi_crop_trains_every_crop_through_one_loss(backbone: str, tmp
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
     two, _ = setup("simclr", backbone)
     assert isinstance(make_method(two, data.channels), Siamese)  # 0 small crops: the pair
+
+
+def test_small_crops_are_96_beside_224_for_dino_and_simclr() -> None:
+    """main_dino.py crops its local views at 96 px beside 224 (solo-learn's multi-crop recipes
+    too); both methods' default small crop follows that ratio, in whole 4-px patches."""
+    from selfsup.data.recipes import small_crop_side
+
+    assert [small_crop_side(s) for s in (224, 96, 32, 28, 16)] == [96, 40, 12, 12, 8]
+    for method, crops in (("dino", "method.local_crops=2"), ("simclr", "method.local_crops=2")):
+        cfg, data = setup(method, "small_resnet", [crops, "views.size=224"])
+        sizes = [s.size for s in make_method(cfg, data.channels).view_specs]
+        assert sizes == [224, 224, 96, 96], (method, sizes)

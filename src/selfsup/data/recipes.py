@@ -36,3 +36,11 @@ def crop_flip_view(
     view, and the supervised training view of solo-learn's linear evaluation and the official
     repos' ``eval_linear.py`` (fine-tuning, the supervised baseline)."""
     return ssl_view(size, mean, std, scale=scale, jitter_p=0.0, grayscale_p=0.0)
+
+
+def small_crop_side(size: int) -> int:
+    """The side of a multi-crop method's small crops beside views of ``size`` px: 96 beside 224,
+    as facebookresearch/dino main_dino.py ``DataAugmentationDINO`` and solo-learn's multi-crop
+    recipes crop them, in whole 4-px patches so that a ViT-p4 takes it, at least 8: 12 at 28 px,
+    8 at 16."""
+    return 4 * max(2, round(size * 96 / 224 / 4))

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.data.recipes import byol_pair
+from selfsup.data.recipes import byol_pair, small_crop_side
 from selfsup.data.views import ViewSpec, ssl_view
 from selfsup.distributed import mark_synced, mean_across_ranks
 from selfsup.fields import AT_LEAST_1, EMA, NON_NEGATIVE, POSITIVE, SIDE, TEMP, setting
@@ -68,9 +68,10 @@ class DINOConfig(MethodConfig):
     local_crops: int = setting(
         6, valid=NON_NEGATIVE, what="local crops per image; 0 turns multi-crop off"
     )
-    # local crop side; None: about half the global size (x4)
+    # local crop side; None: 96/224 of the global size, as main_dino.py's 96 beside 224
+    # (data.recipes.small_crop_side)
     local_size: int | None = setting(
-        None, valid=SIDE, what="local crop side; null: about half the global size"
+        None, valid=SIDE, what="local crop side; null: about 96/224 of the global size"
     )
     # --local_crops_scale; None: (0.05, 0.4) for ViTs, (0.05, 0.14) for ResNets (dino_scales)
     local_scale: list[float] | None = setting(
@@ -125,7 +126,7 @@ def dino_views(cfg: Any, size: int, mean: Sequence[float], std: Sequence[float])
         std,
         tuple(cfg.views.crop_scale or own),
         local_crops=m.local_crops,
-        local_size=m.local_size or 4 * max(2, size // 8),  # ~half, ViT-p4-able
+        local_size=m.local_size or small_crop_side(size),
         local_scale=m.local_scale or own_local,
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from selfsup.data.recipes import small_crop_side
 from selfsup.data.views import ViewSpec, ssl_view
 from selfsup.fields import NON_NEGATIVE, POSITIVE, SIDE, TEMP, setting
 from selfsup.heads import mlp
@@ -53,12 +54,6 @@ def simclr_views(
     return [spec, spec]
 
 
-def local_side(size: int) -> int:
-    """solo-learn's small crop beside its view (96 px beside 224) at ``size``, in whole 4-px
-    patches so that a ViT-p4 takes it, at least 8: 12 at 28 px, 8 at 16."""
-    return 4 * max(2, round(size * 96 / 224 / 4))
-
-
 def simclr_crops(cfg: Any, size: int, mean: Sequence[float], std: Sequence[float]):
     """The two views (:func:`simclr_views`) and ``method.local_crops`` small crops, the same
     distortion without blur (solo-learn @9187ea3
@@ -68,7 +63,7 @@ def simclr_crops(cfg: Any, size: int, mean: Sequence[float], std: Sequence[float
     scale = METHODS.get("simclr").scale(cfg)
     views = simclr_views(size, mean, std, scale)
     small = ssl_view(
-        m.local_size or local_side(size),
+        m.local_size or small_crop_side(size),
         mean,
         std,
         scale=m.local_scale or scale,
